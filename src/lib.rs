@@ -1,0 +1,25 @@
+//! Flotilla: a self-hosted AWS Batch.
+//!
+//! The data flow, top to bottom:
+//!
+//! ```text
+//!  AWS CLI / boto3 / SDKs / `flotilla` CLI
+//!             │  restJson1 + SigV4 (the AWS Batch API)
+//!             ▼
+//!  api/ ── validate (model/) ──► store/ (SQLite | PostgreSQL): durable before the reply
+//!                                   │
+//!                                   ▼
+//!  scheduler/ · provisioner/  pure planning over snapshots            (later issues)
+//!  compute/                   drivers that do I/O: LOCAL, AWS          (later issues)
+//!  reconciler/                observations → job transitions, retries  (later issues)
+//! ```
+//!
+//! Modules:
+//! - [`model`]: AWS Batch wire shapes (camelCase serde) and their validation. No I/O.
+//! - [`store`]: the [`store::Store`] trait; one SQL implementation for SQLite and PostgreSQL with
+//!   group commit.
+//! - [`api`]: HTTP routes, SigV4 verification, error mapping, `/metrics`, `/healthz`.
+//! - [`server`]: configuration, start-up (defaults, credentials), graceful shutdown.
+//! - [`cli`]: the `flotilla` command line; talks to the server over the signed AWS Batch API.
+
+pub mod store;

@@ -1,0 +1,176 @@
+//! The durable store: the single source of truth.
+//!
+//! The store deals in rows, not in wire types: a job is a handful of indexed columns plus its full
+//! `JobDetail` document as JSON text. That keeps the SQL identical on SQLite and PostgreSQL and lets
+//! the API evolve the document without migrations. Resources (compute environments, queues, job
+//! definitions, scheduling policies) are few; the server loads them all at start and writes through.
+//!
+//! Writes of jobs go through a group-commit writer: concurrent callers share one transaction (and one
+//! fsync), and each caller's future resolves only after that transaction committed.
+
+mod sql;
+
+pub use sql::SqlStore;
+
+use async_trait::async_trait;
+
+/// What kind of resource a [`ResourceRow`] holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ResourceKind {
+    ComputeEnvironment,
+    JobQueue,
+    JobDefinition,
+    SchedulingPolicy,
+}
+
+impl ResourceKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResourceKind::ComputeEnvironment => "compute-environment",
+            ResourceKind::JobQueue => "job-queue",
+            ResourceKind::JobDefinition => "job-definition",
+            ResourceKind::SchedulingPolicy => "scheduling-policy",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "compute-environment" => ResourceKind::ComputeEnvironment,
+            "job-queue" => ResourceKind::JobQueue,
+            "job-definition" => ResourceKind::JobDefinition,
+            "scheduling-policy" => ResourceKind::SchedulingPolicy,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResourceRow {
+    pub kind: ResourceKind,
+    /// Primary key within the kind.
+    pub arn: String,
+    pub name: String,
+    /// The resource's wire document (JSON).
+    pub doc: String,
+}
+
+/// One job (or array child) as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobRow {
+    pub job_id: String,
+    /// ARN of the job queue.
+    pub job_queue: String,
+    /// One of AWS Batch's job statuses, upper case.
+    pub status: String,
+    pub job_name: String,
+    /// ARN of the job definition revision (`...:job-definition/NAME:REV`).
+    pub job_definition: String,
+    /// For array children: the parent's job ID.
+    pub array_parent: Option<String>,
+    /// For array children: the index.
+    pub array_index: Option<i32>,
+    /// Epoch milliseconds.
+    pub created_at: i64,
+    /// The `JobDetail` document (JSON).
+    pub doc: String,
+}
+
+/// Which jobs [`Store::list_jobs`] scans.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobScope {
+    /// Top-level jobs and array parents of a queue (array children are listed through their parent).
+    Queue(String),
+    /// The children of an array job, by index.
+    ArrayParent(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobListQuery {
+    pub scope: JobScope,
+    /// `None`: every status.
+    pub statuses: Option<Vec<String>>,
+    /// Exact job name, or a prefix when `name_is_prefix`.
+    pub name: Option<String>,
+    pub name_is_prefix: bool,
+    /// Job definition ARN exactly, or an ARN prefix when `definition_is_prefix`
+    /// (a name without revision matches every revision).
+    pub definition: Option<String>,
+    pub definition_is_prefix: bool,
+    /// Epoch ms, exclusive bounds on `created_at`.
+    pub created_before: Option<i64>,
+    pub created_after: Option<i64>,
+    /// Page size, at least 1.
+    pub limit: u32,
+    /// Keyset cursor returned by the previous page.
+    pub cursor: Option<JobCursor>,
+}
+
+/// Position after the last row of a page. Queue scopes page newest first by
+/// (`created_at`, `job_id`); array scopes by `array_index`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobCursor {
+    Created { created_at: i64, job_id: String },
+    Index(i32),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobPage {
+    pub jobs: Vec<JobRow>,
+    /// Present when more rows may follow.
+    pub next: Option<JobCursor>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database could not be reached or the transaction failed in a way a retry may fix
+    /// (connection lost, pool timeout, serialization failure, SQLite busy).
+    #[error("store unavailable, retry: {0}")]
+    Unavailable(String),
+    /// A bug or corrupted data; retrying will not help.
+    #[error("store error: {0}")]
+    Fatal(String),
+    /// The store is shutting down; the write was not applied.
+    #[error("store is closed")]
+    Closed,
+}
+
+impl StoreError {
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_))
+    }
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// `"sqlite"` or `"postgres"`.
+    fn backend(&self) -> &'static str;
+
+    async fn get_meta(&self, key: &str) -> StoreResult<Option<String>>;
+    async fn set_meta(&self, key: &str, value: &str) -> StoreResult<()>;
+
+    async fn load_resources(&self) -> StoreResult<Vec<ResourceRow>>;
+    /// Insert or replace by (kind, arn).
+    async fn put_resource(&self, row: &ResourceRow) -> StoreResult<()>;
+    async fn delete_resource(&self, kind: ResourceKind, arn: &str) -> StoreResult<()>;
+
+    /// Insert or replace jobs by `job_id`, atomically, committed before returning.
+    /// Concurrent calls are group-committed.
+    async fn upsert_jobs(&self, jobs: Vec<JobRow>) -> StoreResult<()>;
+    /// The jobs with these IDs that exist, in no particular order.
+    async fn get_jobs(&self, ids: &[String]) -> StoreResult<Vec<JobRow>>;
+    async fn list_jobs(&self, query: &JobListQuery) -> StoreResult<JobPage>;
+    /// Children of an array job counted by status.
+    async fn count_children_by_status(&self, parent: &str) -> StoreResult<Vec<(String, i64)>>;
+    /// Every job (including children) whose status is one of `statuses`, for rebuilding in-memory
+    /// state at start.
+    async fn jobs_with_status(&self, statuses: &[&str]) -> StoreResult<Vec<JobRow>>;
+    /// Number of jobs per (queue ARN, status), for queue-depth metrics.
+    async fn count_jobs_by_queue_status(&self) -> StoreResult<Vec<(String, String, i64)>>;
+}
+
+/// Opens the store named by a `sqlite://…` or `postgres://…` URL and runs migrations.
+pub async fn open(url: &str) -> StoreResult<std::sync::Arc<dyn Store>> {
+    Ok(std::sync::Arc::new(SqlStore::open(url).await?))
+}
