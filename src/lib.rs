@@ -6,7 +6,8 @@
 //!  AWS CLI / boto3 / SDKs / `flotilla` CLI
 //!             │  restJson1 + SigV4 (the AWS Batch API)
 //!             ▼
-//!  api/ ── validate (model/) ──► store/ (SQLite | PostgreSQL): durable before the reply
+//!  api/ ── parse + validate (model/) ──► batch/ ──► store/ (SQLite | PostgreSQL)
+//!                                                    durable before the reply
 //!                                   │
 //!                                   ▼
 //!  scheduler/ · provisioner/  pure planning over snapshots            (later issues)
@@ -16,10 +17,18 @@
 //!
 //! Modules:
 //! - [`model`]: AWS Batch wire shapes (camelCase serde) and their validation. No I/O.
+//! - [`batch`]: the control plane: each AWS Batch operation over the catalog and the store.
 //! - [`store`]: the [`store::Store`] trait; one SQL implementation for SQLite and PostgreSQL with
 //!   group commit.
 //! - [`api`]: HTTP routes, SigV4 verification, error mapping, `/metrics`, `/healthz`.
 //! - [`server`]: configuration, start-up (defaults, credentials), graceful shutdown.
-//! - [`cli`]: the `flotilla` command line; talks to the server over the signed AWS Batch API.
+//! - [`metrics`]: Prometheus counters and gauges.
+//! - `cli`: the `flotilla` command line; talks to the server over the signed AWS Batch API.
 
+pub mod api;
+pub mod batch;
+pub mod error;
+pub mod metrics;
+pub mod model;
+pub mod server;
 pub mod store;

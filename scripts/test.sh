@@ -1,0 +1,115 @@
+#!/usr/bin/env bash
+# Run the whole Flotilla test suite on a fresh machine (Debian/Ubuntu):
+#
+#   scripts/test.sh [extra cargo-nextest args...]
+#
+# Installs what is missing (PostgreSQL server, awscli, cargo-nextest), starts a
+# throwaway PostgreSQL (scripts/pg.sh), exports FLOTILLA_TEST_POSTGRES_URL, then
+# runs: cargo fmt --check, cargo clippy -D warnings, cargo nextest run, doctests.
+# Every check runs even if an earlier one failed; the script exits non-zero if
+# any of them failed. An existing CARGO_TARGET_DIR is honoured (cargo reads it).
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+say() { printf '==> %s\n' "$*"; }
+die() { printf '==> ERROR: %s\n' "$*" >&2; exit 1; }
+
+# Root-only actions: run directly as root, through sudo otherwise.
+as_root() {
+  if [[ $(id -u) -eq 0 ]]; then "$@"
+  elif command -v sudo >/dev/null 2>&1; then sudo "$@"
+  else die "need root (or sudo) to run: $*"
+  fi
+}
+
+apt_updated=0
+apt_install() {
+  command -v apt-get >/dev/null 2>&1 || die "apt-get not found; install $* by hand"
+  if [[ $apt_updated -eq 0 ]]; then
+    say "apt-get update"
+    as_root apt-get update -qq
+    apt_updated=1
+  fi
+  local pkg
+  for pkg in "$@"; do
+    if ! apt-cache policy "$pkg" | grep -qE '^ +Candidate: +[0-9]'; then
+      apt-cache policy "$pkg" >&2 || true
+      die "apt has no installation candidate for '$pkg'"
+    fi
+    say "apt-get install $pkg ($(apt-cache policy "$pkg" | sed -nE 's/^ +Candidate: +//p'))"
+  done
+  as_root env DEBIAN_FRONTEND=noninteractive \
+    apt-get install -y -qq --no-install-recommends "$@" </dev/null
+}
+
+# --- 1. prerequisites ---------------------------------------------------------
+if compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null; then
+  say "postgresql: found $(compgen -G '/usr/lib/postgresql/*/bin/initdb' | sort -V | tail -n1)"
+else
+  say "postgresql: server binaries missing, installing"
+  apt_install postgresql
+  compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null \
+    || die "postgresql installed but no /usr/lib/postgresql/*/bin/initdb"
+fi
+
+if command -v aws >/dev/null 2>&1; then
+  say "awscli: found $(aws --version 2>&1 | head -n1)"
+else
+  say "awscli: missing, pip install awscli"
+  if ! PIP_ROOT_USER_ACTION=ignore python3 -m pip install --quiet --disable-pip-version-check awscli; then
+    say "pip install failed, falling back to apt"
+    apt_install awscli
+  fi
+  if command -v pyenv >/dev/null 2>&1; then pyenv rehash || true; fi
+  hash -r
+  command -v aws >/dev/null 2>&1 || die "awscli installed but 'aws' is not on PATH"
+  say "awscli: $(aws --version 2>&1 | head -n1)"
+fi
+
+if cargo nextest --version >/dev/null 2>&1; then
+  say "cargo-nextest: found $(cargo nextest --version 2>/dev/null | head -n1)"
+else
+  say "cargo-nextest: missing, cargo install cargo-nextest --locked (slow)"
+  cargo install cargo-nextest --locked
+fi
+
+for comp in fmt clippy; do
+  if ! cargo "$comp" --version >/dev/null 2>&1; then
+    say "cargo $comp: missing, rustup component add"
+    rustup component add "$([[ $comp == fmt ]] && echo rustfmt || echo clippy)"
+  fi
+done
+
+# --- 2. PostgreSQL ------------------------------------------------------------
+say "postgresql: bash scripts/pg.sh start"
+bash scripts/pg.sh start
+FLOTILLA_TEST_POSTGRES_URL=$(bash scripts/pg.sh url)
+export FLOTILLA_TEST_POSTGRES_URL
+say "FLOTILLA_TEST_POSTGRES_URL=$FLOTILLA_TEST_POSTGRES_URL"
+say "CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-<default: ./target>}"
+
+# --- 3. checks & tests --------------------------------------------------------
+failed=()
+step() {
+  local name=$1; shift
+  say "$name: $*"
+  local start=$SECONDS
+  if "$@"; then
+    say "$name: ok ($((SECONDS - start))s)"
+  else
+    say "$name: FAILED ($((SECONDS - start))s)"
+    failed+=("$name")
+  fi
+}
+
+step fmt     cargo fmt --all -- --check
+step clippy  cargo clippy --all-targets --locked -- -D warnings
+step nextest cargo nextest run --all-targets --locked --no-fail-fast "$@"
+step doctest cargo test --doc --locked
+
+if (( ${#failed[@]} )); then
+  say "FAILED: ${failed[*]}"
+  exit 1
+fi
+say "all checks passed"

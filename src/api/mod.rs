@@ -1,0 +1,463 @@
+//! HTTP: the AWS Batch API (restJson1) routes, SigV4 verification, error mapping, `/metrics`,
+//! `/healthz`.
+//!
+//! Every `/v1/...` request goes through one handler that routes on the raw path itself: the raw
+//! (still percent-encoded) path and query are what SigV4 signs, and routing by hand keeps them
+//! untouched.
+
+pub mod sigv4;
+
+use crate::batch::Batch;
+use crate::error::BatchError;
+use crate::model::*;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use std::sync::Arc;
+use tracing::Instrument;
+
+pub struct AppState {
+    pub batch: Arc<Batch>,
+    /// `None`: unauthenticated (allowed only on loopback; the server checks at start).
+    pub credentials: Option<sigv4::CredentialStore>,
+}
+
+/// Largest request body read at all; per-operation limits are stricter.
+const MAX_BODY: usize = 1024 * 1024;
+const MAX_SUBMIT_JOB: usize = 30 * 1024;
+const MAX_JOB_DEFINITION: usize = 24 * 1024;
+
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/metrics", get(metrics))
+        .fallback(handle)
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(state)
+}
+
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    match state.batch.store().count_jobs_by_queue_status().await {
+        Ok(depths) => (
+            [(
+                "content-type",
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            crate::metrics::render(&depths),
+        )
+            .into_response(),
+        Err(e) => ApiError::from(BatchError::from(e)).into_response(),
+    }
+}
+
+/// An error answered in AWS's restJson1 form.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    error_type: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, error_type: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            error_type,
+            message: message.into(),
+        }
+    }
+
+    fn client(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "ClientException", message)
+    }
+}
+
+impl From<BatchError> for ApiError {
+    fn from(e: BatchError) -> Self {
+        match e {
+            BatchError::Client(m) => ApiError::client(m),
+            BatchError::Unavailable(m) => {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "ServerException", m)
+            }
+            BatchError::Internal(m) => {
+                tracing::error!(error = %m, "internal error");
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "ServerException", m)
+            }
+        }
+    }
+}
+
+impl From<sigv4::AuthError> for ApiError {
+    fn from(e: sigv4::AuthError) -> Self {
+        ApiError::new(e.status(), e.error_type(), e.to_string())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({ "__type": self.error_type, "message": self.message });
+        (
+            self.status,
+            [("x-amzn-errortype", self.error_type)],
+            axum::Json(body),
+        )
+            .into_response()
+    }
+}
+
+/// Which operation a request is, from its method and raw path.
+fn route(method: &Method, path: &str) -> Option<(&'static str, Option<String>)> {
+    const OPS: &[&str] = &[
+        "CancelJob",
+        "CreateComputeEnvironment",
+        "CreateJobQueue",
+        "CreateSchedulingPolicy",
+        "DeleteComputeEnvironment",
+        "DeleteJobQueue",
+        "DeleteSchedulingPolicy",
+        "DeregisterJobDefinition",
+        "DescribeComputeEnvironments",
+        "DescribeJobDefinitions",
+        "DescribeJobQueues",
+        "DescribeJobs",
+        "DescribeSchedulingPolicies",
+        "GetJobQueueSnapshot",
+        "ListJobs",
+        "ListSchedulingPolicies",
+        "RegisterJobDefinition",
+        "SubmitJob",
+        "TerminateJob",
+        "UpdateComputeEnvironment",
+        "UpdateJobQueue",
+        "UpdateSchedulingPolicy",
+    ];
+    let rest = path.strip_prefix("/v1/")?;
+    if let Some(arn) = rest.strip_prefix("tags/") {
+        let arn = percent_encoding::percent_decode_str(arn)
+            .decode_utf8()
+            .ok()?
+            .into_owned();
+        let op = match *method {
+            Method::GET => "ListTagsForResource",
+            Method::POST => "TagResource",
+            Method::DELETE => "UntagResource",
+            _ => return None,
+        };
+        return Some((op, Some(arn)));
+    }
+    if *method != Method::POST {
+        return None;
+    }
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    OPS.iter()
+        .find(|op| op.eq_ignore_ascii_case(rest))
+        .map(|op| (*op, None))
+}
+
+async fn handle(
+    State(state): State<Arc<AppState>>,
+    method: Method,
+    uri: Uri,
+    mut headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let request_id = uuid::Uuid::new_v4().to_string();
+    let Some((op, arn)) = route(&method, uri.path()) else {
+        let err = ApiError::new(
+            StatusCode::NOT_FOUND,
+            "UnknownOperationException",
+            format!("no operation at {method} {}", uri.path()),
+        );
+        return finish("Unknown", &request_id, Err(err));
+    };
+    let span = tracing::info_span!("api", operation = op, request_id = %request_id);
+    async {
+        if let Some(creds) = &state.credentials {
+            // HTTP/2 carries the host in the URI authority, not in a header.
+            if !headers.contains_key("host")
+                && let Some(auth) = uri.authority()
+                && let Ok(v) = HeaderValue::from_str(auth.as_str())
+            {
+                headers.insert("host", v);
+            }
+            if let Err(e) = sigv4::verify(
+                &method,
+                uri.path(),
+                uri.query().unwrap_or(""),
+                &headers,
+                &body,
+                creds,
+                std::time::SystemTime::now(),
+            ) {
+                tracing::info!(error_type = e.error_type(), "request refused by sigv4");
+                return finish(op, &request_id, Err(e.into()));
+            }
+        }
+        let result = dispatch(&state.batch, op, arn, uri.query(), &headers, &body).await;
+        finish(op, &request_id, result)
+    }
+    .instrument(span)
+    .await
+}
+
+fn finish(op: &str, request_id: &str, result: Result<Value, ApiError>) -> Response {
+    let mut resp = match result {
+        Ok(mut v) => {
+            if let Value::Object(m) = &mut v {
+                m.retain(|_, v| !v.is_null());
+            }
+            (StatusCode::OK, axum::Json(v)).into_response()
+        }
+        Err(e) => {
+            if e.status.is_server_error() {
+                tracing::warn!(status = e.status.as_u16(), message = %e.message, "request failed");
+            } else {
+                tracing::debug!(status = e.status.as_u16(), message = %e.message, "request refused");
+            }
+            e.into_response()
+        }
+    };
+    crate::metrics::api_call(op, resp.status().as_u16());
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        resp.headers_mut().insert("x-amzn-requestid", v);
+    }
+    resp
+}
+
+/// Parses a request body, naming the offending field on failure.
+fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    let body: &[u8] = if body.iter().all(|b| b.is_ascii_whitespace()) {
+        b"{}"
+    } else {
+        body
+    };
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if inner.is_syntax() || inner.is_eof() {
+            ApiError::client(format!("request body is not valid JSON: {inner}"))
+        } else if path == "." {
+            ApiError::client(format!("request body: {inner}"))
+        } else {
+            ApiError::client(format!("{path}: {inner}"))
+        }
+    })
+}
+
+fn limit(op: &str, body: &[u8], max: usize) -> Result<(), ApiError> {
+    if body.len() > max {
+        return Err(ApiError::client(format!(
+            "request body: {op} accepts at most {max} bytes, got {}",
+            body.len()
+        )));
+    }
+    Ok(())
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ComputeEnvironmentRef {
+    compute_environment: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct JobQueueRef {
+    job_queue: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct JobDefinitionRef {
+    job_definition: String,
+}
+
+#[derive(Deserialize)]
+struct PolicyRef {
+    arn: String,
+}
+
+#[derive(Deserialize)]
+struct PolicyRefs {
+    arns: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Paging {
+    max_results: Option<i32>,
+    next_token: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct JobIds {
+    jobs: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct StopJob {
+    job_id: String,
+    reason: String,
+}
+
+#[derive(Deserialize)]
+struct TagBody {
+    tags: Tags,
+}
+
+fn check_content_type(headers: &HeaderMap, body: &[u8]) -> Result<(), ApiError> {
+    if body.is_empty() {
+        return Ok(());
+    }
+    match headers.get("content-type").map(|v| v.to_str()) {
+        None => Ok(()),
+        Some(Ok(ct)) if ct.starts_with("application/json") || ct.starts_with("application/x-amz-json") => {
+            Ok(())
+        }
+        Some(Ok(ct)) => Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "ClientException",
+            format!("Content-Type: expected application/json, got {ct:?}"),
+        )),
+        Some(Err(_)) => Err(ApiError::client("Content-Type: is not valid text")),
+    }
+}
+
+async fn dispatch(
+    batch: &Batch,
+    op: &str,
+    arn: Option<String>,
+    query: Option<&str>,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Value, ApiError> {
+    check_content_type(headers, body)?;
+    let out = match op {
+        "CreateComputeEnvironment" => batch.create_compute_environment(parse(body)?).await,
+        "UpdateComputeEnvironment" => batch.update_compute_environment(parse(body)?).await,
+        "DeleteComputeEnvironment" => {
+            let r: ComputeEnvironmentRef = parse(body)?;
+            batch.delete_compute_environment(&r.compute_environment).await
+        }
+        "DescribeComputeEnvironments" => batch.describe_compute_environments(parse(body)?).await,
+        "CreateJobQueue" => batch.create_job_queue(parse(body)?).await,
+        "UpdateJobQueue" => batch.update_job_queue(parse(body)?).await,
+        "DeleteJobQueue" => {
+            let r: JobQueueRef = parse(body)?;
+            batch.delete_job_queue(&r.job_queue).await
+        }
+        "DescribeJobQueues" => batch.describe_job_queues(parse(body)?).await,
+        "RegisterJobDefinition" => {
+            limit(op, body, MAX_JOB_DEFINITION)?;
+            batch.register_job_definition(parse(body)?).await
+        }
+        "DeregisterJobDefinition" => {
+            let r: JobDefinitionRef = parse(body)?;
+            batch.deregister_job_definition(&r.job_definition).await
+        }
+        "DescribeJobDefinitions" => batch.describe_job_definitions(parse(body)?).await,
+        "CreateSchedulingPolicy" => batch.create_scheduling_policy(parse(body)?).await,
+        "UpdateSchedulingPolicy" => batch.update_scheduling_policy(parse(body)?).await,
+        "DeleteSchedulingPolicy" => {
+            let r: PolicyRef = parse(body)?;
+            batch.delete_scheduling_policy(&r.arn).await
+        }
+        "DescribeSchedulingPolicies" => {
+            let r: PolicyRefs = parse(body)?;
+            batch.describe_scheduling_policies(&r.arns).await
+        }
+        "ListSchedulingPolicies" => {
+            let r: Paging = parse(body)?;
+            batch
+                .list_scheduling_policies(r.max_results, r.next_token.as_deref())
+                .await
+        }
+        "SubmitJob" => {
+            limit(op, body, MAX_SUBMIT_JOB)?;
+            batch.submit_job(parse(body)?).await
+        }
+        "DescribeJobs" => {
+            let r: JobIds = parse(body)?;
+            batch.describe_jobs(&r.jobs).await
+        }
+        "ListJobs" => batch.list_jobs(parse(body)?).await,
+        "CancelJob" | "TerminateJob" => {
+            let r: StopJob = parse(body)?;
+            batch
+                .stop_job(&r.job_id, &r.reason, op == "TerminateJob")
+                .await
+        }
+        "GetJobQueueSnapshot" => {
+            let r: JobQueueRef = parse(body)?;
+            batch.job_queue_snapshot(&r.job_queue).await
+        }
+        "ListTagsForResource" => batch.list_tags(arn.as_deref().unwrap_or_default()).await,
+        "TagResource" => {
+            let r: TagBody = parse(body)?;
+            batch
+                .tag_resource(arn.as_deref().unwrap_or_default(), r.tags)
+                .await
+        }
+        "UntagResource" => {
+            let keys: Vec<String> = query
+                .unwrap_or("")
+                .split('&')
+                .filter_map(|kv| kv.split_once('='))
+                .filter(|(k, _)| *k == "tagKeys")
+                .filter_map(|(_, v)| {
+                    percent_encoding::percent_decode_str(&v.replace('+', " "))
+                        .decode_utf8()
+                        .ok()
+                        .map(|s| s.into_owned())
+                })
+                .collect();
+            batch
+                .untag_resource(arn.as_deref().unwrap_or_default(), keys)
+                .await
+        }
+        _ => return Err(ApiError::client(format!("{op}: not supported"))),
+    };
+    out.map_err(ApiError::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_follow_the_model() {
+        assert_eq!(route(&Method::POST, "/v1/submitjob").unwrap().0, "SubmitJob");
+        assert_eq!(
+            route(&Method::POST, "/v1/describecomputeenvironments").unwrap().0,
+            "DescribeComputeEnvironments"
+        );
+        assert!(route(&Method::GET, "/v1/submitjob").is_none());
+        assert!(route(&Method::POST, "/v1/nosuchthing").is_none());
+        let (op, arn) = route(
+            &Method::DELETE,
+            "/v1/tags/arn%3Aaws%3Abatch%3Aus-east-1%3A0%3Ajob-queue%2Fq",
+        )
+        .unwrap();
+        assert_eq!(op, "UntagResource");
+        assert_eq!(arn.unwrap(), "arn:aws:batch:us-east-1:0:job-queue/q");
+    }
+
+    #[test]
+    fn parse_errors_name_the_field() {
+        let e = parse::<SubmitJobRequest>(br#"{"jobName":"a","jobQueue":"q","jobDefinition":"d","arrayProperties":{"size":"x"}}"#)
+            .unwrap_err();
+        assert!(e.message.contains("arrayProperties.size"), "{}", e.message);
+        let e = parse::<SubmitJobRequest>(br#"{"jobQueue":"q","jobDefinition":"d"}"#).unwrap_err();
+        assert!(e.message.contains("jobName"), "{}", e.message);
+        let e = parse::<SubmitJobRequest>(b"{not json").unwrap_err();
+        assert!(e.message.contains("not valid JSON"), "{}", e.message);
+    }
+}

@@ -1,0 +1,634 @@
+//! SubmitJob, DescribeJobs, ListJobs, CancelJob, TerminateJob, job tags, queue snapshots.
+
+use super::*;
+use crate::model::validate as v;
+use crate::store::{JobListQuery, JobScope};
+use serde_json::{Value, json};
+use std::collections::HashMap;
+
+const FINAL: [&str; 2] = ["SUCCEEDED", "FAILED"];
+/// States in which CancelJob acts; later states need TerminateJob.
+const CANCELLABLE: [&str; 3] = ["SUBMITTED", "PENDING", "RUNNABLE"];
+
+/// Replaces `Ref::name` in each argument with the parameter's value; unknown references stay
+/// as they are, as in AWS Batch.
+pub fn substitute_parameters(command: &[String], params: &BTreeMap<String, String>) -> Vec<String> {
+    command
+        .iter()
+        .map(|arg| match arg.strip_prefix("Ref::") {
+            Some(name) => params.get(name).cloned().unwrap_or_else(|| arg.clone()),
+            None => arg.clone(),
+        })
+        .collect()
+}
+
+/// The container a job runs: the definition's properties with SubmitJob's overrides applied.
+fn effective_container(
+    jd: &ContainerProperties,
+    ov: Option<&ContainerOverrides>,
+    params: &BTreeMap<String, String>,
+) -> ContainerDetail {
+    let mut props = jd.clone();
+    if let Some(ov) = ov {
+        if let Some(c) = &ov.command {
+            props.command = Some(c.clone());
+        }
+        if let Some(env) = &ov.environment {
+            let mut merged = props.environment.clone().unwrap_or_default();
+            for kv in env {
+                merged.retain(|e| e.name != kv.name);
+                merged.push(kv.clone());
+            }
+            props.environment = Some(merged);
+        }
+        if let Some(rr) = &ov.resource_requirements {
+            let mut merged = props.resource_requirements.clone().unwrap_or_default();
+            for r in rr {
+                merged.retain(|e| e.rtype != r.rtype);
+                merged.push(r.clone());
+            }
+            props.resource_requirements = Some(merged);
+        }
+        if ov.vcpus.is_some() {
+            props.vcpus = ov.vcpus;
+        }
+        if ov.memory.is_some() {
+            props.memory = ov.memory;
+        }
+        if ov.instance_type.is_some() {
+            props.instance_type = ov.instance_type.clone();
+        }
+    }
+    if let Some(cmd) = &props.command {
+        props.command = Some(substitute_parameters(cmd, params));
+    }
+    ContainerDetail {
+        properties: props,
+        ..Default::default()
+    }
+}
+
+fn all_status_summary(counts: &[(String, i64)]) -> BTreeMap<String, i32> {
+    let mut m: BTreeMap<String, i32> = JOB_STATUSES.iter().map(|s| (s.to_string(), 0)).collect();
+    for (s, n) in counts {
+        m.insert(s.clone(), i32::try_from(*n).unwrap_or(i32::MAX));
+    }
+    m
+}
+
+impl Batch {
+    #[tracing::instrument(skip_all, fields(job_name = %req.job_name, job_queue = %req.job_queue))]
+    pub async fn submit_job(&self, req: SubmitJobRequest) -> BatchResult<Value> {
+        v::submit_job(&req)?;
+        let (queue, jd) = {
+            let cat = self.catalog.read().await;
+            let q = self.resolve_queue(&cat, &req.job_queue, "jobQueue")?;
+            if q.state != "ENABLED" {
+                return Err(BatchError::client(format!(
+                    "jobQueue: {:?} is DISABLED and accepts no new jobs",
+                    q.job_queue_name
+                )));
+            }
+            let has_policy = q.scheduling_policy_arn.is_some();
+            match (&req.share_identifier, has_policy) {
+                (None, true) => {
+                    return Err(BatchError::client(format!(
+                        "shareIdentifier: is required: job queue {:?} has a fair-share scheduling policy",
+                        q.job_queue_name
+                    )));
+                }
+                (Some(_), false) => {
+                    return Err(BatchError::client(format!(
+                        "shareIdentifier: job queue {:?} has no fair-share scheduling policy",
+                        q.job_queue_name
+                    )));
+                }
+                _ => {}
+            }
+            if req.scheduling_priority_override.is_some() && !has_policy {
+                return Err(BatchError::client(format!(
+                    "schedulingPriorityOverride: job queue {:?} has no fair-share scheduling policy",
+                    q.job_queue_name
+                )));
+            }
+            let jd = self.resolve_job_definition(&cat, &req.job_definition, "jobDefinition")?;
+            if jd.status != "ACTIVE" {
+                return Err(BatchError::client(format!(
+                    "jobDefinition: {} is INACTIVE",
+                    jd.job_definition_arn
+                )));
+            }
+            (q.clone(), jd.clone())
+        };
+
+        let array_size = req.array_properties.as_ref().and_then(|a| a.size);
+        let deps = req.depends_on.clone().unwrap_or_default();
+        let dep_ids: Vec<String> = deps.iter().filter_map(|d| d.job_id.clone()).collect();
+        let found: HashMap<String, JobDetail> = if dep_ids.is_empty() {
+            HashMap::new()
+        } else {
+            self.store
+                .get_jobs(&dep_ids)
+                .await?
+                .into_iter()
+                .map(|r| from_json::<JobDetail>("job", &r.doc).map(|j| (r.job_id, j)))
+                .collect::<BatchResult<_>>()?
+        };
+        let mut failed_dep: Option<String> = None;
+        let mut unmet = false;
+        let mut n_to_n: Vec<String> = Vec::new();
+        let mut sequential = false;
+        for (i, d) in deps.iter().enumerate() {
+            match d.dep_type.as_deref() {
+                Some("SEQUENTIAL") => {
+                    if array_size.is_none() {
+                        return Err(BatchError::client(format!(
+                            "dependsOn[{i}].type: SEQUENTIAL applies only to array jobs"
+                        )));
+                    }
+                    sequential = true;
+                    continue;
+                }
+                Some("N_TO_N") if array_size.is_none() => {
+                    return Err(BatchError::client(format!(
+                        "dependsOn[{i}].type: N_TO_N applies only to array jobs"
+                    )));
+                }
+                _ => {}
+            }
+            let id = d.job_id.as_deref().unwrap_or_default();
+            let dep = found.get(id).ok_or_else(|| {
+                BatchError::client(format!("dependsOn[{i}].jobId: no job {id:?}"))
+            })?;
+            if d.dep_type.as_deref() == Some("N_TO_N") {
+                let size = dep.array_properties.as_ref().and_then(|a| a.size);
+                if size != array_size {
+                    return Err(BatchError::client(format!(
+                        "dependsOn[{i}].jobId: an N_TO_N dependency must be an array job of the same size ({}), {id:?} is not",
+                        array_size.unwrap_or_default()
+                    )));
+                }
+                n_to_n.push(id.to_string());
+            }
+            match dep.status.as_str() {
+                "SUCCEEDED" => {}
+                "FAILED" => {
+                    failed_dep.get_or_insert_with(|| id.to_string());
+                }
+                _ => unmet = true,
+            }
+        }
+
+        let now = now_ms();
+        let job_id = uuid::Uuid::new_v4().to_string();
+        let mut params = jd.parameters.clone().unwrap_or_default();
+        params.extend(req.parameters.clone().unwrap_or_default());
+        let container = jd
+            .container_properties
+            .as_ref()
+            .map(|c| effective_container(c, req.container_overrides.as_ref(), &params));
+        let (status, reason) = match (&failed_dep, unmet, array_size) {
+            (Some(id), _, _) => (
+                "FAILED",
+                Some(format!("Dependent Job failed: {id} FAILED before this job could run")),
+            ),
+            (None, true, _) | (None, false, Some(_)) => ("PENDING", None),
+            (None, false, None) => ("RUNNABLE", None),
+        };
+        let base = JobDetail {
+            job_arn: self.arn(ArnKind::Job, &job_id),
+            job_name: req.job_name.clone(),
+            job_id: job_id.clone(),
+            job_queue: queue.job_queue_arn.clone(),
+            status: status.into(),
+            share_identifier: req.share_identifier.clone(),
+            scheduling_priority: req.scheduling_priority_override.or(jd.scheduling_priority),
+            attempts: Vec::new(),
+            status_reason: reason,
+            created_at: now,
+            retry_strategy: req.retry_strategy.clone().or(jd.retry_strategy.clone()),
+            started_at: None,
+            stopped_at: (status == "FAILED").then_some(now),
+            depends_on: req.depends_on.clone(),
+            job_definition: jd.job_definition_arn.clone(),
+            parameters: (!params.is_empty()).then_some(params),
+            container,
+            array_properties: array_size.map(|size| ArrayPropertiesDetail {
+                size: Some(size),
+                ..Default::default()
+            }),
+            timeout: req.timeout.clone().or(jd.timeout.clone()),
+            tags: req.tags.clone(),
+            propagate_tags: req.propagate_tags.or(jd.propagate_tags),
+            platform_capabilities: jd.platform_capabilities.clone(),
+            is_cancelled: None,
+            is_terminated: None,
+        };
+
+        let mut rows = Vec::with_capacity(1 + array_size.unwrap_or(0) as usize);
+        rows.push(job_row(&base, None)?);
+        if let Some(size) = array_size {
+            let mut child = base.clone();
+            child.array_properties = None;
+            for i in 0..size {
+                let child_id = format!("{job_id}:{i}");
+                child.job_id = child_id.clone();
+                child.job_arn = self.arn(ArnKind::Job, &child_id);
+                let mut child_deps: Vec<JobDependency> = n_to_n
+                    .iter()
+                    .map(|p| JobDependency {
+                        job_id: Some(format!("{p}:{i}")),
+                        dep_type: None,
+                    })
+                    .collect();
+                if sequential && i > 0 {
+                    child_deps.push(JobDependency {
+                        job_id: Some(format!("{job_id}:{}", i - 1)),
+                        dep_type: None,
+                    });
+                }
+                let waits = unmet || !n_to_n.is_empty() || (sequential && i > 0);
+                child.status = match status {
+                    "FAILED" => "FAILED",
+                    _ if waits => "PENDING",
+                    _ => "RUNNABLE",
+                }
+                .into();
+                child.depends_on = (!child_deps.is_empty()).then_some(child_deps);
+                child.array_properties = Some(ArrayPropertiesDetail {
+                    index: Some(i),
+                    ..Default::default()
+                });
+                rows.push(job_row(&child, Some((&job_id, i)))?);
+            }
+        }
+        self.store.upsert_jobs(rows).await?;
+        tracing::info!(%job_id, status, array_size, "job submitted");
+        crate::metrics::job_transition("SUBMITTED", status, 1 + array_size.unwrap_or(0) as u64);
+        Ok(json!({ "jobArn": base.job_arn, "jobName": base.job_name, "jobId": job_id }))
+    }
+
+    async fn load_jobs(&self, ids: &[String]) -> BatchResult<Vec<JobDetail>> {
+        self.store
+            .get_jobs(ids)
+            .await?
+            .into_iter()
+            .map(|r| from_json::<JobDetail>("job", &r.doc))
+            .collect()
+    }
+
+    async fn load_job(&self, id: &str) -> BatchResult<JobDetail> {
+        self.load_jobs(&[id.to_string()])
+            .await?
+            .into_iter()
+            .next()
+            .ok_or_else(|| BatchError::client(format!("jobId: no job {id:?}")))
+    }
+
+    async fn with_summary(&self, mut job: JobDetail) -> BatchResult<JobDetail> {
+        if let Some(ap) = job.array_properties.as_mut()
+            && ap.size.is_some()
+        {
+            let counts = self.store.count_children_by_status(&job.job_id).await?;
+            ap.status_summary = Some(all_status_summary(&counts));
+            ap.status_summary_last_updated_at = Some(now_ms());
+        }
+        Ok(job)
+    }
+
+    pub async fn describe_jobs(&self, ids: &[String]) -> BatchResult<Value> {
+        if ids.len() > 100 {
+            return Err(BatchError::client(format!(
+                "jobs: at most 100 job IDs, got {}",
+                ids.len()
+            )));
+        }
+        let mut by_id: HashMap<String, JobDetail> = self
+            .load_jobs(ids)
+            .await?
+            .into_iter()
+            .map(|j| (j.job_id.clone(), j))
+            .collect();
+        let mut out = Vec::with_capacity(by_id.len());
+        for id in ids {
+            if let Some(j) = by_id.remove(id) {
+                out.push(self.with_summary(j).await?);
+            }
+        }
+        Ok(json!({ "jobs": out }))
+    }
+
+    pub async fn list_jobs(&self, req: ListJobsRequest) -> BatchResult<Value> {
+        let scopes = [&req.job_queue, &req.array_job_id, &req.multi_node_job_id]
+            .iter()
+            .filter(|s| s.is_some())
+            .count();
+        if scopes != 1 {
+            return Err(BatchError::client(
+                "jobQueue: exactly one of jobQueue, arrayJobId and multiNodeJobId is required",
+            ));
+        }
+        if req.multi_node_job_id.is_some() {
+            return Err(BatchError::client(
+                "multiNodeJobId: multinode jobs are not supported by Flotilla",
+            ));
+        }
+        let limit = match req.max_results {
+            None => 100,
+            Some(n) if (1..=1000).contains(&n) => n as u32,
+            Some(n) => {
+                return Err(BatchError::client(format!(
+                    "maxResults: must be between 1 and 1000, got {n}"
+                )));
+            }
+        };
+        if let Some(s) = &req.job_status {
+            v::one_of("jobStatus", s, &JOB_STATUSES)?;
+        }
+        let scope = if let Some(q) = &req.job_queue {
+            let cat = self.catalog.read().await;
+            JobScope::Queue(self.resolve_queue(&cat, q, "jobQueue")?.job_queue_arn.clone())
+        } else {
+            JobScope::ArrayParent(req.array_job_id.clone().unwrap_or_default())
+        };
+        let mut q = JobListQuery {
+            scope,
+            statuses: None,
+            name: None,
+            name_is_prefix: false,
+            definition: None,
+            definition_is_prefix: false,
+            created_before: None,
+            created_after: None,
+            limit,
+            cursor: req.next_token.as_deref().map(decode_cursor).transpose()?,
+        };
+        let filters = req.filters.clone().unwrap_or_default();
+        if filters.is_empty() {
+            // AWS Batch lists only RUNNING jobs when neither a status nor a filter is given.
+            q.statuses = Some(vec![req.job_status.clone().unwrap_or_else(|| "RUNNING".into())]);
+        }
+        for (i, f) in filters.iter().enumerate() {
+            let field = format!("filters[{i}]");
+            let name = f.name.as_deref().unwrap_or_default();
+            let value = match f.values.as_deref() {
+                Some([v]) => v.clone(),
+                _ => {
+                    return Err(BatchError::client(format!(
+                        "{field}.values: exactly one value is required"
+                    )));
+                }
+            };
+            match name {
+                "JOB_NAME" => {
+                    if let Some(p) = value.strip_suffix('*') {
+                        q.name = Some(p.to_string());
+                        q.name_is_prefix = true;
+                    } else {
+                        q.name = Some(value);
+                    }
+                }
+                "JOB_DEFINITION" => {
+                    let spec = self.name_of(ArnKind::JobDefinition, &value).ok_or_else(|| {
+                        BatchError::client(format!("{field}.values: not a job definition of this server"))
+                    })?;
+                    if spec.contains(':') {
+                        q.definition = Some(self.arn(ArnKind::JobDefinition, spec));
+                    } else {
+                        q.definition = Some(self.arn(ArnKind::JobDefinition, &format!("{spec}:")));
+                        q.definition_is_prefix = true;
+                    }
+                }
+                "BEFORE_CREATED_AT" | "AFTER_CREATED_AT" => {
+                    let t: i64 = value.parse().map_err(|_| {
+                        BatchError::client(format!(
+                            "{field}.values: {name} takes epoch milliseconds, got {value:?}"
+                        ))
+                    })?;
+                    if name == "BEFORE_CREATED_AT" {
+                        q.created_before = Some(t);
+                    } else {
+                        q.created_after = Some(t);
+                    }
+                }
+                _ => {
+                    return Err(BatchError::client(format!(
+                        "{field}.name: {name:?} is not one of JOB_NAME, JOB_DEFINITION, BEFORE_CREATED_AT, AFTER_CREATED_AT"
+                    )));
+                }
+            }
+        }
+        let page = self.store.list_jobs(&q).await?;
+        let mut summaries = Vec::with_capacity(page.jobs.len());
+        for row in &page.jobs {
+            let job: JobDetail = from_json("job", &row.doc)?;
+            let job = self.with_summary(job).await?;
+            summaries.push(JobSummary::of(&job));
+        }
+        Ok(json!({
+            "jobSummaryList": summaries,
+            "nextToken": page.next.as_ref().map(encode_cursor),
+        }))
+    }
+
+    /// CancelJob (`terminate == false`) and TerminateJob.
+    #[tracing::instrument(skip(self, reason))]
+    pub async fn stop_job(&self, job_id: &str, reason: &str, terminate: bool) -> BatchResult<Value> {
+        if job_id.is_empty() {
+            return Err(BatchError::client("jobId: is required"));
+        }
+        if reason.is_empty() {
+            return Err(BatchError::client("reason: is required"));
+        }
+        let job = self.load_job(job_id).await?;
+        let mut changed = Vec::new();
+        let is_parent = job.array_properties.as_ref().is_some_and(|a| a.size.is_some());
+        let mark = |j: &mut JobDetail| {
+            if terminate {
+                j.is_terminated = Some(true);
+            } else {
+                j.is_cancelled = Some(true);
+            }
+        };
+        if is_parent {
+            let mut cursor = None;
+            loop {
+                let page = self
+                    .store
+                    .list_jobs(&JobListQuery {
+                        scope: JobScope::ArrayParent(job.job_id.clone()),
+                        statuses: Some(CANCELLABLE.iter().map(|s| s.to_string()).collect()),
+                        name: None,
+                        name_is_prefix: false,
+                        definition: None,
+                        definition_is_prefix: false,
+                        created_before: None,
+                        created_after: None,
+                        limit: 1000,
+                        cursor,
+                    })
+                    .await?;
+                for row in page.jobs {
+                    let mut c: JobDetail = from_json("job", &row.doc)?;
+                    c.status = "FAILED".into();
+                    c.status_reason = Some(reason.to_string());
+                    mark(&mut c);
+                    changed.push((c, Some((job.job_id.clone(), row.array_index.unwrap_or(0)))));
+                }
+                match page.next {
+                    Some(n) => cursor = Some(n),
+                    None => break,
+                }
+            }
+        }
+        let mut parent = job.clone();
+        if !FINAL.contains(&parent.status.as_str()) {
+            if CANCELLABLE.contains(&parent.status.as_str()) || is_parent {
+                mark(&mut parent);
+                let children_left = if is_parent {
+                    let counts = self.store.count_children_by_status(&job.job_id).await?;
+                    let cancelled = changed.len() as i64;
+                    counts
+                        .iter()
+                        .filter(|(s, _)| !FINAL.contains(&s.as_str()))
+                        .map(|(_, n)| n)
+                        .sum::<i64>()
+                        - cancelled
+                } else {
+                    0
+                };
+                if children_left <= 0 {
+                    parent.status = "FAILED".into();
+                    parent.status_reason = Some(reason.to_string());
+                    parent.stopped_at = Some(now_ms());
+                }
+                let idx = parent.array_properties.as_ref().and_then(|a| a.index);
+                let parent_of = job
+                    .job_id
+                    .rsplit_once(':')
+                    .map(|(p, _)| p.to_string())
+                    .zip(idx);
+                changed.push((parent, parent_of));
+            } else if terminate {
+                // STARTING / RUNNING: the runtime stops the attempt and the reconciler fails the job
+                // with this reason; recording the request makes it survive a restart.
+                mark(&mut parent);
+                parent.status_reason = Some(reason.to_string());
+                changed.push((parent, None));
+            }
+        }
+        let n = changed.len();
+        let rows = changed
+            .iter()
+            .map(|(j, p)| job_row(j, p.as_ref().map(|(id, i)| (id.as_str(), *i))))
+            .collect::<BatchResult<Vec<_>>>()?;
+        if !rows.is_empty() {
+            self.store.upsert_jobs(rows).await?;
+        }
+        tracing::info!(job_id, terminate, changed = n, "stop requested");
+        Ok(json!({}))
+    }
+
+    pub(super) async fn with_job_tags(
+        &self,
+        job_id: &str,
+        f: impl FnOnce(&mut Tags) -> BatchResult<()>,
+    ) -> BatchResult<Tags> {
+        let rows = self.store.get_jobs(&[job_id.to_string()]).await?;
+        let row = rows
+            .into_iter()
+            .next()
+            .ok_or_else(|| BatchError::client(format!("resourceArn: no job {job_id:?}")))?;
+        let mut job: JobDetail = from_json("job", &row.doc)?;
+        let mut tags = job.tags.clone().unwrap_or_default();
+        let before = tags.clone();
+        f(&mut tags)?;
+        v::tags("tags", &tags)?;
+        if tags != before {
+            job.tags = Some(tags.clone());
+            let parent = row.array_parent.as_deref().zip(row.array_index);
+            self.store.upsert_jobs(vec![job_row(&job, parent)?]).await?;
+        }
+        Ok(tags)
+    }
+
+    /// The jobs at the front of a queue, in the order the scheduler would take them (FIFO).
+    pub async fn job_queue_snapshot(&self, queue: &str) -> BatchResult<Value> {
+        let arn = {
+            let cat = self.catalog.read().await;
+            self.resolve_queue(&cat, queue, "jobQueue")?.job_queue_arn.clone()
+        };
+        let mut runnable: Vec<JobRow> = self
+            .store
+            .jobs_with_status(&["RUNNABLE"])
+            .await?
+            .into_iter()
+            .filter(|r| r.job_queue == arn)
+            .collect();
+        runnable.sort_by(|a, b| (a.created_at, &a.job_id).cmp(&(b.created_at, &b.job_id)));
+        let jobs: Vec<Value> = runnable
+            .iter()
+            .take(100)
+            .map(|r| {
+                json!({
+                    "jobArn": self.arn(ArnKind::Job, &r.job_id),
+                    "earliestTimeAtPosition": r.created_at,
+                })
+            })
+            .collect();
+        Ok(json!({ "frontOfQueue": { "jobs": jobs, "lastUpdatedAt": now_ms() } }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ref_parameters_are_substituted() {
+        let params: BTreeMap<String, String> =
+            [("input".to_string(), "s3://b/k".to_string())].into();
+        let cmd = vec!["run".into(), "Ref::input".into(), "Ref::missing".into()];
+        assert_eq!(
+            substitute_parameters(&cmd, &params),
+            vec!["run", "s3://b/k", "Ref::missing"]
+        );
+    }
+
+    #[test]
+    fn overrides_merge_by_name_and_type() {
+        let jd = ContainerProperties {
+            image: Some("busybox".into()),
+            command: Some(vec!["echo".into(), "Ref::x".into()]),
+            environment: Some(vec![KeyValuePair {
+                name: Some("A".into()),
+                value: Some("1".into()),
+            }]),
+            resource_requirements: Some(vec![
+                ResourceRequirement { rtype: "VCPU".into(), value: "1".into() },
+                ResourceRequirement { rtype: "MEMORY".into(), value: "128".into() },
+            ]),
+            ..Default::default()
+        };
+        let ov = ContainerOverrides {
+            environment: Some(vec![KeyValuePair {
+                name: Some("A".into()),
+                value: Some("2".into()),
+            }]),
+            resource_requirements: Some(vec![ResourceRequirement {
+                rtype: "VCPU".into(),
+                value: "4".into(),
+            }]),
+            ..Default::default()
+        };
+        let params = [("x".to_string(), "hi".to_string())].into();
+        let c = effective_container(&jd, Some(&ov), &params).properties;
+        assert_eq!(c.command.unwrap(), vec!["echo", "hi"]);
+        let env = c.environment.unwrap();
+        assert_eq!(env.len(), 1);
+        assert_eq!(env[0].value.as_deref(), Some("2"));
+        let rr = c.resource_requirements.unwrap();
+        assert!(rr.iter().any(|r| r.rtype == "VCPU" && r.value == "4"));
+        assert!(rr.iter().any(|r| r.rtype == "MEMORY" && r.value == "128"));
+    }
+}

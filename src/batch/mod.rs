@@ -1,0 +1,311 @@
+//! The control plane: AWS Batch operations over the durable store.
+//!
+//! Compute environments, queues, job definitions and scheduling policies are few; they live in an
+//! in-memory [`Catalog`] that is loaded at start and written through to the store (the store write
+//! happens first, under the catalog's write lock, so memory never shows what is not durable). Jobs
+//! live in the store; every accepted `SubmitJob` is committed (group commit) before it returns.
+
+mod jobs;
+mod resources;
+
+use crate::error::{BatchError, BatchResult};
+use crate::model::*;
+use crate::store::{JobCursor, JobRow, ResourceKind, ResourceRow, Store};
+use base64::Engine;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use tokio::sync::RwLock;
+
+#[derive(Debug, Default, Clone)]
+pub struct Catalog {
+    pub compute_environments: BTreeMap<String, ComputeEnvironmentDetail>,
+    pub queues: BTreeMap<String, JobQueueDetail>,
+    /// Name → revision → definition.
+    pub job_definitions: BTreeMap<String, BTreeMap<i32, JobDefinition>>,
+    pub scheduling_policies: BTreeMap<String, SchedulingPolicyDetail>,
+}
+
+pub struct Batch {
+    region: String,
+    account_id: String,
+    store: Arc<dyn Store>,
+    catalog: RwLock<Catalog>,
+    /// Default `maxvCpus` of a LOCAL compute environment.
+    host_cpus: i32,
+}
+
+/// The ARN resource types of AWS Batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ArnKind {
+    ComputeEnvironment,
+    JobQueue,
+    JobDefinition,
+    SchedulingPolicy,
+    Job,
+}
+
+impl ArnKind {
+    fn segment(self) -> &'static str {
+        match self {
+            ArnKind::ComputeEnvironment => "compute-environment",
+            ArnKind::JobQueue => "job-queue",
+            ArnKind::JobDefinition => "job-definition",
+            ArnKind::SchedulingPolicy => "scheduling-policy",
+            ArnKind::Job => "job",
+        }
+    }
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> BatchResult<String> {
+    serde_json::to_string(v).map_err(|e| BatchError::Internal(format!("encoding document: {e}")))
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(what: &str, s: &str) -> BatchResult<T> {
+    serde_json::from_str(s)
+        .map_err(|e| BatchError::Internal(format!("stored {what} is unreadable: {e}")))
+}
+
+pub(crate) fn encode_token(s: &str) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s)
+}
+
+pub(crate) fn decode_token(t: &str) -> BatchResult<String> {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(t)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .ok_or_else(|| BatchError::client("nextToken: is not a token this server issued"))
+}
+
+pub(crate) fn encode_cursor(c: &JobCursor) -> String {
+    match c {
+        JobCursor::Created { created_at, job_id } => encode_token(&format!("c:{created_at}:{job_id}")),
+        JobCursor::Index(i) => encode_token(&format!("i:{i}")),
+    }
+}
+
+pub(crate) fn decode_cursor(t: &str) -> BatchResult<JobCursor> {
+    let s = decode_token(t)?;
+    let bad = || BatchError::client("nextToken: is not a token this server issued");
+    if let Some(rest) = s.strip_prefix("c:") {
+        let (at, id) = rest.split_once(':').ok_or_else(bad)?;
+        Ok(JobCursor::Created {
+            created_at: at.parse().map_err(|_| bad())?,
+            job_id: id.to_string(),
+        })
+    } else if let Some(i) = s.strip_prefix("i:") {
+        Ok(JobCursor::Index(i.parse().map_err(|_| bad())?))
+    } else {
+        Err(bad())
+    }
+}
+
+/// `maxResults` for the describe/list operations of resources: 1–100, default 100.
+fn page_size(max_results: Option<i32>, field_max: i32) -> BatchResult<usize> {
+    match max_results {
+        None => Ok(field_max as usize),
+        Some(n) if (1..=field_max).contains(&n) => Ok(n as usize),
+        Some(n) => Err(BatchError::client(format!(
+            "maxResults: must be between 1 and {field_max}, got {n}"
+        ))),
+    }
+}
+
+/// One page of an ordered sequence of (key, item), resuming after the token's key.
+fn paginate<T>(
+    items: Vec<(String, T)>,
+    max_results: Option<i32>,
+    next_token: Option<&str>,
+) -> BatchResult<(Vec<T>, Option<String>)> {
+    let size = page_size(max_results, 100)?;
+    let after = next_token.map(decode_token).transpose()?;
+    let mut out = Vec::new();
+    let mut last_key = None;
+    let mut more = false;
+    for (key, item) in items {
+        if let Some(a) = &after
+            && key.as_str() <= a.as_str()
+        {
+            continue;
+        }
+        if out.len() == size {
+            more = true;
+            break;
+        }
+        last_key = Some(key);
+        out.push(item);
+    }
+    let token = if more {
+        last_key.map(|k| encode_token(&k))
+    } else {
+        None
+    };
+    Ok((out, token))
+}
+
+impl Batch {
+    /// Loads the catalog from the store.
+    pub async fn open(
+        store: Arc<dyn Store>,
+        region: String,
+        account_id: String,
+    ) -> BatchResult<Self> {
+        let mut catalog = Catalog::default();
+        for row in store.load_resources().await? {
+            match row.kind {
+                ResourceKind::ComputeEnvironment => {
+                    let ce: ComputeEnvironmentDetail = from_json("compute environment", &row.doc)?;
+                    catalog
+                        .compute_environments
+                        .insert(ce.compute_environment_name.clone(), ce);
+                }
+                ResourceKind::JobQueue => {
+                    let q: JobQueueDetail = from_json("job queue", &row.doc)?;
+                    catalog.queues.insert(q.job_queue_name.clone(), q);
+                }
+                ResourceKind::JobDefinition => {
+                    let jd: JobDefinition = from_json("job definition", &row.doc)?;
+                    catalog
+                        .job_definitions
+                        .entry(jd.job_definition_name.clone())
+                        .or_default()
+                        .insert(jd.revision, jd);
+                }
+                ResourceKind::SchedulingPolicy => {
+                    let p: SchedulingPolicyDetail = from_json("scheduling policy", &row.doc)?;
+                    catalog.scheduling_policies.insert(p.name.clone(), p);
+                }
+            }
+        }
+        let host_cpus = std::thread::available_parallelism()
+            .map(|n| n.get() as i32)
+            .unwrap_or(1);
+        Ok(Batch {
+            region,
+            account_id,
+            store,
+            catalog: RwLock::new(catalog),
+            host_cpus,
+        })
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    pub fn region(&self) -> &str {
+        &self.region
+    }
+
+    /// A consistent copy of the resource catalog, for planners and metrics.
+    pub async fn catalog(&self) -> Catalog {
+        self.catalog.read().await.clone()
+    }
+
+    pub fn arn(&self, kind: ArnKind, name: &str) -> String {
+        format!(
+            "arn:aws:batch:{}:{}:{}/{}",
+            self.region,
+            self.account_id,
+            kind.segment(),
+            name
+        )
+    }
+
+    /// The resource name in `value`, which is either a plain name or this server's ARN of `kind`.
+    /// `None` when it is an ARN of another kind, region or account.
+    pub fn name_of<'a>(&self, kind: ArnKind, value: &'a str) -> Option<&'a str> {
+        if value.starts_with("arn:") {
+            let prefix = format!(
+                "arn:aws:batch:{}:{}:{}/",
+                self.region,
+                self.account_id,
+                kind.segment()
+            );
+            value.strip_prefix(prefix.as_str())
+        } else {
+            Some(value)
+        }
+    }
+
+    /// Which kind of resource an ARN of this server names, and its resource part.
+    pub fn parse_arn<'a>(&self, arn: &'a str) -> Option<(ArnKind, &'a str)> {
+        let prefix = format!("arn:aws:batch:{}:{}:", self.region, self.account_id);
+        let rest = arn.strip_prefix(prefix.as_str())?;
+        let (seg, name) = rest.split_once('/')?;
+        let kind = [
+            ArnKind::ComputeEnvironment,
+            ArnKind::JobQueue,
+            ArnKind::JobDefinition,
+            ArnKind::SchedulingPolicy,
+            ArnKind::Job,
+        ]
+        .into_iter()
+        .find(|k| k.segment() == seg)?;
+        (!name.is_empty()).then_some((kind, name))
+    }
+
+    async fn persist(&self, kind: ResourceKind, arn: &str, name: &str, doc: String) -> BatchResult<()> {
+        self.store
+            .put_resource(&ResourceRow {
+                kind,
+                arn: arn.to_string(),
+                name: name.to_string(),
+                doc,
+            })
+            .await?;
+        Ok(())
+    }
+}
+
+pub(crate) fn job_row(job: &JobDetail, parent: Option<(&str, i32)>) -> BatchResult<JobRow> {
+    Ok(JobRow {
+        job_id: job.job_id.clone(),
+        job_queue: job.job_queue.clone(),
+        status: job.status.clone(),
+        job_name: job.job_name.clone(),
+        job_definition: job.job_definition.clone(),
+        array_parent: parent.map(|(p, _)| p.to_string()),
+        array_index: parent.map(|(_, i)| i),
+        created_at: job.created_at,
+        doc: to_json(job)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pagination_resumes_after_the_token() {
+        let items: Vec<(String, i32)> = (0..7).map(|i| (format!("k{i}"), i)).collect();
+        let (p1, t1) = paginate(items.clone(), Some(3), None).unwrap();
+        assert_eq!(p1, vec![0, 1, 2]);
+        let (p2, t2) = paginate(items.clone(), Some(3), t1.as_deref()).unwrap();
+        assert_eq!(p2, vec![3, 4, 5]);
+        let (p3, t3) = paginate(items.clone(), Some(3), t2.as_deref()).unwrap();
+        assert_eq!(p3, vec![6]);
+        assert!(t3.is_none());
+        assert!(paginate(items.clone(), Some(0), None).is_err());
+        assert!(paginate(items, None, Some("%%%")).is_err());
+    }
+
+    #[test]
+    fn cursors_round_trip() {
+        let c = JobCursor::Created {
+            created_at: 17,
+            job_id: "a:b".into(),
+        };
+        assert_eq!(decode_cursor(&encode_cursor(&c)).unwrap(), c);
+        let i = JobCursor::Index(42);
+        assert_eq!(decode_cursor(&encode_cursor(&i)).unwrap(), i);
+        assert!(decode_cursor("bm9wZQ").is_err());
+    }
+}
