@@ -27,8 +27,10 @@
 
 pub mod api;
 pub mod batch;
+pub mod compute;
 pub mod error;
 pub mod metrics;
 pub mod model;
+pub mod scheduler;
 pub mod server;
 pub mod store;

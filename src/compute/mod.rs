@@ -1,0 +1,82 @@
+//! Compute drivers: where attempts of jobs actually run. Everything that does I/O to run a job
+//! lives below this module.
+
+/// Everything a runtime needs to start one attempt of one job.
+#[derive(Debug, Clone)]
+pub struct AttemptSpec {
+    pub job_id: String,
+    /// 1-based, as `AWS_BATCH_JOB_ATTEMPT`.
+    pub attempt: u32,
+    /// Unique per attempt; the runtime's handle (container name suffix, log stream suffix).
+    pub task_id: String,
+    pub image: Option<String>,
+    pub command: Vec<String>,
+    /// Complete environment: the definition's, the overrides and the `AWS_BATCH_*` variables.
+    pub env: Vec<(String, String)>,
+    pub milli_vcpus: u64,
+    pub memory_mib: u64,
+    pub log_group: String,
+    pub log_stream: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RuntimeEvent {
+    Started {
+        job_id: String,
+        attempt: u32,
+        task_id: String,
+    },
+    /// The attempt is over. `exit_code` is `None` when it never ran or was lost.
+    Exited {
+        job_id: String,
+        attempt: u32,
+        exit_code: Option<i32>,
+        /// The container-level reason (`attempts[].container.reason`), e.g. why it could not start.
+        reason: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopSignal {
+    /// SIGTERM: ask politely.
+    Term,
+    /// SIGKILL.
+    Kill,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// The attempt cannot start as specified (image missing, bad command); retrying the same
+    /// spec fails again.
+    #[error("{0}")]
+    Rejected(String),
+    /// The runtime is unreachable or overloaded; a retry may succeed.
+    #[error("runtime unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// One attempt the engine believes is STARTING or RUNNING, handed to [`Runtime::recover`] after a
+/// restart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExpectedAttempt {
+    pub job_id: String,
+    pub attempt: u32,
+    pub task_id: String,
+}
+
+/// A place that runs attempts. Implementations report progress as [`RuntimeEvent`]s on the
+/// channel they were built with; every started attempt ends with exactly one `Exited`.
+#[async_trait::async_trait]
+pub trait Runtime: Send + Sync + 'static {
+    /// `"docker"` or `"process"`, for logs and `statusReason`s.
+    fn name(&self) -> &'static str;
+    /// Launches an attempt and returns once it is underway (not when it ends).
+    async fn start(&self, spec: AttemptSpec) -> Result<(), RuntimeError>;
+    /// Signals a running attempt. Unknown or finished attempts are not an error.
+    async fn stop(&self, job_id: &str, attempt: u32, signal: StopSignal) -> Result<(), RuntimeError>;
+    /// After a server restart: adopts each expected attempt that is still running (its events
+    /// follow as usual), reports `Exited` with its real exit code for one that finished while the
+    /// server was down, and `Exited { exit_code: None, reason: Some(..host failure..) }` for one
+    /// that vanished.
+    async fn recover(&self, expected: Vec<ExpectedAttempt>) -> Result<(), RuntimeError>;
+}
