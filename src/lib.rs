@@ -22,4 +22,5 @@
 //! - [`server`]: configuration, start-up (defaults, credentials), graceful shutdown.
 //! - [`cli`]: the `flotilla` command line; talks to the server over the signed AWS Batch API.
 
+pub mod cli;
 pub mod store;
