@@ -27,6 +27,7 @@
 
 pub mod api;
 pub mod batch;
+pub mod cli;
 pub mod compute;
 pub mod error;
 pub mod metrics;

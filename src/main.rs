@@ -1,27 +1,36 @@
+use std::process::ExitCode;
+
 use clap::Parser;
+use flotilla::cli::{self, Cli};
+use tracing_subscriber::EnvFilter;
 
-#[derive(Parser)]
-struct Cli {
-    #[command(subcommand)]
-    cmd: Cmd,
-}
+fn main() -> ExitCode {
+    let args = Cli::parse();
 
-#[derive(clap::Subcommand)]
-enum Cmd {
-    Server(flotilla::server::ServerArgs),
-}
-
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+    // The AWS crates log credential loading at `info`, which would print on every client command,
+    // and credential failures at `warn`, which the command then reports once more as its error.
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,aws_config=error,aws_smithy_runtime=warn"));
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
-    match Cli::parse().cmd {
-        Cmd::Server(args) => flotilla::server::run(args, flotilla::server::shutdown_signal()).await?,
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(cli::run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::from(cli::exit_code(&err))
+        }
     }
-    Ok(())
 }
