@@ -29,6 +29,7 @@ pub mod api;
 pub mod batch;
 pub mod cli;
 pub mod compute;
+pub mod engine;
 pub mod error;
 pub mod metrics;
 pub mod model;

@@ -223,10 +223,17 @@ impl Batch {
             platform_capabilities: jd.platform_capabilities.clone(),
             is_cancelled: None,
             is_terminated: None,
+            internal: JobInternal {
+                runnable_since: Some(now),
+                ..Default::default()
+            },
         };
 
-        let mut rows = Vec::with_capacity(1 + array_size.unwrap_or(0) as usize);
+        let n = 1 + array_size.unwrap_or(0) as usize;
+        let mut rows = Vec::with_capacity(n);
+        let mut details: Vec<(JobDetail, Option<(String, i32)>)> = Vec::with_capacity(n);
         rows.push(job_row(&base, None)?);
+        details.push((base.clone(), None));
         if let Some(size) = array_size {
             let mut child = base.clone();
             child.array_properties = None;
@@ -260,9 +267,13 @@ impl Batch {
                     ..Default::default()
                 });
                 rows.push(job_row(&child, Some((&job_id, i)))?);
+                details.push((child.clone(), Some((job_id.clone(), i))));
             }
         }
         self.store.upsert_jobs(rows).await?;
+        if let Some(engine) = self.engine() {
+            engine.submitted(details).await;
+        }
         tracing::info!(%job_id, status, array_size, "job submitted");
         crate::metrics::job_transition("SUBMITTED", status, 1 + array_size.unwrap_or(0) as u64);
         Ok(json!({ "jobArn": base.job_arn, "jobName": base.job_name, "jobId": job_id }))
@@ -311,7 +322,8 @@ impl Batch {
             .collect();
         let mut out = Vec::with_capacity(by_id.len());
         for id in ids {
-            if let Some(j) = by_id.remove(id) {
+            if let Some(mut j) = by_id.remove(id) {
+                j.internal = JobInternal::default();
                 out.push(self.with_summary(j).await?);
             }
         }
@@ -440,6 +452,13 @@ impl Batch {
         if reason.is_empty() {
             return Err(BatchError::client("reason: is required"));
         }
+        if let Some(engine) = self.engine() {
+            return match engine.stop(job_id, reason, terminate).await? {
+                crate::engine::StopResult::Applied => Ok(json!({})),
+                // Finished jobs are left as they are; unknown ones are an error.
+                crate::engine::StopResult::NotActive => self.load_job(job_id).await.map(|_| json!({})),
+            };
+        }
         let job = self.load_job(job_id).await?;
         let mut changed = Vec::new();
         let is_parent = job.array_properties.as_ref().is_some_and(|a| a.size.is_some());
@@ -532,8 +551,16 @@ impl Batch {
     pub(super) async fn with_job_tags(
         &self,
         job_id: &str,
-        f: impl FnOnce(&mut Tags) -> BatchResult<()>,
+        f: impl FnOnce(&mut Tags) -> BatchResult<()> + Send + 'static,
     ) -> BatchResult<Tags> {
+        let f: crate::engine::TagFn = Box::new(f);
+        let f = match self.engine() {
+            None => f,
+            Some(engine) => match engine.tags(job_id, f).await? {
+                crate::engine::TagsReply::Applied(r) => return r,
+                crate::engine::TagsReply::NotActive(f) => f,
+            },
+        };
         let rows = self.store.get_jobs(&[job_id.to_string()]).await?;
         let row = rows
             .into_iter()

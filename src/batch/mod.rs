@@ -32,6 +32,9 @@ pub struct Batch {
     catalog: RwLock<Catalog>,
     /// Default `maxvCpus` of a LOCAL compute environment.
     host_cpus: i32,
+    /// The engine that owns unfinished jobs, once started. Without one (a control plane alone),
+    /// jobs are only stored.
+    engine: std::sync::OnceLock<crate::engine::EngineHandle>,
 }
 
 /// The ARN resource types of AWS Batch.
@@ -193,7 +196,23 @@ impl Batch {
             store,
             catalog: RwLock::new(catalog),
             host_cpus,
+            engine: std::sync::OnceLock::new(),
         })
+    }
+
+    pub fn attach_engine(&self, engine: crate::engine::EngineHandle) {
+        let _ = self.engine.set(engine);
+    }
+
+    pub(crate) fn engine(&self) -> Option<&crate::engine::EngineHandle> {
+        self.engine.get()
+    }
+
+    /// Tells the engine that queues, environments or policies changed.
+    pub(crate) fn wake_engine(&self) {
+        if let Some(e) = self.engine.get() {
+            e.wake();
+        }
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -261,6 +280,7 @@ impl Batch {
                 doc,
             })
             .await?;
+        self.wake_engine();
         Ok(())
     }
 }

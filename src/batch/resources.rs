@@ -807,7 +807,7 @@ impl Batch {
     pub async fn with_tags(
         &self,
         arn: &str,
-        f: impl FnOnce(&mut Tags) -> BatchResult<()>,
+        f: impl FnOnce(&mut Tags) -> BatchResult<()> + Send + 'static,
     ) -> BatchResult<Tags> {
         let (kind, name) = self
             .parse_arn(arn)
@@ -905,7 +905,7 @@ impl Batch {
         if keys.is_empty() {
             return Err(BatchError::client("tagKeys: at least one key is required"));
         }
-        self.with_tags(arn, |t| {
+        self.with_tags(arn, move |t| {
             for k in &keys {
                 t.remove(k);
             }

@@ -452,6 +452,30 @@ pub struct JobDetail {
     pub platform_capabilities: Option<Vec<String>>,
     pub is_cancelled: Option<bool>,
     pub is_terminated: Option<bool>,
+    /// Flotilla's bookkeeping, stored with the job and stripped before it goes on the wire.
+    #[serde(default, rename = "_flotilla", skip_serializing_if = "JobInternal::is_empty")]
+    pub internal: JobInternal,
+}
+
+/// What the engine must remember about a job across restarts that AWS's shape has no field for.
+#[skip_serializing_none]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct JobInternal {
+    /// The compute environment the current attempt was placed on.
+    pub compute_environment: Option<String>,
+    /// The runtime handle of the current attempt.
+    pub task_id: Option<String>,
+    /// When the job last became RUNNABLE (epoch ms), for `jobStateTimeLimitActions`.
+    pub runnable_since: Option<i64>,
+    /// The current attempt was stopped for exceeding its timeout.
+    pub timed_out: Option<bool>,
+}
+
+impl JobInternal {
+    pub fn is_empty(&self) -> bool {
+        *self == JobInternal::default()
+    }
 }
 
 #[skip_serializing_none]

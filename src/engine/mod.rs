@@ -1,0 +1,1203 @@
+//! The engine: the control loop that moves jobs through AWS Batch's lifecycle.
+//!
+//! One actor owns every unfinished job in memory and is the only writer of their state after
+//! submission; the API reaches it through [`EngineHandle`]. Each round it
+//! 1. applies what arrived (new jobs, cancel/terminate/tag commands, runtime events, timers),
+//! 2. runs one scheduling pass if anything could have changed a placement,
+//! 3. writes every changed job in one group commit,
+//! 4. and only then answers commands, launches attempts and sends signals.
+//!
+//! Step 4 after step 3 is what makes restarts safe: an attempt is never launched, nor a reply
+//! sent, for a state the store does not hold. Rounds are idempotent over what they observe: a
+//! stale or duplicate runtime event (an attempt that is no longer current) is ignored.
+
+pub mod retry;
+
+use crate::batch::{Batch, job_row, now_ms};
+use crate::compute::{AttemptSpec, ExpectedAttempt, Runtime, RuntimeEvent, StopSignal};
+use crate::error::{BatchError, BatchResult};
+use crate::model::*;
+use crate::scheduler::{self, Blocked, EnvView, FairShareView, JobView, QueueView, Resources, ShareWeight};
+use crate::store::JobRow;
+use retry::{AttemptEnd, Outcome};
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot, watch};
+
+/// AWS's `statusReason` for an attempt whose container exited.
+const EXITED: &str = "Essential container in task exited";
+const TIMED_OUT: &str = "Job attempt duration exceeded timeout";
+const LOG_GROUP: &str = "/aws/batch/job";
+/// Most inputs applied in one round before writing, so one round's transaction stays bounded.
+const MAX_ROUND_INPUTS: usize = 20_000;
+const TICK: Duration = Duration::from_secs(1);
+
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Between SIGTERM and SIGKILL when a job is terminated or times out (AWS: 30 s).
+    pub kill_grace: Duration,
+    /// Memory a LOCAL compute environment offers.
+    pub host_memory_mib: u64,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            kill_grace: Duration::from_secs(30),
+            host_memory_mib: host_memory_mib(),
+        }
+    }
+}
+
+/// MemTotal from /proc/meminfo; 4 GiB where it cannot be read.
+pub fn host_memory_mib() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map(|kb| kb / 1024)
+        .unwrap_or(4096)
+}
+
+pub type TagFn = Box<dyn FnOnce(&mut Tags) -> BatchResult<()> + Send>;
+
+pub enum TagsReply {
+    Applied(BatchResult<Tags>),
+    NotActive(TagFn),
+}
+
+enum Input {
+    /// Jobs the API has just committed, with their array parent (id, index) for children.
+    Submitted(Vec<(JobDetail, Option<(String, i32)>)>),
+    Stop {
+        job_id: String,
+        reason: String,
+        terminate: bool,
+        reply: oneshot::Sender<BatchResult<StopResult>>,
+    },
+    /// Hands the closure back when the job is not active: the caller then updates the stored job
+    /// itself, which is safe because the engine never writes a finished job again.
+    Tags {
+        job_id: String,
+        f: TagFn,
+        reply: oneshot::Sender<TagsReply>,
+    },
+    /// Queues or compute environments changed: replan.
+    Wake,
+}
+
+/// What a stop command found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopResult {
+    /// The job is active and the stop was applied.
+    Applied,
+    /// The engine does not hold the job: it is finished, or does not exist.
+    NotActive,
+}
+
+#[derive(Clone)]
+pub struct EngineHandle {
+    tx: mpsc::Sender<Input>,
+}
+
+fn gone() -> BatchError {
+    BatchError::Unavailable("the engine is shutting down".into())
+}
+
+impl EngineHandle {
+    pub async fn submitted(&self, jobs: Vec<(JobDetail, Option<(String, i32)>)>) {
+        // Dropped only at shutdown; the jobs are durable and are reloaded at the next start.
+        let _ = self.tx.send(Input::Submitted(jobs)).await;
+    }
+
+    pub async fn stop(&self, job_id: &str, reason: &str, terminate: bool) -> BatchResult<StopResult> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Input::Stop {
+                job_id: job_id.to_string(),
+                reason: reason.to_string(),
+                terminate,
+                reply,
+            })
+            .await
+            .map_err(|_| gone())?;
+        rx.await.map_err(|_| gone())?
+    }
+
+    pub async fn tags(&self, job_id: &str, f: TagFn) -> BatchResult<TagsReply> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Input::Tags {
+                job_id: job_id.to_string(),
+                f,
+                reply,
+            })
+            .await
+            .map_err(|_| gone())?;
+        rx.await.map_err(|_| gone())
+    }
+
+    pub fn wake(&self) {
+        let _ = self.tx.try_send(Input::Wake);
+    }
+}
+
+struct Job {
+    d: JobDetail,
+    /// (parent id, index) for array children.
+    parent: Option<(String, i32)>,
+    /// Dependencies not yet SUCCEEDED.
+    unmet: usize,
+    /// For array parents: children not yet finished, and how many failed.
+    children_left: i64,
+    children_failed: i64,
+    need: Resources,
+    /// When SIGKILL is due after a SIGTERM (epoch ms).
+    kill_at: Option<i64>,
+}
+
+impl Job {
+    fn is_parent(&self) -> bool {
+        self.d.array_properties.as_ref().is_some_and(|a| a.size.is_some())
+    }
+
+    fn attempt_no(&self) -> u32 {
+        self.d.attempts.len() as u32 + 1
+    }
+}
+
+fn is_final(status: &str) -> bool {
+    status == "SUCCEEDED" || status == "FAILED"
+}
+
+/// What a job asks for: `resourceRequirements`, else the legacy `vcpus`/`memory`; 1 vCPU by default.
+pub fn job_need(d: &JobDetail) -> Resources {
+    let mut r = Resources {
+        milli_vcpus: 1000,
+        memory_mib: 0,
+        gpus: 0,
+    };
+    if let Some(c) = &d.container {
+        let p = &c.properties;
+        if let Some(v) = p.vcpus {
+            r.milli_vcpus = (v.max(0) as u64) * 1000;
+        }
+        if let Some(m) = p.memory {
+            r.memory_mib = m.max(0) as u64;
+        }
+        for req in p.resource_requirements.iter().flatten() {
+            match req.rtype.as_str() {
+                "VCPU" => {
+                    if let Ok(v) = req.value.parse::<f64>() {
+                        r.milli_vcpus = (v * 1000.0).round().max(0.0) as u64;
+                    }
+                }
+                "MEMORY" => {
+                    if let Ok(m) = req.value.parse::<u64>() {
+                        r.memory_mib = m;
+                    }
+                }
+                "GPU" => {
+                    if let Ok(g) = req.value.parse::<u64>() {
+                        r.gpus = g;
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    r
+}
+
+fn sub(a: Resources, b: Resources) -> Resources {
+    Resources {
+        milli_vcpus: a.milli_vcpus.saturating_sub(b.milli_vcpus),
+        memory_mib: a.memory_mib.saturating_sub(b.memory_mib),
+        gpus: a.gpus.saturating_sub(b.gpus),
+    }
+}
+
+fn add(a: Resources, b: Resources) -> Resources {
+    Resources {
+        milli_vcpus: a.milli_vcpus + b.milli_vcpus,
+        memory_mib: a.memory_mib + b.memory_mib,
+        gpus: a.gpus + b.gpus,
+    }
+}
+
+fn name_from_arn(arn: &str) -> &str {
+    arn.rsplit_once('/').map(|(_, n)| n).unwrap_or(arn)
+}
+
+/// `NAME` from `...:job-definition/NAME:REV`.
+fn definition_name(arn: &str) -> &str {
+    let n = name_from_arn(arn);
+    n.rsplit_once(':').map(|(n, _)| n).unwrap_or(n)
+}
+
+/// A command answered after the round's write.
+enum Reply {
+    Stop(oneshot::Sender<BatchResult<StopResult>>, BatchResult<StopResult>),
+    Tags(oneshot::Sender<TagsReply>, TagsReply),
+}
+
+pub struct Engine {
+    batch: Arc<Batch>,
+    runtime: Arc<dyn Runtime>,
+    cfg: EngineConfig,
+    inputs: mpsc::Receiver<Input>,
+    events: mpsc::Receiver<RuntimeEvent>,
+    /// Every unfinished job (and unfinished array parent).
+    jobs: HashMap<String, Job>,
+    /// Dependency → jobs waiting on it.
+    dependents: HashMap<String, Vec<String>>,
+    runnable: HashSet<String>,
+    /// STARTING or RUNNING.
+    running: HashSet<String>,
+    /// Resources in use per compute environment name.
+    used: HashMap<String, Resources>,
+    /// Jobs that finished this round, kept until written (dependents registered in the same round
+    /// must see their final status, which the store does not have yet).
+    done: HashMap<String, Job>,
+    dirty: HashSet<String>,
+    replies: Vec<Reply>,
+    launches: Vec<AttemptSpec>,
+    signals: Vec<(String, u32, StopSignal)>,
+    replan: bool,
+    /// Decayed vCPU-seconds per (queue ARN, share), and when it was last decayed.
+    share_history: HashMap<(String, String), (f64, i64)>,
+}
+
+impl Engine {
+    /// Loads the unfinished jobs, reconciles attempts that were running with the runtime, and
+    /// spawns the loop. The returned handle is what the API talks to.
+    pub async fn start(
+        batch: Arc<Batch>,
+        runtime: Arc<dyn Runtime>,
+        events: mpsc::Receiver<RuntimeEvent>,
+        cfg: EngineConfig,
+        mut shutdown: watch::Receiver<bool>,
+    ) -> BatchResult<(EngineHandle, tokio::task::JoinHandle<()>)> {
+        let (tx, inputs) = mpsc::channel(4096);
+        let mut engine = Engine {
+            batch: batch.clone(),
+            runtime,
+            cfg,
+            inputs,
+            events,
+            jobs: HashMap::new(),
+            dependents: HashMap::new(),
+            runnable: HashSet::new(),
+            running: HashSet::new(),
+            used: HashMap::new(),
+            done: HashMap::new(),
+            dirty: HashSet::new(),
+            replies: Vec::new(),
+            launches: Vec::new(),
+            signals: Vec::new(),
+            replan: true,
+            share_history: HashMap::new(),
+        };
+        let expected = engine.load().await?;
+        let n = engine.jobs.len();
+        tracing::info!(active_jobs = n, running = expected.len(), "engine loaded");
+        // Write what loading decided (e.g. dependents of jobs that failed while we were down).
+        engine.flush().await;
+        if !expected.is_empty()
+            && let Err(e) = engine.runtime.recover(expected).await
+        {
+            tracing::error!(error = %e, "runtime recovery failed");
+        }
+        let handle = EngineHandle { tx };
+        batch.attach_engine(handle.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    biased;
+                    _ = shutdown.changed() => break,
+                    Some(i) = engine.inputs.recv() => engine.apply_input(i).await,
+                    Some(e) = engine.events.recv() => engine.apply_event(e),
+                    _ = tokio::time::sleep(TICK) => {}
+                }
+                engine.round().await;
+            }
+            tracing::info!("engine stopped");
+        });
+        Ok((handle, task))
+    }
+
+    #[tracing::instrument(name = "reconcile", level = "debug", skip_all)]
+    async fn round(&mut self) {
+        for _ in 0..MAX_ROUND_INPUTS {
+            if let Ok(i) = self.inputs.try_recv() {
+                self.apply_input(i).await;
+            } else if let Ok(e) = self.events.try_recv() {
+                self.apply_event(e);
+            } else {
+                break;
+            }
+        }
+        let now = now_ms();
+        self.timers(now);
+        if self.replan {
+            self.replan = false;
+            let cat = self.batch.catalog().await;
+            self.schedule(&cat, now);
+        }
+        self.flush().await;
+    }
+
+    // ------------------------------------------------------------ loading
+
+    async fn load(&mut self) -> BatchResult<Vec<ExpectedAttempt>> {
+        let store = self.batch.store().clone();
+        let rows = store
+            .jobs_with_status(&["SUBMITTED", "PENDING", "RUNNABLE", "STARTING", "RUNNING"])
+            .await?;
+        let mut jobs = Vec::with_capacity(rows.len());
+        for r in rows {
+            let d: JobDetail = serde_json::from_str(&r.doc)
+                .map_err(|e| BatchError::Internal(format!("stored job {} is unreadable: {e}", r.job_id)))?;
+            let parent = r.array_parent.clone().zip(r.array_index);
+            jobs.push((d, parent));
+        }
+        let mut expected = Vec::new();
+        for (d, _) in &jobs {
+            if matches!(d.status.as_str(), "STARTING" | "RUNNING") {
+                expected.push(ExpectedAttempt {
+                    job_id: d.job_id.clone(),
+                    attempt: d.attempts.len() as u32 + 1,
+                    task_id: d.internal.task_id.clone().unwrap_or_default(),
+                });
+            }
+        }
+        let parents: Vec<String> = jobs
+            .iter()
+            .filter(|(d, _)| d.array_properties.as_ref().is_some_and(|a| a.size.is_some()))
+            .map(|(d, _)| d.job_id.clone())
+            .collect();
+        self.register(jobs).await?;
+        for p in parents {
+            let counts = store.count_children_by_status(&p).await?;
+            if let Some(job) = self.jobs.get_mut(&p) {
+                job.children_left = counts
+                    .iter()
+                    .filter(|(s, _)| !is_final(s))
+                    .map(|(_, n)| n)
+                    .sum();
+                job.children_failed = counts
+                    .iter()
+                    .filter(|(s, _)| s == "FAILED")
+                    .map(|(_, n)| n)
+                    .sum();
+            }
+            self.maybe_finish_parent(&p, now_ms());
+        }
+        Ok(expected)
+    }
+
+    /// Adds jobs to the engine and resolves their dependencies.
+    async fn register(&mut self, jobs: Vec<(JobDetail, Option<(String, i32)>)>) -> BatchResult<()> {
+        let now = now_ms();
+        // Plain dependencies of array parents also hold back each child.
+        let mut parent_deps: HashMap<String, Vec<String>> = HashMap::new();
+        for (d, parent) in &jobs {
+            if parent.is_none() && d.array_properties.as_ref().is_some_and(|a| a.size.is_some()) {
+                let deps = d
+                    .depends_on
+                    .iter()
+                    .flatten()
+                    .filter(|dep| dep.dep_type.is_none())
+                    .filter_map(|dep| dep.job_id.clone())
+                    .collect();
+                parent_deps.insert(d.job_id.clone(), deps);
+            }
+        }
+        let mut ids = Vec::with_capacity(jobs.len());
+        for (d, parent) in jobs {
+            if is_final(&d.status) || self.jobs.contains_key(&d.job_id) {
+                continue;
+            }
+            let id = d.job_id.clone();
+            let is_parent = d.array_properties.as_ref().is_some_and(|a| a.size.is_some());
+            let job = Job {
+                need: job_need(&d),
+                children_left: if is_parent {
+                    d.array_properties.as_ref().and_then(|a| a.size).unwrap_or(0) as i64
+                } else {
+                    0
+                },
+                children_failed: 0,
+                unmet: 0,
+                kill_at: None,
+                parent,
+                d,
+            };
+            match job.d.status.as_str() {
+                "RUNNABLE" => {
+                    self.runnable.insert(id.clone());
+                    self.replan = true;
+                }
+                "STARTING" | "RUNNING" => {
+                    if let Some(env) = &job.d.internal.compute_environment {
+                        let u = self.used.entry(env.clone()).or_default();
+                        *u = add(*u, job.need);
+                    }
+                    self.running.insert(id.clone());
+                }
+                _ => {}
+            }
+            self.jobs.insert(id.clone(), job);
+            ids.push(id);
+        }
+        // Dependencies the engine does not hold are finished (or unknown): ask the store once.
+        let mut wanted: HashMap<String, Vec<String>> = HashMap::new();
+        for id in &ids {
+            let Some(job) = self.jobs.get(id) else { continue };
+            let mut deps: Vec<String> = job
+                .d
+                .depends_on
+                .iter()
+                .flatten()
+                .filter(|dep| job.parent.is_some() || job.is_parent() || dep.dep_type.is_none())
+                .filter(|dep| dep.dep_type.as_deref() != Some("N_TO_N") && dep.dep_type.as_deref() != Some("SEQUENTIAL"))
+                .filter_map(|dep| dep.job_id.clone())
+                .collect();
+            if let Some((p, _)) = &job.parent {
+                if let Some(pd) = parent_deps.get(p) {
+                    deps.extend(pd.iter().cloned());
+                } else if let Some(pj) = self.jobs.get(p) {
+                    deps.extend(
+                        pj.d.depends_on
+                            .iter()
+                            .flatten()
+                            .filter(|dep| dep.dep_type.is_none())
+                            .filter_map(|dep| dep.job_id.clone()),
+                    );
+                }
+            }
+            deps.sort();
+            deps.dedup();
+            wanted.insert(id.clone(), deps);
+        }
+        let unknown: Vec<String> = wanted
+            .values()
+            .flatten()
+            .filter(|d| !self.jobs.contains_key(*d) && !self.done.contains_key(*d))
+            .cloned()
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        let mut stored: HashMap<String, String> = HashMap::new();
+        for chunk in unknown.chunks(500) {
+            for r in self.batch.store().get_jobs(chunk).await? {
+                stored.insert(r.job_id, r.status);
+            }
+        }
+        for (id, deps) in wanted {
+            let mut unmet = 0;
+            let mut failed: Option<String> = None;
+            for dep in deps {
+                let status = self
+                    .jobs
+                    .get(&dep)
+                    .map(|j| j.d.status.clone())
+                    .or_else(|| self.done.get(&dep).map(|j| j.d.status.clone()))
+                    .or_else(|| stored.get(&dep).cloned());
+                match status.as_deref() {
+                    Some("SUCCEEDED") => {}
+                    Some("FAILED") | None => {
+                        failed.get_or_insert(dep);
+                    }
+                    Some(_) => {
+                        unmet += 1;
+                        self.dependents.entry(dep).or_default().push(id.clone());
+                    }
+                }
+            }
+            if let Some(dep) = failed {
+                self.fail(&id, format!("Dependent Job failed: {dep} did not succeed"), now);
+                continue;
+            }
+            if let Some(job) = self.jobs.get_mut(&id) {
+                job.unmet = unmet;
+                let waits_on_self = false;
+                if unmet == 0 && !waits_on_self && job.d.status == "PENDING" && !job.is_parent() {
+                    self.make_runnable(&id, now);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    // ------------------------------------------------------------ inputs
+
+    async fn apply_input(&mut self, input: Input) {
+        match input {
+            Input::Submitted(jobs) => {
+                // `register` reads the store only for dependencies the engine does not hold.
+                if let Err(e) = self.register(jobs).await {
+                    tracing::error!(error = %e, "registering submitted jobs failed; they load at the next start");
+                }
+            }
+            Input::Stop {
+                job_id,
+                reason,
+                terminate,
+                reply,
+            } => {
+                let r = self.stop(&job_id, &reason, terminate, now_ms());
+                self.replies.push(Reply::Stop(reply, Ok(r)));
+            }
+            Input::Tags { job_id, f, reply } => {
+                let r = match self.jobs.get_mut(&job_id) {
+                    None => TagsReply::NotActive(f),
+                    Some(job) => {
+                        let mut tags = job.d.tags.clone().unwrap_or_default();
+                        TagsReply::Applied(
+                            f(&mut tags)
+                                .and_then(|_| {
+                                    crate::model::validate::tags("tags", &tags)
+                                        .map_err(BatchError::from)
+                                })
+                                .map(|()| {
+                                    job.d.tags = Some(tags.clone());
+                                    self.dirty.insert(job_id);
+                                    tags
+                                }),
+                        )
+                    }
+                };
+                self.replies.push(Reply::Tags(reply, r));
+            }
+            Input::Wake => self.replan = true,
+        }
+    }
+
+    fn stop(&mut self, job_id: &str, reason: &str, terminate: bool, now: i64) -> StopResult {
+        let Some(job) = self.jobs.get(job_id) else {
+            return StopResult::NotActive;
+        };
+        tracing::info!(job_id, terminate, status = %job.d.status, "stop requested");
+        if job.is_parent() {
+            let size = job.d.array_properties.as_ref().and_then(|a| a.size).unwrap_or(0);
+            for i in 0..size {
+                let child = format!("{job_id}:{i}");
+                if self.jobs.contains_key(&child) {
+                    self.stop(&child, reason, terminate, now);
+                }
+            }
+            if let Some(p) = self.jobs.get_mut(job_id) {
+                if terminate {
+                    p.d.is_terminated = Some(true);
+                } else {
+                    p.d.is_cancelled = Some(true);
+                }
+                p.d.status_reason = Some(reason.to_string());
+                self.dirty.insert(job_id.to_string());
+            }
+            self.maybe_finish_parent(job_id, now);
+            return StopResult::Applied;
+        }
+        match job.d.status.as_str() {
+            "SUBMITTED" | "PENDING" | "RUNNABLE" => {
+                if let Some(j) = self.jobs.get_mut(job_id) {
+                    if terminate {
+                        j.d.is_terminated = Some(true);
+                    } else {
+                        j.d.is_cancelled = Some(true);
+                    }
+                }
+                self.fail(job_id, reason.to_string(), now);
+            }
+            "STARTING" | "RUNNING" if terminate => {
+                let grace = self.cfg.kill_grace.as_millis() as i64;
+                if let Some(j) = self.jobs.get_mut(job_id) {
+                    j.d.is_terminated = Some(true);
+                    j.d.status_reason = Some(reason.to_string());
+                    j.kill_at = Some(now + grace);
+                    self.signals.push((job_id.to_string(), j.attempt_no(), StopSignal::Term));
+                    self.dirty.insert(job_id.to_string());
+                }
+            }
+            // CancelJob does nothing to a job that has started, as in AWS Batch.
+            _ => {}
+        }
+        StopResult::Applied
+    }
+
+    fn apply_event(&mut self, ev: RuntimeEvent) {
+        let now = now_ms();
+        match ev {
+            RuntimeEvent::Started {
+                job_id,
+                attempt,
+                task_id,
+            } => {
+                let Some(job) = self.jobs.get_mut(&job_id) else { return };
+                if job.attempt_no() != attempt || job.d.status != "STARTING" {
+                    return;
+                }
+                job.d.status = "RUNNING".into();
+                job.d.started_at = Some(now);
+                let stream = format!("{}/default/{task_id}", definition_name(&job.d.job_definition));
+                if let Some(c) = job.d.container.as_mut() {
+                    c.log_stream_name = Some(stream);
+                    c.task_arn = Some(task_id);
+                }
+                self.dirty.insert(job_id.clone());
+                crate::metrics::job_transition("STARTING", "RUNNING", 1);
+                tracing::info!(%job_id, attempt, "job running");
+            }
+            RuntimeEvent::Exited {
+                job_id,
+                attempt,
+                exit_code,
+                reason,
+            } => self.attempt_ended(&job_id, attempt, exit_code, reason, now),
+        }
+    }
+
+    fn attempt_ended(
+        &mut self,
+        job_id: &str,
+        attempt: u32,
+        exit_code: Option<i32>,
+        reason: Option<String>,
+        now: i64,
+    ) {
+        let Some(job) = self.jobs.get_mut(job_id) else { return };
+        if job.attempt_no() != attempt || !matches!(job.d.status.as_str(), "STARTING" | "RUNNING") {
+            return;
+        }
+        self.running.remove(job_id);
+        if let Some(env) = job.d.internal.compute_environment.take()
+            && let Some(u) = self.used.get_mut(&env)
+        {
+            *u = sub(*u, job.need);
+        }
+        self.replan = true;
+        let started = job.d.started_at;
+        if let (Some(share), Some(s)) = (&job.d.share_identifier, started) {
+            let key = (job.d.job_queue.clone(), share.clone());
+            let e = self.share_history.entry(key).or_insert((0.0, now));
+            e.0 += job.need.milli_vcpus as f64 / 1000.0 * ((now - s).max(0) as f64 / 1000.0);
+        }
+        let timed_out = job.d.internal.timed_out.take().unwrap_or(false);
+        let stopped_by_user = job.d.is_terminated == Some(true) || job.d.is_cancelled == Some(true);
+        let attempt_reason = match (&reason, exit_code) {
+            (Some(r), None) => r.clone(),
+            _ if timed_out => TIMED_OUT.to_string(),
+            _ => EXITED.to_string(),
+        };
+        let stream = job.d.container.as_ref().and_then(|c| c.log_stream_name.clone());
+        let task = job.d.internal.task_id.take();
+        job.d.attempts.push(AttemptDetail {
+            container: Some(AttemptContainerDetail {
+                container_instance_arn: None,
+                task_arn: task,
+                exit_code,
+                reason: reason.clone(),
+                log_stream_name: stream,
+            }),
+            started_at: started,
+            stopped_at: Some(now),
+            status_reason: Some(attempt_reason.clone()),
+        });
+        if let Some(c) = job.d.container.as_mut() {
+            c.exit_code = exit_code;
+            c.reason = reason.clone();
+        }
+        job.kill_at = None;
+        self.dirty.insert(job_id.to_string());
+        let outcome = if stopped_by_user || timed_out {
+            Outcome::Failed
+        } else {
+            retry::decide(
+                job.d.retry_strategy.as_ref(),
+                job.d.attempts.len(),
+                AttemptEnd {
+                    exit_code,
+                    reason: reason.as_deref(),
+                    status_reason: &attempt_reason,
+                },
+            )
+        };
+        tracing::info!(job_id, attempt, ?exit_code, ?outcome, "attempt ended");
+        match outcome {
+            Outcome::Succeeded => {
+                job.d.status_reason = Some(attempt_reason);
+                self.finish(job_id, "SUCCEEDED", now);
+            }
+            Outcome::Retry => {
+                let from = job.d.status.clone();
+                job.d.status_reason = Some(attempt_reason);
+                crate::metrics::job_transition(&from, "RUNNABLE", 1);
+                job.d.status = "RUNNABLE".into();
+                job.d.internal.runnable_since = Some(now);
+                job.d.started_at = None;
+                self.runnable.insert(job_id.to_string());
+            }
+            Outcome::Failed => {
+                let why = if stopped_by_user {
+                    job.d.status_reason.clone().unwrap_or(attempt_reason)
+                } else {
+                    attempt_reason
+                };
+                self.fail(job_id, why, now);
+            }
+        }
+    }
+
+    // ------------------------------------------------------------ transitions
+
+    fn make_runnable(&mut self, id: &str, now: i64) {
+        if let Some(job) = self.jobs.get_mut(id) {
+            crate::metrics::job_transition(&job.d.status, "RUNNABLE", 1);
+            job.d.status = "RUNNABLE".into();
+            job.d.status_reason = None;
+            job.d.internal.runnable_since = Some(now);
+            self.runnable.insert(id.to_string());
+            self.dirty.insert(id.to_string());
+            self.replan = true;
+        }
+    }
+
+    fn fail(&mut self, id: &str, reason: String, now: i64) {
+        if let Some(job) = self.jobs.get_mut(id) {
+            job.d.status_reason = Some(reason);
+        }
+        self.finish(id, "FAILED", now);
+    }
+
+    /// Moves a job to a final state and releases or fails what waits on it.
+    fn finish(&mut self, id: &str, status: &str, now: i64) {
+        let mut work = vec![(id.to_string(), status.to_string())];
+        while let Some((id, status)) = work.pop() {
+            let Some(mut job) = self.jobs.remove(&id) else { continue };
+            if is_final(&job.d.status) {
+                continue;
+            }
+            crate::metrics::job_transition(&job.d.status, &status, 1);
+            job.d.status = status.clone();
+            job.d.stopped_at = Some(now);
+            job.kill_at = None;
+            self.runnable.remove(&id);
+            if self.running.remove(&id)
+                && let Some(env) = job.d.internal.compute_environment.take()
+                && let Some(u) = self.used.get_mut(&env)
+            {
+                *u = sub(*u, job.need);
+                self.replan = true;
+            }
+            // An array parent that fails first fails its children (their dependency reason).
+            if job.is_parent() && status == "FAILED" {
+                let size = job.d.array_properties.as_ref().and_then(|a| a.size).unwrap_or(0);
+                for i in 0..size {
+                    let child = format!("{id}:{i}");
+                    if let Some(c) = self.jobs.get_mut(&child)
+                        && matches!(c.d.status.as_str(), "SUBMITTED" | "PENDING" | "RUNNABLE")
+                    {
+                        c.d.status_reason = job.d.status_reason.clone();
+                        if job.d.is_cancelled == Some(true) {
+                            c.d.is_cancelled = Some(true);
+                        }
+                        work.push((child, "FAILED".into()));
+                    }
+                }
+            }
+            let parent = job.parent.clone();
+            self.dirty.insert(id.clone());
+            let failed = status == "FAILED";
+            let reason = job.d.status_reason.clone();
+            self.done.insert(id.clone(), job);
+            for dep in self.dependents.remove(&id).unwrap_or_default() {
+                if failed {
+                    if let Some(d) = self.jobs.get_mut(&dep) {
+                        d.d.status_reason = Some(format!("Dependent Job failed: {id} did not succeed"));
+                        work.push((dep, "FAILED".into()));
+                    }
+                } else if let Some(d) = self.jobs.get_mut(&dep) {
+                    d.unmet = d.unmet.saturating_sub(1);
+                    if d.unmet == 0 && d.d.status == "PENDING" && !d.is_parent() {
+                        let dep = dep.clone();
+                        self.make_runnable(&dep, now);
+                    }
+                }
+            }
+            let _ = reason;
+            if let Some((p, _)) = parent
+                && let Some(pj) = self.jobs.get_mut(&p)
+            {
+                pj.children_left -= 1;
+                if failed {
+                    pj.children_failed += 1;
+                }
+                if pj.children_left <= 0 {
+                    let st = if pj.children_failed > 0 { "FAILED" } else { "SUCCEEDED" };
+                    if st == "FAILED" && pj.d.status_reason.is_none() {
+                        pj.d.status_reason = Some(format!(
+                            "{} of {} child jobs failed",
+                            pj.children_failed,
+                            pj.d.array_properties.as_ref().and_then(|a| a.size).unwrap_or(0)
+                        ));
+                    }
+                    work.push((p, st.into()));
+                }
+            }
+        }
+    }
+
+    fn maybe_finish_parent(&mut self, id: &str, now: i64) {
+        let Some(p) = self.jobs.get_mut(id) else { return };
+        if p.children_left > 0 {
+            return;
+        }
+        let st = if p.children_failed > 0 || p.d.is_cancelled == Some(true) || p.d.is_terminated == Some(true) {
+            "FAILED"
+        } else {
+            "SUCCEEDED"
+        };
+        self.finish(id, st, now);
+    }
+
+    fn timers(&mut self, now: i64) {
+        let mut term = Vec::new();
+        for id in &self.running {
+            let Some(job) = self.jobs.get_mut(id) else { continue };
+            if let Some(k) = job.kill_at
+                && k <= now
+            {
+                job.kill_at = None;
+                self.signals.push((id.clone(), job.attempt_no(), StopSignal::Kill));
+                continue;
+            }
+            if job.d.status == "RUNNING"
+                && job.kill_at.is_none()
+                && job.d.internal.timed_out.is_none()
+                && let (Some(secs), Some(start)) = (
+                    job.d.timeout.as_ref().and_then(|t| t.attempt_duration_seconds),
+                    job.d.started_at,
+                )
+                && start + i64::from(secs) * 1000 <= now
+            {
+                term.push(id.clone());
+            }
+        }
+        let grace = self.cfg.kill_grace.as_millis() as i64;
+        for id in term {
+            if let Some(job) = self.jobs.get_mut(&id) {
+                tracing::info!(job_id = %id, "attempt timed out");
+                job.d.internal.timed_out = Some(true);
+                job.kill_at = Some(now + grace);
+                self.signals.push((id.clone(), job.attempt_no(), StopSignal::Term));
+                self.dirty.insert(id);
+            }
+        }
+    }
+
+    // ------------------------------------------------------------ scheduling
+
+    fn schedule(&mut self, cat: &crate::batch::Catalog, now: i64) {
+        let mut envs = Vec::new();
+        let mut env_idx: HashMap<&str, usize> = HashMap::new();
+        for ce in cat.compute_environments.values() {
+            let local = ce
+                .compute_resources
+                .as_ref()
+                .and_then(|c| c.cr_type.as_deref())
+                == Some(CR_TYPE_LOCAL);
+            let max = ce
+                .compute_resources
+                .as_ref()
+                .and_then(|c| c.maxv_cpus)
+                .unwrap_or(0)
+                .max(0) as u64;
+            let capacity = if local {
+                Resources {
+                    milli_vcpus: max * 1000,
+                    memory_mib: self.cfg.host_memory_mib,
+                    gpus: 0,
+                }
+            } else {
+                Resources::default()
+            };
+            let used = self
+                .used
+                .get(&ce.compute_environment_name)
+                .copied()
+                .unwrap_or_default();
+            env_idx.insert(ce.compute_environment_arn.as_str(), envs.len());
+            envs.push(EnvView {
+                name: ce.compute_environment_name.clone(),
+                usable: local && ce.state == "ENABLED" && ce.status == "VALID",
+                capacity,
+                free: sub(capacity, used),
+            });
+        }
+        let mut queues = Vec::new();
+        let mut queue_idx: HashMap<&str, usize> = HashMap::new();
+        for q in cat.queues.values() {
+            let fair_share = q.scheduling_policy_arn.as_ref().map(|arn| {
+                let p = cat
+                    .scheduling_policies
+                    .values()
+                    .find(|p| &p.arn == arn)
+                    .and_then(|p| p.fairshare_policy.clone())
+                    .unwrap_or_default();
+                FairShareView {
+                    compute_reservation: p.compute_reservation.unwrap_or(0).max(0) as u32,
+                    weights: p
+                        .share_distribution
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|s| ShareWeight {
+                            share_identifier: s.share_identifier,
+                            weight_factor: f64::from(s.weight_factor.unwrap_or(1.0)),
+                        })
+                        .collect(),
+                }
+            });
+            queue_idx.insert(q.job_queue_arn.as_str(), queues.len());
+            queues.push(QueueView {
+                name: q.job_queue_name.clone(),
+                priority: q.priority,
+                enabled: q.state == "ENABLED",
+                envs: q
+                    .compute_environment_order
+                    .iter()
+                    .filter_map(|o| env_idx.get(o.compute_environment.as_str()).copied())
+                    .collect(),
+                fair_share,
+            });
+        }
+        let mut ids = Vec::with_capacity(self.runnable.len());
+        let mut views = Vec::with_capacity(self.runnable.len());
+        let mut orphans = Vec::new();
+        for id in &self.runnable {
+            let Some(job) = self.jobs.get(id) else { continue };
+            let Some(&qi) = queue_idx.get(job.d.job_queue.as_str()) else {
+                orphans.push(id.clone());
+                continue;
+            };
+            ids.push(id.clone());
+            views.push(JobView {
+                queue: qi,
+                share: job.d.share_identifier.clone(),
+                priority: job.d.scheduling_priority.unwrap_or(0),
+                created_at: job.d.created_at,
+                need: job.need,
+            });
+        }
+        for id in orphans {
+            self.fail(&id, "MISCONFIGURATION:JOB_QUEUE_DELETED - the job queue of this job was deleted".into(), now);
+        }
+        let mut share_usage = HashMap::new();
+        for ((q, share), (v, at)) in self.share_history.iter_mut() {
+            let Some(&qi) = queue_idx.get(q.as_str()) else { continue };
+            let decay = cat
+                .queues
+                .values()
+                .find(|x| &x.job_queue_arn == q)
+                .and_then(|x| x.scheduling_policy_arn.as_ref())
+                .and_then(|arn| cat.scheduling_policies.values().find(|p| &p.arn == arn))
+                .and_then(|p| p.fairshare_policy.as_ref())
+                .and_then(|f| f.share_decay_seconds)
+                .unwrap_or(0)
+                .max(0) as f64;
+            let dt = ((now - *at).max(0) as f64) / 1000.0;
+            *v = if decay > 0.0 { *v * (-dt / decay).exp() } else { 0.0 };
+            *at = now;
+            share_usage.insert((qi, share.clone()), *v / decay.max(60.0));
+        }
+        for id in &self.running {
+            if let Some(job) = self.jobs.get(id)
+                && let (Some(share), Some(&qi)) = (&job.d.share_identifier, queue_idx.get(job.d.job_queue.as_str()))
+            {
+                *share_usage.entry((qi, share.clone())).or_insert(0.0) += job.need.milli_vcpus as f64 / 1000.0;
+            }
+        }
+        let snapshot = scheduler::Snapshot {
+            envs,
+            queues,
+            jobs: views,
+            share_usage,
+        };
+        let plan = scheduler::plan(&snapshot);
+        for (ji, reason) in &plan.blocked {
+            let text = reason_text(reason, &snapshot, *ji);
+            if let Some(job) = self.jobs.get_mut(&ids[*ji])
+                && job.d.status_reason.as_deref() != Some(text.as_str())
+            {
+                job.d.status_reason = Some(text);
+                self.dirty.insert(ids[*ji].clone());
+            }
+        }
+        for (ji, ei) in plan.placements {
+            let id = &ids[ji];
+            let env = &snapshot.envs[ei];
+            let queue = &snapshot.queues[snapshot.jobs[ji].queue];
+            self.start_attempt(id, &env.name, &queue.name, now);
+        }
+    }
+
+    fn start_attempt(&mut self, id: &str, env: &str, queue: &str, now: i64) {
+        let Some(job) = self.jobs.get_mut(id) else { return };
+        let task_id = uuid::Uuid::new_v4().simple().to_string();
+        let attempt = job.attempt_no();
+        crate::metrics::job_transition("RUNNABLE", "STARTING", 1);
+        job.d.status = "STARTING".into();
+        job.d.status_reason = None;
+        job.d.internal.compute_environment = Some(env.to_string());
+        job.d.internal.task_id = Some(task_id.clone());
+        job.d.internal.runnable_since = None;
+        let u = self.used.entry(env.to_string()).or_default();
+        *u = add(*u, job.need);
+        self.runnable.remove(id);
+        self.running.insert(id.to_string());
+        self.dirty.insert(id.to_string());
+        let props = job.d.container.as_ref().map(|c| c.properties.clone()).unwrap_or_default();
+        let mut env_vars: Vec<(String, String)> = props
+            .environment
+            .iter()
+            .flatten()
+            .filter_map(|kv| Some((kv.name.clone()?, kv.value.clone().unwrap_or_default())))
+            .collect();
+        env_vars.push(("AWS_BATCH_JOB_ID".into(), id.to_string()));
+        env_vars.push(("AWS_BATCH_JOB_ATTEMPT".into(), attempt.to_string()));
+        env_vars.push(("AWS_BATCH_JQ_NAME".into(), queue.to_string()));
+        env_vars.push(("AWS_BATCH_CE_NAME".into(), env.to_string()));
+        if let Some((_, i)) = &job.parent {
+            env_vars.push(("AWS_BATCH_JOB_ARRAY_INDEX".into(), i.to_string()));
+        }
+        let stream = format!("{}/default/{task_id}", definition_name(&job.d.job_definition));
+        tracing::info!(job_id = id, attempt, env, "job starting");
+        let _ = now;
+        self.launches.push(AttemptSpec {
+            job_id: id.to_string(),
+            attempt,
+            task_id,
+            image: props.image.clone(),
+            command: props.command.clone().unwrap_or_default(),
+            env: env_vars,
+            milli_vcpus: job.need.milli_vcpus,
+            memory_mib: job.need.memory_mib,
+            log_group: LOG_GROUP.to_string(),
+            log_stream: stream,
+        });
+    }
+
+    // ------------------------------------------------------------ effects
+
+    fn row(&self, id: &str) -> Option<BatchResult<JobRow>> {
+        let job = self.jobs.get(id).or_else(|| self.done.get(id))?;
+        Some(job_row(&job.d, job.parent.as_ref().map(|(p, i)| (p.as_str(), *i))))
+    }
+
+    /// Writes the round's changes, then answers, launches and signals.
+    async fn flush(&mut self) {
+        if !self.dirty.is_empty() {
+            let ids: Vec<String> = self.dirty.drain().collect();
+            let mut rows = Vec::with_capacity(ids.len());
+            for id in &ids {
+                match self.row(id) {
+                    Some(Ok(r)) => rows.push(r),
+                    Some(Err(e)) => tracing::error!(job_id = %id, error = %e, "cannot encode job"),
+                    None => {}
+                }
+            }
+            let mut backoff = Duration::from_millis(50);
+            loop {
+                match self.batch.store().upsert_jobs(rows.clone()).await {
+                    Ok(()) => break,
+                    Err(e) if e.is_retryable() => {
+                        tracing::warn!(error = %e, rows = rows.len(), "job write failed; retrying");
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, rows = rows.len(), "job write failed permanently");
+                        break;
+                    }
+                }
+            }
+        }
+        self.done.clear();
+        for r in self.replies.drain(..) {
+            match r {
+                Reply::Stop(tx, v) => {
+                    let _ = tx.send(v);
+                }
+                Reply::Tags(tx, v) => {
+                    let _ = tx.send(v);
+                }
+            }
+        }
+        for spec in self.launches.drain(..) {
+            let rt = self.runtime.clone();
+            tokio::spawn(async move {
+                let (job_id, attempt) = (spec.job_id.clone(), spec.attempt);
+                if let Err(e) = rt.start(spec).await {
+                    tracing::warn!(%job_id, attempt, error = %e, "attempt did not start");
+                    // Reported as an ended attempt through the runtime's own channel would need a
+                    // sender here; the runtime reports start failures as `Exited` itself.
+                }
+            });
+        }
+        for (id, attempt, sig) in self.signals.drain(..) {
+            let rt = self.runtime.clone();
+            tokio::spawn(async move {
+                if let Err(e) = rt.stop(&id, attempt, sig).await {
+                    tracing::warn!(job_id = %id, error = %e, "signal failed");
+                }
+            });
+        }
+    }
+}
+
+fn reason_text(b: &Blocked, snap: &scheduler::Snapshot, ji: usize) -> String {
+    let q = &snap.queues[snap.jobs[ji].queue];
+    let fmt = |r: &Resources| {
+        format!(
+            "{} vCPU / {} MiB / {} GPU",
+            r.milli_vcpus as f64 / 1000.0,
+            r.memory_mib,
+            r.gpus
+        )
+    };
+    let env_names = || {
+        q.envs
+            .iter()
+            .map(|e| snap.envs[*e].name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    match b {
+        Blocked::NeverFits { need, largest } => format!(
+            "MISCONFIGURATION:JOB_RESOURCE_REQUIREMENT - The job requires {} but the largest compute environment of queue {} ({}) offers {}.",
+            fmt(need),
+            q.name,
+            env_names(),
+            fmt(largest)
+        ),
+        Blocked::WaitingForCapacity { need } => format!(
+            "CAPACITY:INSUFFICIENT_INSTANCE_CAPACITY - Waiting for {} to free up on {}.",
+            fmt(need),
+            env_names()
+        ),
+        Blocked::QueueDisabled => format!(
+            "MISCONFIGURATION:JOB_QUEUE_DISABLED - Job queue {} is DISABLED; enable it to dispatch jobs.",
+            q.name
+        ),
+        Blocked::NoUsableEnvironment => format!(
+            "MISCONFIGURATION:COMPUTE_ENVIRONMENT_NOT_USABLE - No compute environment of queue {} ({}) is ENABLED and VALID with a driver that can run jobs.",
+            q.name,
+            env_names()
+        ),
+    }
+}
