@@ -484,6 +484,25 @@ async fn list_queue_pagination(db: &TestDb) {
         .collect();
     assert_eq!(got, want);
 
+    // A time window paged through: both bounds hold on every page.
+    let (got, _) = list_all(
+        &store,
+        JobListQuery {
+            limit: 4,
+            created_before: Some(1_010),
+            created_after: Some(1_002),
+            ..queue()
+        },
+    )
+    .await;
+    let want: Vec<JobRow> = expected
+        .iter()
+        .filter(|j| j.created_at > 1_002 && j.created_at < 1_010)
+        .cloned()
+        .collect();
+    assert_eq!(want.len(), 28);
+    assert_eq!(got, want);
+
     let first = store
         .list_jobs(&JobListQuery {
             limit: 2,

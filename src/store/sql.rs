@@ -447,10 +447,27 @@ fn pg_code_retryable(code: &str) -> bool {
         )
 }
 
+/// How the bulk upsert spells its placeholders. Everything else in the statement is the same text
+/// on both backends.
+#[derive(Clone, Copy)]
+enum Placeholders {
+    /// `$1, $2, …`
+    Numbered,
+    /// `?, ?, …` in bind order. SQLite resolves each named parameter (`$N` included) with a linear
+    /// scan of the statement's names, and sqlx does that once per bind: quadratic in binds. A
+    /// 10,000-row upsert took ~2 s with `$N` against ~90 ms with `?` (release build).
+    Positional,
+}
+
 /// The upsert for `rows` rows (a power of two up to [`MAX_CHUNK_ROWS`]), built once per size.
-fn upsert_sql(rows: usize) -> Arc<str> {
-    static CACHE: OnceLock<Vec<Arc<str>>> = OnceLock::new();
-    let cache = CACHE.get_or_init(|| {
+fn upsert_sql(rows: usize, placeholders: Placeholders) -> Arc<str> {
+    static NUMBERED: OnceLock<Vec<Arc<str>>> = OnceLock::new();
+    static POSITIONAL: OnceLock<Vec<Arc<str>>> = OnceLock::new();
+    let cache = match placeholders {
+        Placeholders::Numbered => &NUMBERED,
+        Placeholders::Positional => &POSITIONAL,
+    };
+    let cache = cache.get_or_init(|| {
         let mut out = Vec::new();
         let mut n = 1;
         while n <= MAX_CHUNK_ROWS {
@@ -464,8 +481,13 @@ fn upsert_sql(rows: usize) -> Arc<str> {
                     if c > 0 {
                         sql.push_str(", ");
                     }
-                    sql.push('$');
-                    sql.push_str(&(r * JOB_BINDS + c + 1).to_string());
+                    match placeholders {
+                        Placeholders::Numbered => {
+                            sql.push('$');
+                            sql.push_str(&(r * JOB_BINDS + c + 1).to_string());
+                        }
+                        Placeholders::Positional => sql.push('?'),
+                    }
                 }
                 sql.push(')');
             }
@@ -503,13 +525,17 @@ fn chunk_sizes(mut n: usize) -> impl Iterator<Item = usize> {
 
 /// Upserts `rows` (unique job IDs) in one transaction.
 async fn write_rows(pool: &Pool, rows: &[&JobRow]) -> Result<(), sqlx::Error> {
+    let placeholders = match pool {
+        Pool::Sqlite(_) => Placeholders::Positional,
+        Pool::Postgres(_) => Placeholders::Numbered,
+    };
     on_pool!(pool, p => {
         let mut tx = p.begin().await?;
         let mut rest = rows;
         for size in chunk_sizes(rows.len()) {
             let (chunk, tail) = rest.split_at(size);
             rest = tail;
-            let mut q = sqlx::query(AssertSqlSafe(upsert_sql(size)));
+            let mut q = sqlx::query(AssertSqlSafe(upsert_sql(size, placeholders)));
             for r in chunk {
                 q = q
                     .bind(r.job_id.as_str())
@@ -674,7 +700,15 @@ fn list_sql(query: &JobListQuery) -> StoreResult<SqlBuilder> {
         );
     }
     if let Some(before) = query.created_before {
-        sql.push(" AND created_at < ").bind(Bind::I64(before));
+        // A cursor below the bound already implies it, and SQLite, given both, ranges the index
+        // on created_at alone and filters its way from the bound down to the cursor on every page.
+        let implied = matches!(
+            (&query.scope, &query.cursor),
+            (JobScope::Queue(_), Some(JobCursor::Created { created_at, .. })) if *created_at < before
+        );
+        if !implied {
+            sql.push(" AND created_at < ").bind(Bind::I64(before));
+        }
     }
     if let Some(after) = query.created_after {
         sql.push(" AND created_at > ").bind(Bind::I64(after));
@@ -914,9 +948,27 @@ mod tests {
     }
 
     #[test]
-    fn upsert_sql_numbers_every_bind() {
-        let sql = upsert_sql(4);
+    fn upsert_sql_has_one_placeholder_per_bind() {
+        let sql = upsert_sql(4, Placeholders::Numbered);
         assert!(sql.contains("$36)"));
         assert!(!sql.contains("$37"));
+        let positional = upsert_sql(4, Placeholders::Positional);
+        assert_eq!(positional.matches('?').count(), 36);
+        assert!(!positional.contains('$'));
+        // The same statement but for the placeholder spelling.
+        let mut n = 0;
+        let renumbered = positional
+            .split('?')
+            .enumerate()
+            .map(|(i, part)| {
+                if i == 0 {
+                    part.to_owned()
+                } else {
+                    n += 1;
+                    format!("${n}{part}")
+                }
+            })
+            .collect::<String>();
+        assert_eq!(renumbered, *sql);
     }
 }
