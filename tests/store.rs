@@ -33,6 +33,11 @@ struct TestDb {
 
 impl TestDb {
     async fn new(backend: Backend) -> TestDb {
+        // `RUST_LOG=flotilla=debug cargo test --test store -- --nocapture` shows the store's logs.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
         match backend {
             Backend::Sqlite => {
                 let dir = tempfile::tempdir().expect("temp dir");
@@ -836,6 +841,15 @@ mod postgres {
     async fn bad_row_fails_only_its_caller() {
         let db = crate::TestDb::new(crate::Backend::Postgres).await;
         let store = std::sync::Arc::new(db.open().await);
+        // A large write keeps the writer busy so the callers below queue up and share a group.
+        let busy = {
+            let store = store.clone();
+            let rows: Vec<_> = (0..10_000)
+                .map(|i| crate::child("big", i, "PENDING"))
+                .collect();
+            tokio::spawn(async move { store.upsert_jobs(rows).await })
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         let tasks: Vec<_> = (0..50)
             .map(|i| {
                 let store = store.clone();
@@ -854,6 +868,7 @@ mod postgres {
             }
         }
         assert_eq!(failures, [25]);
+        busy.await.expect("task").expect("large upsert");
         let ids: Vec<String> = (0..50).map(|i| format!("b{i}")).collect();
         assert_eq!(store.get_jobs(&ids).await.unwrap().len(), 49);
     }

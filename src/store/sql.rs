@@ -2,7 +2,11 @@
 //!
 //! Every statement is written once, in the dialect both engines share (`$N` placeholders, `ON
 //! CONFLICT … DO UPDATE`, row-value comparisons, `substr`), and [`on_pool!`] runs it against
-//! whichever pool is open. Only connection set-up and the migration lock differ per backend.
+//! whichever pool is open. Only connection set-up, the migration lock and the placeholder spelling
+//! of the bulk upsert (see [`Placeholders`]) differ per backend.
+//!
+//! Job writes go through one writer task ([`run_writer`]): it drains the queue of `upsert_jobs`
+//! calls, writes them in one transaction (one fsync), and answers every caller after the commit.
 
 use std::collections::HashMap;
 use std::str::FromStr;
@@ -210,8 +214,12 @@ impl SqlBuilder {
         self
     }
 
-    /// Appends `(v1, v2, …)` padded to a power of two; `values` must not be empty.
+    /// Appends `(v1, v2, …)` padded to a power of two.
     fn in_list(&mut self, values: &[&str]) -> &mut Self {
+        if values.is_empty() {
+            // Matches nothing, like the empty set it stands for.
+            return self.push("(NULL)");
+        }
         let padded = values.len().next_power_of_two();
         self.push("(");
         for i in 0..padded {
@@ -663,12 +671,8 @@ fn list_sql(query: &JobListQuery) -> StoreResult<SqlBuilder> {
         }
     }
     if let Some(statuses) = &query.statuses {
-        if statuses.is_empty() {
-            sql.push(" AND 1 = 0");
-        } else {
-            let values: Vec<&str> = statuses.iter().map(String::as_str).collect();
-            sql.push(" AND status IN ").in_list(&values);
-        }
+        let values: Vec<&str> = statuses.iter().map(String::as_str).collect();
+        sql.push(" AND status IN ").in_list(&values);
     }
     // substr rather than LIKE: LIKE is case-insensitive on SQLite, case-sensitive on PostgreSQL,
     // and would need `%`/`_` escaped.
