@@ -85,8 +85,9 @@ show_log() {
   fi
 }
 
+# Superuser psql over the unix socket; SQL on stdin.
 psql_admin() {
-  as_owner "$BIN/psql" -X -q -v ON_ERROR_STOP=1 -h "$PGDIR" -p "$PORT" -U postgres -d postgres "$@"
+  as_owner "$BIN/psql" -X -q -v ON_ERROR_STOP=1 -h "$PGDIR" -p "$PORT" -U postgres -d postgres
 }
 
 init_cluster() {
@@ -113,7 +114,8 @@ init_cluster() {
     || die "user '$OWNER' cannot write $PGDIR (a parent directory is not accessible?); set FLOTILLA_PG_DIR elsewhere"
 
   local locale=C
-  if locale -a 2>/dev/null | grep -qiE '^c\.utf-?8$'; then locale=C.UTF-8; fi
+  # (grep without -q: an early exit would SIGPIPE `locale -a` under pipefail)
+  if locale -a 2>/dev/null | grep -iE '^c\.utf-?8$' >/dev/null; then locale=C.UTF-8; fi
   local initlog
   initlog=$(mktemp)
   if ! as_owner "$BIN/initdb" -D "$PGDIR" -U postgres --auth=trust \
@@ -150,8 +152,8 @@ SQL
 }
 
 wait_ready() {
-  local i
-  for i in $(seq 1 60); do
+  local _
+  for _ in $(seq 1 60); do
     if "$BIN/pg_isready" -q -h "$HOST" -p "$PORT" -d postgres; then return 0; fi
     sleep 0.5
   done
@@ -168,6 +170,10 @@ start() {
   flock 9
 
   if is_running; then
+    local running_port
+    running_port=$(sed -n 4p "$PGDIR/postmaster.pid" 2>/dev/null || true)
+    [[ -z $running_port || $running_port == "$PORT" ]] \
+      || die "$PGDIR is already running on port $running_port, not $PORT; run 'scripts/pg.sh stop' first"
     say "already running ($PGDIR, port $PORT)"
   else
     init_cluster
@@ -175,7 +181,8 @@ start() {
     rm -f "$LOG"
     touch "$LOG"; chown "$OWNER:" "$LOG" 2>/dev/null || true
     say "starting on $HOST:$PORT (data $PGDIR, log $LOG)"
-    if ! as_owner "$BIN/pg_ctl" -D "$PGDIR" -l "$LOG" -w -t 60 start >/dev/null; then
+    # 9>&-: the postmaster must not inherit (and hold forever) the lock.
+    if ! as_owner "$BIN/pg_ctl" -D "$PGDIR" -l "$LOG" -w -t 60 start >/dev/null 9>&-; then
       show_log
       die "pg_ctl start failed"
     fi

@@ -31,13 +31,16 @@ apt_install() {
     as_root apt-get update -qq
     apt_updated=1
   fi
-  local pkg
+  local pkg policy candidate
   for pkg in "$@"; do
-    if ! apt-cache policy "$pkg" | grep -qE '^ +Candidate: +[0-9]'; then
-      apt-cache policy "$pkg" >&2 || true
+    # No `| grep -q` here: with pipefail, grep's early exit SIGPIPEs apt-cache.
+    policy=$(apt-cache policy "$pkg")
+    candidate=$(sed -nE 's/^ +Candidate: +//p' <<<"$policy")
+    if [[ -z $candidate || $candidate == "(none)" ]]; then
+      printf '%s\n' "$policy" >&2
       die "apt has no installation candidate for '$pkg'"
     fi
-    say "apt-get install $pkg ($(apt-cache policy "$pkg" | sed -nE 's/^ +Candidate: +//p'))"
+    say "apt-get install $pkg ($candidate)"
   done
   as_root env DEBIAN_FRONTEND=noninteractive \
     apt-get install -y -qq --no-install-recommends "$@" </dev/null
