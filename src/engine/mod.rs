@@ -1008,12 +1008,14 @@ impl Engine {
                 .and_then(|arn| cat.scheduling_policies.values().find(|p| &p.arn == arn))
                 .and_then(|p| p.fairshare_policy.as_ref())
                 .and_then(|f| f.share_decay_seconds)
-                .unwrap_or(0)
-                .max(0) as f64;
+                .filter(|d| *d > 0)
+                // AWS Batch: zero means its minimum window, 600 seconds.
+                .unwrap_or(600) as f64;
             let dt = ((now - *at).max(0) as f64) / 1000.0;
-            *v = if decay > 0.0 { *v * (-dt / decay).exp() } else { 0.0 };
+            *v *= (-dt / decay).exp();
             *at = now;
-            share_usage.insert((qi, share.clone()), *v / decay.max(60.0));
+            // Average vCPUs over the decay window, comparable with the vCPUs running now.
+            share_usage.insert((qi, share.clone()), *v / decay);
         }
         for id in &self.running {
             if let Some(job) = self.jobs.get(id)
@@ -1030,7 +1032,7 @@ impl Engine {
         };
         let plan = scheduler::plan(&snapshot);
         for (ji, reason) in &plan.blocked {
-            let text = reason_text(reason, &snapshot, *ji);
+            let text = reason.reason(&snapshot, *ji);
             if let Some(job) = self.jobs.get_mut(&ids[*ji])
                 && job.d.status_reason.as_deref() != Some(text.as_str())
             {
@@ -1157,47 +1159,5 @@ impl Engine {
                 }
             });
         }
-    }
-}
-
-fn reason_text(b: &Blocked, snap: &scheduler::Snapshot, ji: usize) -> String {
-    let q = &snap.queues[snap.jobs[ji].queue];
-    let fmt = |r: &Resources| {
-        format!(
-            "{} vCPU / {} MiB / {} GPU",
-            r.milli_vcpus as f64 / 1000.0,
-            r.memory_mib,
-            r.gpus
-        )
-    };
-    let env_names = || {
-        q.envs
-            .iter()
-            .map(|e| snap.envs[*e].name.as_str())
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    match b {
-        Blocked::NeverFits { need, largest } => format!(
-            "MISCONFIGURATION:JOB_RESOURCE_REQUIREMENT - The job requires {} but the largest compute environment of queue {} ({}) offers {}.",
-            fmt(need),
-            q.name,
-            env_names(),
-            fmt(largest)
-        ),
-        Blocked::WaitingForCapacity { need } => format!(
-            "CAPACITY:INSUFFICIENT_INSTANCE_CAPACITY - Waiting for {} to free up on {}.",
-            fmt(need),
-            env_names()
-        ),
-        Blocked::QueueDisabled => format!(
-            "MISCONFIGURATION:JOB_QUEUE_DISABLED - Job queue {} is DISABLED; enable it to dispatch jobs.",
-            q.name
-        ),
-        Blocked::NoUsableEnvironment => format!(
-            "MISCONFIGURATION:COMPUTE_ENVIRONMENT_NOT_USABLE - No compute environment of queue {} ({}) is ENABLED and VALID with a driver that can run jobs.",
-            q.name,
-            env_names()
-        ),
     }
 }
