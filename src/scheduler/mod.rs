@@ -75,9 +75,14 @@ pub struct Snapshot {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Blocked {
     /// The job needs more than any usable environment of its queue can ever offer.
-    NeverFits { need: Resources, largest: Resources },
+    NeverFits {
+        need: Resources,
+        largest: Resources,
+    },
     /// It fits, but not in what is free now.
-    WaitingForCapacity { need: Resources },
+    WaitingForCapacity {
+        need: Resources,
+    },
     QueueDisabled,
     /// The queue has no ENABLED and VALID compute environment.
     NoUsableEnvironment,
