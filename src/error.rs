@@ -37,7 +37,9 @@ impl From<Invalid> for BatchError {
 impl From<StoreError> for BatchError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::Unavailable(_) | StoreError::Closed => BatchError::Unavailable(e.to_string()),
+            StoreError::Unavailable(_) | StoreError::Closed => {
+                BatchError::Unavailable(e.to_string())
+            }
             StoreError::Fatal(_) => BatchError::Internal(e.to_string()),
         }
     }

@@ -108,10 +108,7 @@ pub async fn run(
     if !args.no_defaults {
         batch.create_defaults().await?;
     }
-    let state = Arc::new(AppState {
-        batch,
-        credentials,
-    });
+    let state = Arc::new(AppState { batch, credentials });
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "listening");

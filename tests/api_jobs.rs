@@ -30,7 +30,13 @@ async fn submitted_job_is_runnable_and_listed() {
     assert_eq!(jobs.len(), 1);
     assert_eq!(jobs[0].status, Some(JobStatus::Runnable));
     assert_eq!(jobs[0].job_name.as_deref(), Some("first"));
-    assert!(jobs[0].job_definition.as_deref().unwrap_or_default().ends_with("job-definition/hello:1"));
+    assert!(
+        jobs[0]
+            .job_definition
+            .as_deref()
+            .unwrap_or_default()
+            .ends_with("job-definition/hello:1")
+    );
     let listed = client
         .list_jobs()
         .job_queue("default")
@@ -40,7 +46,11 @@ async fn submitted_job_is_runnable_and_listed() {
         .expect("list")
         .job_summary_list
         .unwrap_or_default();
-    assert!(listed.iter().any(|s| s.job_id.as_deref() == Some(job_id.as_str())));
+    assert!(
+        listed
+            .iter()
+            .any(|s| s.job_id.as_deref() == Some(job_id.as_str()))
+    );
 }
 
 #[tokio::test]
@@ -71,7 +81,12 @@ async fn array_children_are_listed_by_index_across_pages() {
             .send()
             .await
             .expect("list children");
-        seen.extend(page.job_summary_list.unwrap_or_default().into_iter().filter_map(|s| s.job_id));
+        seen.extend(
+            page.job_summary_list
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|s| s.job_id),
+        );
         token = page.next_token;
         if token.is_none() {
             break;

@@ -12,6 +12,7 @@ use crate::error::BatchError;
 use crate::model::*;
 use axum::Router;
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
@@ -165,7 +166,7 @@ async fn handle(
     method: Method,
     uri: Uri,
     mut headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let request_id = uuid::Uuid::new_v4().to_string();
     let Some((op, arn)) = route(&method, uri.path()) else {
@@ -175,6 +176,19 @@ async fn handle(
             format!("no operation at {method} {}", uri.path()),
         );
         return finish("Unknown", &request_id, Err(err));
+    };
+    // Answer a body over MAX_BODY (or one that could not be read) in AWS's error form, not
+    // axum's plain-text rejection.
+    let body = match body {
+        Ok(b) => b,
+        Err(e) => {
+            let err = ApiError::new(
+                e.status(),
+                "ClientException",
+                format!("request body: {}", e.body_text()),
+            );
+            return finish(op, &request_id, Err(err));
+        }
     };
     let span = tracing::info_span!("api", operation = op, request_id = %request_id);
     async {
@@ -319,7 +333,9 @@ fn check_content_type(headers: &HeaderMap, body: &[u8]) -> Result<(), ApiError> 
     }
     match headers.get("content-type").map(|v| v.to_str()) {
         None => Ok(()),
-        Some(Ok(ct)) if ct.starts_with("application/json") || ct.starts_with("application/x-amz-json") => {
+        Some(Ok(ct))
+            if ct.starts_with("application/json") || ct.starts_with("application/x-amz-json") =>
+        {
             Ok(())
         }
         Some(Ok(ct)) => Err(ApiError::new(
@@ -345,7 +361,9 @@ async fn dispatch(
         "UpdateComputeEnvironment" => batch.update_compute_environment(parse(body)?).await,
         "DeleteComputeEnvironment" => {
             let r: ComputeEnvironmentRef = parse(body)?;
-            batch.delete_compute_environment(&r.compute_environment).await
+            batch
+                .delete_compute_environment(&r.compute_environment)
+                .await
         }
         "DescribeComputeEnvironments" => batch.describe_compute_environments(parse(body)?).await,
         "CreateJobQueue" => batch.create_job_queue(parse(body)?).await,
@@ -434,9 +452,14 @@ mod tests {
 
     #[test]
     fn routes_follow_the_model() {
-        assert_eq!(route(&Method::POST, "/v1/submitjob").unwrap().0, "SubmitJob");
         assert_eq!(
-            route(&Method::POST, "/v1/describecomputeenvironments").unwrap().0,
+            route(&Method::POST, "/v1/submitjob").unwrap().0,
+            "SubmitJob"
+        );
+        assert_eq!(
+            route(&Method::POST, "/v1/describecomputeenvironments")
+                .unwrap()
+                .0,
             "DescribeComputeEnvironments"
         );
         assert!(route(&Method::GET, "/v1/submitjob").is_none());
@@ -452,8 +475,10 @@ mod tests {
 
     #[test]
     fn parse_errors_name_the_field() {
-        let e = parse::<SubmitJobRequest>(br#"{"jobName":"a","jobQueue":"q","jobDefinition":"d","arrayProperties":{"size":"x"}}"#)
-            .unwrap_err();
+        let e = parse::<SubmitJobRequest>(
+            br#"{"jobName":"a","jobQueue":"q","jobDefinition":"d","arrayProperties":{"size":"x"}}"#,
+        )
+        .unwrap_err();
         assert!(e.message.contains("arrayProperties.size"), "{}", e.message);
         let e = parse::<SubmitJobRequest>(br#"{"jobQueue":"q","jobDefinition":"d"}"#).unwrap_err();
         assert!(e.message.contains("jobName"), "{}", e.message);

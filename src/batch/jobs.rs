@@ -68,6 +68,13 @@ fn effective_container(
     }
 }
 
+/// Whether a job ID, name or ARN can match a stored job. None contains NUL (IDs are UUIDs, names
+/// and ARNs are validated), and PostgreSQL refuses NUL in a text parameter, so lookups of such
+/// values must answer "not found" without asking the store.
+fn may_exist(s: &str) -> bool {
+    !s.contains('\0')
+}
+
 fn all_status_summary(counts: &[(String, i64)]) -> BTreeMap<String, i32> {
     let mut m: BTreeMap<String, i32> = JOB_STATUSES.iter().map(|s| (s.to_string(), 0)).collect();
     for (s, n) in counts {
@@ -123,7 +130,11 @@ impl Batch {
 
         let array_size = req.array_properties.as_ref().and_then(|a| a.size);
         let deps = req.depends_on.clone().unwrap_or_default();
-        let dep_ids: Vec<String> = deps.iter().filter_map(|d| d.job_id.clone()).collect();
+        let dep_ids: Vec<String> = deps
+            .iter()
+            .filter_map(|d| d.job_id.clone())
+            .filter(|id| may_exist(id))
+            .collect();
         let found: HashMap<String, JobDetail> = if dep_ids.is_empty() {
             HashMap::new()
         } else {
@@ -190,7 +201,9 @@ impl Batch {
         let (status, reason) = match (&failed_dep, unmet, array_size) {
             (Some(id), _, _) => (
                 "FAILED",
-                Some(format!("Dependent Job failed: {id} FAILED before this job could run")),
+                Some(format!(
+                    "Dependent Job failed: {id} FAILED before this job could run"
+                )),
             ),
             (None, true, _) | (None, false, Some(_)) => ("PENDING", None),
             (None, false, None) => ("RUNNABLE", None),
@@ -280,8 +293,9 @@ impl Batch {
     }
 
     async fn load_jobs(&self, ids: &[String]) -> BatchResult<Vec<JobDetail>> {
+        let ids: Vec<String> = ids.iter().filter(|id| may_exist(id)).cloned().collect();
         self.store
-            .get_jobs(ids)
+            .get_jobs(&ids)
             .await?
             .into_iter()
             .map(|r| from_json::<JobDetail>("job", &r.doc))
@@ -359,7 +373,11 @@ impl Batch {
         }
         let scope = if let Some(q) = &req.job_queue {
             let cat = self.catalog.read().await;
-            JobScope::Queue(self.resolve_queue(&cat, q, "jobQueue")?.job_queue_arn.clone())
+            JobScope::Queue(
+                self.resolve_queue(&cat, q, "jobQueue")?
+                    .job_queue_arn
+                    .clone(),
+            )
         } else {
             JobScope::ArrayParent(req.array_job_id.clone().unwrap_or_default())
         };
@@ -378,7 +396,9 @@ impl Batch {
         let filters = req.filters.clone().unwrap_or_default();
         if filters.is_empty() {
             // AWS Batch lists only RUNNING jobs when neither a status nor a filter is given.
-            q.statuses = Some(vec![req.job_status.clone().unwrap_or_else(|| "RUNNING".into())]);
+            q.statuses = Some(vec![
+                req.job_status.clone().unwrap_or_else(|| "RUNNING".into()),
+            ]);
         }
         for (i, f) in filters.iter().enumerate() {
             let field = format!("filters[{i}]");
@@ -401,9 +421,13 @@ impl Batch {
                     }
                 }
                 "JOB_DEFINITION" => {
-                    let spec = self.name_of(ArnKind::JobDefinition, &value).ok_or_else(|| {
-                        BatchError::client(format!("{field}.values: not a job definition of this server"))
-                    })?;
+                    let spec = self
+                        .name_of(ArnKind::JobDefinition, &value)
+                        .ok_or_else(|| {
+                            BatchError::client(format!(
+                                "{field}.values: not a job definition of this server"
+                            ))
+                        })?;
                     if spec.contains(':') {
                         q.definition = Some(self.arn(ArnKind::JobDefinition, spec));
                     } else {
@@ -430,6 +454,16 @@ impl Batch {
                 }
             }
         }
+        let scope_id = match &q.scope {
+            JobScope::Queue(s) | JobScope::ArrayParent(s) => s,
+        };
+        if [Some(scope_id), q.name.as_ref(), q.definition.as_ref()]
+            .into_iter()
+            .flatten()
+            .any(|s| !may_exist(s))
+        {
+            return Ok(json!({ "jobSummaryList": [] }));
+        }
         let page = self.store.list_jobs(&q).await?;
         let mut summaries = Vec::with_capacity(page.jobs.len());
         for row in &page.jobs {
@@ -445,7 +479,12 @@ impl Batch {
 
     /// CancelJob (`terminate == false`) and TerminateJob.
     #[tracing::instrument(skip(self, reason))]
-    pub async fn stop_job(&self, job_id: &str, reason: &str, terminate: bool) -> BatchResult<Value> {
+    pub async fn stop_job(
+        &self,
+        job_id: &str,
+        reason: &str,
+        terminate: bool,
+    ) -> BatchResult<Value> {
         if job_id.is_empty() {
             return Err(BatchError::client("jobId: is required"));
         }
@@ -461,7 +500,10 @@ impl Batch {
         }
         let job = self.load_job(job_id).await?;
         let mut changed = Vec::new();
-        let is_parent = job.array_properties.as_ref().is_some_and(|a| a.size.is_some());
+        let is_parent = job
+            .array_properties
+            .as_ref()
+            .is_some_and(|a| a.size.is_some());
         let mark = |j: &mut JobDetail| {
             if terminate {
                 j.is_terminated = Some(true);
@@ -561,7 +603,11 @@ impl Batch {
                 crate::engine::TagsReply::NotActive(f) => f,
             },
         };
-        let rows = self.store.get_jobs(&[job_id.to_string()]).await?;
+        let rows = if may_exist(job_id) {
+            self.store.get_jobs(&[job_id.to_string()]).await?
+        } else {
+            Vec::new()
+        };
         let row = rows
             .into_iter()
             .next()
@@ -583,7 +629,9 @@ impl Batch {
     pub async fn job_queue_snapshot(&self, queue: &str) -> BatchResult<Value> {
         let arn = {
             let cat = self.catalog.read().await;
-            self.resolve_queue(&cat, queue, "jobQueue")?.job_queue_arn.clone()
+            self.resolve_queue(&cat, queue, "jobQueue")?
+                .job_queue_arn
+                .clone()
         };
         let mut runnable: Vec<JobRow> = self
             .store
@@ -632,8 +680,14 @@ mod tests {
                 value: Some("1".into()),
             }]),
             resource_requirements: Some(vec![
-                ResourceRequirement { rtype: "VCPU".into(), value: "1".into() },
-                ResourceRequirement { rtype: "MEMORY".into(), value: "128".into() },
+                ResourceRequirement {
+                    rtype: "VCPU".into(),
+                    value: "1".into(),
+                },
+                ResourceRequirement {
+                    rtype: "MEMORY".into(),
+                    value: "128".into(),
+                },
             ]),
             ..Default::default()
         };

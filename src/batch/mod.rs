@@ -89,7 +89,9 @@ pub(crate) fn decode_token(t: &str) -> BatchResult<String> {
 
 pub(crate) fn encode_cursor(c: &JobCursor) -> String {
     match c {
-        JobCursor::Created { created_at, job_id } => encode_token(&format!("c:{created_at}:{job_id}")),
+        JobCursor::Created { created_at, job_id } => {
+            encode_token(&format!("c:{created_at}:{job_id}"))
+        }
         JobCursor::Index(i) => encode_token(&format!("i:{i}")),
     }
 }
@@ -271,7 +273,13 @@ impl Batch {
         (!name.is_empty()).then_some((kind, name))
     }
 
-    async fn persist(&self, kind: ResourceKind, arn: &str, name: &str, doc: String) -> BatchResult<()> {
+    async fn persist(
+        &self,
+        kind: ResourceKind,
+        arn: &str,
+        name: &str,
+        doc: String,
+    ) -> BatchResult<()> {
         self.store
             .put_resource(&ResourceRow {
                 kind,

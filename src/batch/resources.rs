@@ -99,7 +99,10 @@ impl Batch {
             .compute_environments
             .contains_key(&req.compute_environment_name)
         {
-            return Err(exists("computeEnvironmentName", &req.compute_environment_name));
+            return Err(exists(
+                "computeEnvironmentName",
+                &req.compute_environment_name,
+            ));
         }
         let arn = self.arn(ArnKind::ComputeEnvironment, &req.compute_environment_name);
         let (status, status_reason) = self.ce_status(&req.ce_type, cr.as_ref());
@@ -153,7 +156,11 @@ impl Batch {
             ));
         }
         if let Some(a) = &cr.allocation_strategy {
-            v::one_of("computeResources.allocationStrategy", a, &ALLOCATION_STRATEGIES)?;
+            v::one_of(
+                "computeResources.allocationStrategy",
+                a,
+                &ALLOCATION_STRATEGIES,
+            )?;
             if a.starts_with("SPOT_") && t != "SPOT" {
                 return Err(BatchError::client(format!(
                     "computeResources.allocationStrategy: {a} applies only to SPOT compute resources"
@@ -195,7 +202,12 @@ impl Batch {
         check_vcpus(cr)
     }
 
-    fn resolve_ce<'a>(&self, cat: &'a Catalog, value: &str, field: &str) -> BatchResult<&'a ComputeEnvironmentDetail> {
+    fn resolve_ce<'a>(
+        &self,
+        cat: &'a Catalog,
+        value: &str,
+        field: &str,
+    ) -> BatchResult<&'a ComputeEnvironmentDetail> {
         self.name_of(ArnKind::ComputeEnvironment, value)
             .and_then(|n| cat.compute_environments.get(n))
             .ok_or_else(|| {
@@ -239,7 +251,11 @@ impl Batch {
                 )));
             }
             if let Some(a) = &upd.allocation_strategy {
-                v::one_of("computeResources.allocationStrategy", a, &ALLOCATION_STRATEGIES)?;
+                v::one_of(
+                    "computeResources.allocationStrategy",
+                    a,
+                    &ALLOCATION_STRATEGIES,
+                )?;
             }
             if let Some(b) = upd.bid_percentage {
                 v::range("computeResources.bidPercentage", b.into(), 0, 100)?;
@@ -251,15 +267,31 @@ impl Batch {
                 ($($f:ident),*) => { $( if upd.$f.is_some() { cur.$f = upd.$f.clone(); } )* };
             }
             take!(
-                minv_cpus, maxv_cpus, desiredv_cpus, subnets, security_group_ids, allocation_strategy,
-                instance_types, ec2_key_pair, instance_role, tags, placement_group, bid_percentage,
-                launch_template, ec2_configuration, image_id, scaling_policy
+                minv_cpus,
+                maxv_cpus,
+                desiredv_cpus,
+                subnets,
+                security_group_ids,
+                allocation_strategy,
+                instance_types,
+                ec2_key_pair,
+                instance_role,
+                tags,
+                placement_group,
+                bid_percentage,
+                launch_template,
+                ec2_configuration,
+                image_id,
+                scaling_policy
             );
             if upd.desiredv_cpus.is_none()
                 && let Some(d) = cur.desiredv_cpus
             {
                 // Keep the old desired count inside the new bounds rather than reject the update.
-                let (lo, hi) = (cur.minv_cpus.unwrap_or(0), cur.maxv_cpus.unwrap_or(i32::MAX));
+                let (lo, hi) = (
+                    cur.minv_cpus.unwrap_or(0),
+                    cur.maxv_cpus.unwrap_or(i32::MAX),
+                );
                 cur.desiredv_cpus = Some(d.clamp(lo, hi.max(lo)));
             }
             check_vcpus(cur)?;
@@ -309,9 +341,13 @@ impl Batch {
             )));
         }
         self.store
-            .delete_resource(ResourceKind::ComputeEnvironment, &ce.compute_environment_arn)
+            .delete_resource(
+                ResourceKind::ComputeEnvironment,
+                &ce.compute_environment_arn,
+            )
             .await?;
-        cat.compute_environments.remove(&ce.compute_environment_name);
+        cat.compute_environments
+            .remove(&ce.compute_environment_name);
         tracing::info!(name = %ce.compute_environment_name, "compute environment deleted");
         Ok(json!({}))
     }
@@ -360,7 +396,11 @@ impl Batch {
         for (i, o) in order.iter().enumerate() {
             let f = format!("computeEnvironmentOrder[{i}]");
             v::range(&format!("{f}.order"), o.order.into(), 0, i32::MAX.into())?;
-            let ce = self.resolve_ce(cat, &o.compute_environment, &format!("{f}.computeEnvironment"))?;
+            let ce = self.resolve_ce(
+                cat,
+                &o.compute_environment,
+                &format!("{f}.computeEnvironment"),
+            )?;
             if out.iter().any(|p| p.order == o.order) {
                 return Err(BatchError::client(format!(
                     "{f}.order: {} is used twice; orders must be unique",
@@ -443,15 +483,25 @@ impl Batch {
             tags: req.tags,
             job_state_time_limit_actions: req.job_state_time_limit_actions,
         };
-        self.persist(ResourceKind::JobQueue, &arn, &q.job_queue_name, to_json(&q)?)
-            .await?;
+        self.persist(
+            ResourceKind::JobQueue,
+            &arn,
+            &q.job_queue_name,
+            to_json(&q)?,
+        )
+        .await?;
         let out = json!({ "jobQueueName": q.job_queue_name, "jobQueueArn": arn });
         tracing::info!(name = %q.job_queue_name, "job queue created");
         cat.queues.insert(q.job_queue_name.clone(), q);
         Ok(out)
     }
 
-    pub(crate) fn resolve_queue<'a>(&self, cat: &'a Catalog, value: &str, field: &str) -> BatchResult<&'a JobQueueDetail> {
+    pub(crate) fn resolve_queue<'a>(
+        &self,
+        cat: &'a Catalog,
+        value: &str,
+        field: &str,
+    ) -> BatchResult<&'a JobQueueDetail> {
         self.name_of(ArnKind::JobQueue, value)
             .and_then(|n| cat.queues.get(n))
             .ok_or_else(|| BatchError::client(format!("{field}: no job queue named {value:?}")))
@@ -459,7 +509,9 @@ impl Batch {
 
     pub async fn update_job_queue(&self, req: UpdateJobQueueRequest) -> BatchResult<Value> {
         let mut cat = self.catalog.write().await;
-        let mut q = self.resolve_queue(&cat, &req.job_queue, "jobQueue")?.clone();
+        let mut q = self
+            .resolve_queue(&cat, &req.job_queue, "jobQueue")?
+            .clone();
         if let Some(s) = &req.state {
             v::one_of("state", s, &CE_STATES)?;
             q.state = s.clone();
@@ -489,8 +541,13 @@ impl Batch {
                 "serviceEnvironmentOrder: service environments are not supported by Flotilla",
             ));
         }
-        self.persist(ResourceKind::JobQueue, &q.job_queue_arn, &q.job_queue_name, to_json(&q)?)
-            .await?;
+        self.persist(
+            ResourceKind::JobQueue,
+            &q.job_queue_arn,
+            &q.job_queue_name,
+            to_json(&q)?,
+        )
+        .await?;
         let out = json!({ "jobQueueName": q.job_queue_name, "jobQueueArn": q.job_queue_arn });
         cat.queues.insert(q.job_queue_name.clone(), q);
         Ok(out)
@@ -679,7 +736,12 @@ impl Batch {
             .into_iter()
             .filter(|jd| req.status.as_ref().is_none_or(|s| &jd.status == s))
             // Zero-padded revision keeps the key order equal to (name, revision) order.
-            .map(|jd| (format!("{}:{:010}", jd.job_definition_name, jd.revision), jd))
+            .map(|jd| {
+                (
+                    format!("{}:{:010}", jd.job_definition_name, jd.revision),
+                    jd,
+                )
+            })
             .collect();
         let (page, token) = paginate(items, req.max_results, req.next_token.as_deref())?;
         Ok(json!({ "jobDefinitions": page, "nextToken": token }))
@@ -721,7 +783,11 @@ impl Batch {
         Ok(json!({ "name": req.name, "arn": arn }))
     }
 
-    fn resolve_policy<'a>(&self, cat: &'a Catalog, arn: &str) -> BatchResult<&'a SchedulingPolicyDetail> {
+    fn resolve_policy<'a>(
+        &self,
+        cat: &'a Catalog,
+        arn: &str,
+    ) -> BatchResult<&'a SchedulingPolicyDetail> {
         self.parse_arn(arn)
             .filter(|(k, _)| *k == ArnKind::SchedulingPolicy)
             .and_then(|(_, n)| cat.scheduling_policies.get(n))
@@ -745,8 +811,13 @@ impl Batch {
         if let Some(f) = req.fairshare_policy {
             p.fairshare_policy = Some(f);
         }
-        self.persist(ResourceKind::SchedulingPolicy, &p.arn, &p.name, to_json(&p)?)
-            .await?;
+        self.persist(
+            ResourceKind::SchedulingPolicy,
+            &p.arn,
+            &p.name,
+            to_json(&p)?,
+        )
+        .await?;
         cat.scheduling_policies.insert(p.name.clone(), p);
         Ok(json!({}))
     }
@@ -809,9 +880,9 @@ impl Batch {
         arn: &str,
         f: impl FnOnce(&mut Tags) -> BatchResult<()> + Send + 'static,
     ) -> BatchResult<Tags> {
-        let (kind, name) = self
-            .parse_arn(arn)
-            .ok_or_else(|| BatchError::client(format!("resourceArn: {arn:?} is not an ARN of this server")))?;
+        let (kind, name) = self.parse_arn(arn).ok_or_else(|| {
+            BatchError::client(format!("resourceArn: {arn:?} is not an ARN of this server"))
+        })?;
         let missing = || BatchError::client(format!("resourceArn: no resource {arn:?}"));
         if kind == ArnKind::Job {
             return self.with_job_tags(name, f).await;
@@ -920,7 +991,12 @@ impl Batch {
         if self.store.get_meta("defaults_created").await?.is_some() {
             return Ok(());
         }
-        let has_ce = self.catalog.read().await.compute_environments.contains_key("local");
+        let has_ce = self
+            .catalog
+            .read()
+            .await
+            .compute_environments
+            .contains_key("local");
         if !has_ce {
             self.create_compute_environment(CreateComputeEnvironmentRequest {
                 compute_environment_name: "local".into(),

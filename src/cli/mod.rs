@@ -18,9 +18,9 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+pub use crate::server::ServerArgs;
 pub use client::ServiceError;
 pub use jobs::{JobFailed, WaitInterrupted};
-pub use crate::server::ServerArgs;
 pub use table::Table;
 
 use client::Ctx;

@@ -73,7 +73,12 @@ pub trait Runtime: Send + Sync + 'static {
     /// Launches an attempt and returns once it is underway (not when it ends).
     async fn start(&self, spec: AttemptSpec) -> Result<(), RuntimeError>;
     /// Signals a running attempt. Unknown or finished attempts are not an error.
-    async fn stop(&self, job_id: &str, attempt: u32, signal: StopSignal) -> Result<(), RuntimeError>;
+    async fn stop(
+        &self,
+        job_id: &str,
+        attempt: u32,
+        signal: StopSignal,
+    ) -> Result<(), RuntimeError>;
     /// After a server restart: adopts each expected attempt that is still running (its events
     /// follow as usual), reports `Exited` with its real exit code for one that finished while the
     /// server was down, and `Exited { exit_code: None, reason: Some(..host failure..) }` for one

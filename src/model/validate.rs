@@ -60,7 +60,9 @@ pub fn tags(field: &str, tags: &Tags) -> Check {
     }
     for (k, v) in tags {
         if k.is_empty() || k.chars().count() > 128 {
-            return fail(format!("{field}: tag key {k:?} must be 1 to 128 characters"));
+            return fail(format!(
+                "{field}: tag key {k:?} must be 1 to 128 characters"
+            ));
         }
         if k.to_ascii_lowercase().starts_with("aws:") {
             return fail(format!(
@@ -68,7 +70,9 @@ pub fn tags(field: &str, tags: &Tags) -> Check {
             ));
         }
         if v.chars().count() > 256 {
-            return fail(format!("{field}: value of tag {k:?} exceeds 256 characters"));
+            return fail(format!(
+                "{field}: value of tag {k:?} exceeds 256 characters"
+            ));
         }
     }
     Ok(())
@@ -82,7 +86,8 @@ fn reason_pattern(field: &str, p: &str) -> Check {
     }
     let body = p.strip_suffix('*').unwrap_or(p);
     if let Some(c) = body.chars().find(|c| {
-        *c == '*' || !(c.is_ascii_alphanumeric() || c.is_ascii_punctuation() || *c == ' ' || *c == '\t')
+        *c == '*'
+            || !(c.is_ascii_alphanumeric() || c.is_ascii_punctuation() || *c == ' ' || *c == '\t')
     }) {
         return fail(if c == '*' {
             format!("{field}: '*' is allowed only at the end of the pattern")
@@ -276,7 +281,11 @@ pub fn register_job_definition(r: &RegisterJobDefinitionRequest) -> Check {
     }
     if let Some(pc) = &r.platform_capabilities {
         for (i, p) in pc.iter().enumerate() {
-            one_of(&format!("platformCapabilities[{i}]"), p, &["EC2", "FARGATE"])?;
+            one_of(
+                &format!("platformCapabilities[{i}]"),
+                p,
+                &["EC2", "FARGATE"],
+            )?;
         }
     }
     Ok(())
@@ -309,7 +318,11 @@ pub fn submit_job(r: &SubmitJobRequest) -> Check {
         }
         for (i, d) in deps.iter().enumerate() {
             if let Some(t) = &d.dep_type {
-                one_of(&format!("dependsOn[{i}].type"), t, &["N_TO_N", "SEQUENTIAL"])?;
+                one_of(
+                    &format!("dependsOn[{i}].type"),
+                    t,
+                    &["N_TO_N", "SEQUENTIAL"],
+                )?;
             }
             let is_sequential = d.dep_type.as_deref() == Some("SEQUENTIAL");
             match &d.job_id {
@@ -381,7 +394,9 @@ pub fn fairshare_policy(field: &str, p: &FairsharePolicy) -> Check {
                 ));
             }
             if !seen.insert(id.clone()) {
-                return fail(format!("{f}.shareIdentifier: {id:?} appears more than once"));
+                return fail(format!(
+                    "{f}.shareIdentifier: {id:?} appears more than once"
+                ));
             }
             if let Some(w) = s.weight_factor
                 && !(w > 0.0 && w <= 1000.0)

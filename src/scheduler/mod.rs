@@ -6,12 +6,51 @@
 
 use std::collections::HashMap;
 
+mod pass;
+mod reason;
+mod synthetic;
+#[cfg(test)]
+mod tests;
+
+pub use synthetic::synthetic_snapshot;
+
+/// How many waiting jobs at the head of each queue get a [`Blocked`] reason per pass. AWS reports
+/// the front of a queue the same way; reasons for the whole backlog would cost more than the plan.
+pub const HEAD_REASONS_PER_QUEUE: usize = 100;
+
 /// An amount of compute. vCPUs in thousandths so fractional requests add up exactly.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub struct Resources {
     pub milli_vcpus: u64,
     pub memory_mib: u64,
     pub gpus: u64,
+}
+
+impl Resources {
+    /// Whether `self` fits in `room` in every dimension.
+    pub fn fits_within(&self, room: &Resources) -> bool {
+        self.milli_vcpus <= room.milli_vcpus
+            && self.memory_mib <= room.memory_mib
+            && self.gpus <= room.gpus
+    }
+
+    /// `self - other` per dimension, clamped at zero.
+    pub fn saturating_sub(&self, other: &Resources) -> Resources {
+        Resources {
+            milli_vcpus: self.milli_vcpus.saturating_sub(other.milli_vcpus),
+            memory_mib: self.memory_mib.saturating_sub(other.memory_mib),
+            gpus: self.gpus.saturating_sub(other.gpus),
+        }
+    }
+
+    /// The per-dimension minimum.
+    pub fn min(&self, other: &Resources) -> Resources {
+        Resources {
+            milli_vcpus: self.milli_vcpus.min(other.milli_vcpus),
+            memory_mib: self.memory_mib.min(other.memory_mib),
+            gpus: self.gpus.min(other.gpus),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -71,13 +110,20 @@ pub struct Snapshot {
     pub share_usage: HashMap<(usize, String), f64>,
 }
 
-/// Why a job was not placed in this pass. `reason()` gives AWS Batch's `statusReason` text.
+/// Why a job was not placed in this pass. [`Blocked::reason`] gives AWS Batch's `statusReason`
+/// text, [`Blocked::code`] its leading code.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Blocked {
     /// The job needs more than any usable environment of its queue can ever offer.
-    NeverFits { need: Resources, largest: Resources },
-    /// It fits, but not in what is free now.
-    WaitingForCapacity { need: Resources },
+    NeverFits {
+        need: Resources,
+        largest: Resources,
+    },
+    /// It fits, but not in what is free now (or what is free is held for someone else).
+    WaitingForCapacity {
+        need: Resources,
+        cause: WaitCause,
+    },
     QueueDisabled,
     /// The queue has no ENABLED and VALID compute environment.
     NoUsableEnvironment,
@@ -91,6 +137,51 @@ pub struct Plan {
     pub blocked: Vec<(usize, Blocked)>,
 }
 
-pub fn plan(_snapshot: &Snapshot) -> Plan {
-    Plan::default()
+/// Why a job that fits its queue's environments still waits: what a person would change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WaitCause {
+    /// No environment of the queue that can hold the job has that much free now.
+    NoRoom,
+    /// `env` has room, but a job of `queue`, earlier in the pass (higher priority), waits for it.
+    HeldForQueue { queue: usize, env: usize },
+    /// `env` has room, but the queue's fair-share `computeReservation` keeps it for share
+    /// identifiers that are not active yet.
+    ComputeReservation { env: usize },
+}
+
+/// Decides which RUNNABLE jobs start where in this pass. Pure and deterministic: the same
+/// snapshot gives the same plan. Jobs whose `queue` index is out of range are ignored, and so are
+/// out-of-range environment indices in a queue's order.
+///
+/// The rules, exactly:
+/// - Queues go by descending `priority`, then `name`, then index. A disabled queue places
+///   nothing; a queue with no usable environment places nothing.
+/// - FIFO queues take jobs by (`created_at`, index). Fair-share queues: see below.
+/// - A job goes to the first usable environment in its queue's order whose capacity and free both
+///   cover its need in all three dimensions (and, for fair share, that respects the reservation),
+///   and is subtracted from that environment's free. A job that does not fit is skipped and later
+///   jobs of the same queue may still be placed (backfill).
+/// - Anti-starvation between queues: when a job is left waiting on an environment E (E is usable,
+///   in its queue's order, its capacity covers the job but its free does not), E is held for that
+///   queue for the rest of the pass: no queue later in the pass (lower priority, or equal
+///   priority and later name) places anything on E. A job held back only by its own queue's
+///   `computeReservation` does not hold E, so other queues may use the reserve.
+/// - Fair share: each share identifier has a running usage, starting at
+///   `share_usage[(queue, share)]` (0 if absent) and growing by the vCPUs of each job placed for
+///   it in this pass. The next turn goes to the share with the lowest usage × weight factor (ties:
+///   share name). Within a share: higher `priority` first, then (`created_at`, index). A share
+///   keeps its turn until it places a job or runs out of jobs. Jobs without a share identifier
+///   form the share `""`. Weights: an exact match, else the longest `*`-prefix match, else 1.0;
+///   non-finite or non-positive weights count as 1.0, others are clamped to [0.0001, 999.9999].
+/// - `computeReservation` r (1–99): ActiveShares = the queue's `share_usage` entries with usage > 0
+///   plus the shares that placed their first job in this pass. A job of an active share may only
+///   be placed on E if afterwards E still has floor(capacity vCPU × (r/100)^ActiveShares) vCPUs
+///   free; jobs of inactive shares may use everything. Only vCPUs are reserved, as in AWS.
+/// - Reasons: the first [`HEAD_REASONS_PER_QUEUE`] waiting jobs of each queue, in the order the
+///   queue considered them, get a [`Blocked`] entry. Once no job of a queue can be placed any
+///   more, its remaining jobs are ordered for reasons as if each were placed (fair-share turns
+///   keep rotating), which is the order in which they would start. Disabled queues and queues
+///   without a usable environment report their first jobs by (`created_at`, index).
+pub fn plan(snapshot: &Snapshot) -> Plan {
+    pass::plan(snapshot)
 }

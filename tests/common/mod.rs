@@ -54,7 +54,11 @@ impl Server {
     }
 
     pub fn start_with(opts: ServerOptions) -> Server {
-        let tmp = tempfile::tempdir().expect("temp dir");
+        Self::start_in(tempfile::tempdir().expect("temp dir"), opts)
+    }
+
+    /// Starts a server on a data dir the caller prepared (e.g. with a `credentials` file in it).
+    pub fn start_in(tmp: tempfile::TempDir, opts: ServerOptions) -> Server {
         let dir = tmp.path().to_path_buf();
         let mut s = Self::spawn(&dir, &opts, "127.0.0.1:0");
         s._tmp = Some(tmp);
@@ -139,18 +143,53 @@ impl Server {
 
     /// Starts a new server process on the same data dir (and database), on the same port.
     pub fn restart(&mut self) {
+        self.restart_with(true);
+    }
+
+    /// Like [`Server::restart`], choosing whether `--no-defaults` is passed: `false` starts the new
+    /// process exactly as a first start would (defaults requested).
+    pub fn restart_with(&mut self, no_defaults: bool) {
         self.kill();
         let listen = self.endpoint.trim_start_matches("http://").to_string();
         let opts = ServerOptions {
             auth: self.opts_auth,
             database_url: self.database_url.clone(),
-            no_defaults: true,
+            no_defaults,
             extra_args: self.extra_args.clone(),
         };
         let tmp = self._tmp.take();
         let mut fresh = Self::spawn(&self.data_dir, &opts, &listen);
         fresh._tmp = tmp;
         *self = fresh;
+    }
+
+    /// A raw HTTP client, signing with the harness credentials when the server requires them.
+    pub fn raw(&self) -> Raw {
+        Raw {
+            http: reqwest::Client::new(),
+            endpoint: self.endpoint.clone(),
+            credentials: self
+                .opts_auth
+                .then(|| (ACCESS_KEY.to_string(), SECRET_KEY.to_string())),
+        }
+    }
+
+    /// An SDK client that does not retry, for tests that kill the server under it.
+    pub fn client_no_retry(&self) -> aws_sdk_batch::Client {
+        let conf = aws_sdk_batch::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .endpoint_url(&self.endpoint)
+            .credentials_provider(Credentials::new(
+                ACCESS_KEY,
+                SECRET_KEY,
+                None,
+                None,
+                "flotilla-test",
+            ))
+            .retry_config(aws_sdk_batch::config::retry::RetryConfig::disabled())
+            .build();
+        aws_sdk_batch::Client::from_conf(conf)
     }
 
     pub fn client(&self) -> aws_sdk_batch::Client {
@@ -176,7 +215,9 @@ impl Drop for Server {
 }
 
 /// The service error's code and message, or a panic naming what came back instead.
-pub fn service_error<E, R>(r: Result<impl std::fmt::Debug, aws_sdk_batch::error::SdkError<E, R>>) -> (String, String)
+pub fn service_error<E, R>(
+    r: Result<impl std::fmt::Debug, aws_sdk_batch::error::SdkError<E, R>>,
+) -> (String, String)
 where
     E: aws_sdk_batch::error::ProvideErrorMetadata + std::fmt::Debug,
     R: std::fmt::Debug,
@@ -223,4 +264,318 @@ pub async fn register_simple(client: &aws_sdk_batch::Client, name: &str) -> Stri
         .expect("register job definition")
         .job_definition_arn
         .expect("jobDefinitionArn")
+}
+
+/// A response as it came off the wire.
+#[derive(Debug)]
+pub struct RawResponse {
+    pub status: u16,
+    /// The `x-amzn-errortype` header.
+    pub error_type: Option<String>,
+    pub text: String,
+}
+
+impl RawResponse {
+    /// The body as JSON (`Null` when it is not JSON).
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.text).unwrap_or(serde_json::Value::Null)
+    }
+
+    /// The `message` of an error body.
+    pub fn message(&self) -> String {
+        self.json()["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    /// Asserts a 400 `ClientException` whose message names `field`.
+    #[track_caller]
+    pub fn assert_client_error(&self, field: &str) {
+        assert_eq!(
+            self.status, 400,
+            "expected 400 naming {field:?}, got {self:?}"
+        );
+        assert_eq!(
+            self.error_type.as_deref(),
+            Some("ClientException"),
+            "x-amzn-errortype of {self:?}"
+        );
+        assert_eq!(self.json()["__type"], "ClientException", "{self:?}");
+        assert!(
+            self.message().contains(field),
+            "message {:?} does not name {field:?}",
+            self.message()
+        );
+    }
+}
+
+/// HTTP straight to the server, for requests the SDK refuses to build and for checking headers.
+#[derive(Clone)]
+pub struct Raw {
+    pub http: reqwest::Client,
+    pub endpoint: String,
+    /// `None`: send unsigned.
+    pub credentials: Option<(String, String)>,
+}
+
+impl Raw {
+    pub fn unsigned(&self) -> Raw {
+        Raw {
+            credentials: None,
+            ..self.clone()
+        }
+    }
+
+    /// POSTs a JSON document to `/v1/<op in lower case>`, signed now.
+    pub async fn post(&self, op: &str, body: &serde_json::Value) -> RawResponse {
+        let bytes = serde_json::to_vec(body).expect("encode body");
+        self.post_bytes(op, bytes).await
+    }
+
+    /// POSTs raw bytes as `application/json` to `/v1/<op in lower case>`, signed now.
+    pub async fn post_bytes(&self, op: &str, body: Vec<u8>) -> RawResponse {
+        let path = format!("/v1/{}", op.to_ascii_lowercase());
+        self.send("POST", &path, Some("application/json"), body)
+            .await
+    }
+
+    /// Sends a request signed now (when this client has credentials).
+    pub async fn send(
+        &self,
+        method: &str,
+        path_and_query: &str,
+        content_type: Option<&str>,
+        body: Vec<u8>,
+    ) -> RawResponse {
+        let headers = self.headers(
+            method,
+            path_and_query,
+            content_type,
+            &body,
+            std::time::SystemTime::now(),
+        );
+        self.send_with_headers(method, path_and_query, headers, body)
+            .await
+    }
+
+    /// The headers of a request: `host`, `content-type` and, with credentials, the SigV4
+    /// signature made at `at`.
+    pub fn headers(
+        &self,
+        method: &str,
+        path_and_query: &str,
+        content_type: Option<&str>,
+        body: &[u8],
+        at: std::time::SystemTime,
+    ) -> http::HeaderMap {
+        let method = http::Method::from_bytes(method.as_bytes()).expect("method");
+        let (path, query) = path_and_query
+            .split_once('?')
+            .unwrap_or((path_and_query, ""));
+        let host = self.endpoint.trim_start_matches("http://").to_string();
+        let mut headers = http::HeaderMap::new();
+        headers.insert("host", host.parse().expect("host header"));
+        if let Some(ct) = content_type {
+            headers.insert("content-type", ct.parse().expect("content-type header"));
+        }
+        if let Some((key, secret)) = &self.credentials {
+            flotilla::api::sigv4::sign(
+                &method,
+                path,
+                query,
+                &mut headers,
+                body,
+                key,
+                secret,
+                "us-east-1",
+                "batch",
+                at,
+            );
+        }
+        headers
+    }
+
+    /// Sends a request with exactly these headers.
+    pub async fn send_with_headers(
+        &self,
+        method: &str,
+        path_and_query: &str,
+        headers: http::HeaderMap,
+        body: Vec<u8>,
+    ) -> RawResponse {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let resp = self
+            .http
+            .request(method, format!("{}{path_and_query}", self.endpoint))
+            .headers(headers)
+            .body(body)
+            .send()
+            .await
+            .expect("HTTP request to the server");
+        let status = resp.status().as_u16();
+        let error_type = resp
+            .headers()
+            .get("x-amzn-errortype")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let text = resp.text().await.expect("response body");
+        RawResponse {
+            status,
+            error_type,
+            text,
+        }
+    }
+
+    /// `GET /healthz`'s status.
+    pub async fn health(&self) -> u16 {
+        self.http
+            .get(format!("{}/healthz", self.endpoint))
+            .send()
+            .await
+            .expect("GET /healthz")
+            .status()
+            .as_u16()
+    }
+}
+
+/// A PostgreSQL database of its own for one test, dropped (with its connections) at the end.
+pub struct PgDatabase {
+    pub name: String,
+    /// The URL of this database.
+    pub url: String,
+    admin_url: String,
+}
+
+impl PgDatabase {
+    /// Creates `t_<uuid>` on the server of [`postgres_url`] with `psql`.
+    pub fn create() -> PgDatabase {
+        let admin_url = postgres_url();
+        let name = format!("t_{}", uuid::Uuid::new_v4().simple());
+        psql(&admin_url, &format!("CREATE DATABASE {name}"));
+        let url = with_database(&admin_url, &name);
+        PgDatabase {
+            name,
+            url,
+            admin_url,
+        }
+    }
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        let _ = Command::new("psql")
+            .arg(&self.admin_url)
+            .args(["-X", "-q", "-c"])
+            .arg(format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+fn psql(url: &str, sql: &str) {
+    let out = Command::new("psql")
+        .arg(url)
+        .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-c", sql])
+        .output()
+        .expect("run psql (is the PostgreSQL client installed?)");
+    assert!(
+        out.status.success(),
+        "psql {sql:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `url` with its database (the path) replaced by `db`, keeping any query string.
+pub fn with_database(url: &str, db: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let scheme_end = base.find("://").map(|i| i + 3).unwrap_or(0);
+    let authority_end = base[scheme_end..]
+        .find('/')
+        .map(|i| scheme_end + i)
+        .unwrap_or(base.len());
+    let mut out = format!("{}/{db}", &base[..authority_end]);
+    if let Some(q) = query {
+        out.push('?');
+        out.push_str(q);
+    }
+    out
+}
+
+/// Creates a MANAGED compute environment of type LOCAL and returns its ARN.
+pub async fn create_local_ce(client: &aws_sdk_batch::Client, name: &str) -> String {
+    use aws_sdk_batch::types::*;
+    client
+        .create_compute_environment()
+        .compute_environment_name(name)
+        .r#type(CeType::Managed)
+        .compute_resources(
+            ComputeResource::builder()
+                .r#type(CrType::from("LOCAL"))
+                .maxv_cpus(4)
+                .build(),
+        )
+        .send()
+        .await
+        .expect("create compute environment")
+        .compute_environment_arn
+        .expect("computeEnvironmentArn")
+}
+
+/// Creates an ENABLED FIFO queue over `ce` and returns its ARN.
+pub async fn create_queue(client: &aws_sdk_batch::Client, name: &str, ce: &str) -> String {
+    use aws_sdk_batch::types::*;
+    client
+        .create_job_queue()
+        .job_queue_name(name)
+        .priority(1)
+        .compute_environment_order(
+            ComputeEnvironmentOrder::builder()
+                .order(1)
+                .compute_environment(ce)
+                .build(),
+        )
+        .send()
+        .await
+        .expect("create job queue")
+        .job_queue_arn
+        .expect("jobQueueArn")
+}
+
+/// Submits a plain job to `queue` with definition `jd` and returns its ID.
+pub async fn submit(client: &aws_sdk_batch::Client, name: &str, queue: &str, jd: &str) -> String {
+    client
+        .submit_job()
+        .job_name(name)
+        .job_queue(queue)
+        .job_definition(jd)
+        .send()
+        .await
+        .expect("submit job")
+        .job_id
+        .expect("jobId")
+}
+
+/// DescribeJobs for one job.
+pub async fn describe_job(
+    client: &aws_sdk_batch::Client,
+    id: &str,
+) -> aws_sdk_batch::types::JobDetail {
+    let mut jobs = client
+        .describe_jobs()
+        .jobs(id)
+        .send()
+        .await
+        .expect("describe jobs")
+        .jobs
+        .unwrap_or_default();
+    assert_eq!(jobs.len(), 1, "job {id} not found");
+    jobs.remove(0)
 }
