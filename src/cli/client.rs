@@ -29,6 +29,8 @@ pub const FALLBACK_KEY: &str = "flotilla";
 /// Everything a command needs to talk to the server and print the answer.
 pub struct Ctx {
     pub client: Client,
+    /// The CloudWatch Logs API, which the server answers on the same endpoint.
+    pub logs: aws_sdk_cloudwatchlogs::Client,
     pub endpoint: String,
     pub profile: Option<String>,
     pub output: Output,
@@ -61,6 +63,7 @@ impl Ctx {
         let config = loader.load().await;
         Ok(Ctx {
             client: Client::new(&config),
+            logs: aws_sdk_cloudwatchlogs::Client::new(&config),
             endpoint: globals.endpoint_url,
             profile: globals.profile,
             output: globals.output,

@@ -10,6 +10,7 @@
 mod client;
 mod jobs;
 mod json;
+mod logs;
 mod register;
 mod resources;
 mod table;
@@ -158,6 +159,26 @@ pub enum Command {
     /// Register and list job definitions.
     #[command(subcommand)]
     JobDefinitions(JobDefinitionsCommand),
+
+    /// Print a job's log (CloudWatch Logs GetLogEvents on the server).
+    Logs(LogsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// Job ID; for an array job, a child `<id>:<index>`.
+    pub id: String,
+
+    /// Which attempt (1 is the first) [default: the latest].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub attempt: Option<u32>,
+
+    /// Keep printing new lines until the job finishes.
+    #[arg(long, short = 'f')]
+    pub follow: bool,
+
+    #[command(flatten)]
+    pub global: GlobalOverrides,
 }
 
 #[derive(Debug, Args)]
@@ -464,6 +485,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match command {
         Command::Server(a) => Ok(crate::server::run(a, crate::server::shutdown_signal()).await?),
         Command::Submit(a) => jobs::submit(&connect(&a.global).await?, &a).await,
+        Command::Logs(a) => logs::print(&connect(&a.global).await?, &a).await,
         Command::Jobs(JobsCommand::List(a)) => jobs::list(&connect(&a.global).await?, &a).await,
         Command::Jobs(JobsCommand::Describe(a)) => {
             jobs::describe(&connect(&a.global).await?, &a.ids).await

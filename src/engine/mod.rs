@@ -17,7 +17,7 @@ use crate::batch::{Batch, job_row, now_ms};
 use crate::compute::{AttemptSpec, ExpectedAttempt, Runtime, RuntimeEvent, StopSignal};
 use crate::error::{BatchError, BatchResult};
 use crate::model::*;
-use crate::scheduler::{self, Blocked, EnvView, FairShareView, JobView, QueueView, Resources, ShareWeight};
+use crate::scheduler::{self, EnvView, FairShareView, JobView, QueueView, Resources, ShareWeight};
 use crate::store::JobRow;
 use retry::{AttemptEnd, Outcome};
 use std::collections::{HashMap, HashSet};
@@ -526,8 +526,7 @@ impl Engine {
             }
             if let Some(job) = self.jobs.get_mut(&id) {
                 job.unmet = unmet;
-                let waits_on_self = false;
-                if unmet == 0 && !waits_on_self && job.d.status == "PENDING" && !job.is_parent() {
+                if unmet == 0 && job.d.status == "PENDING" && !job.is_parent() {
                     self.make_runnable(&id, now);
                 }
             }
@@ -814,7 +813,6 @@ impl Engine {
             let parent = job.parent.clone();
             self.dirty.insert(id.clone());
             let failed = status == "FAILED";
-            let reason = job.d.status_reason.clone();
             self.done.insert(id.clone(), job);
             for dep in self.dependents.remove(&id).unwrap_or_default() {
                 if failed {
@@ -830,7 +828,6 @@ impl Engine {
                     }
                 }
             }
-            let _ = reason;
             if let Some((p, _)) = parent
                 && let Some(pj) = self.jobs.get_mut(&p)
             {
@@ -1044,11 +1041,11 @@ impl Engine {
             let id = &ids[ji];
             let env = &snapshot.envs[ei];
             let queue = &snapshot.queues[snapshot.jobs[ji].queue];
-            self.start_attempt(id, &env.name, &queue.name, now);
+            self.start_attempt(id, &env.name, &queue.name);
         }
     }
 
-    fn start_attempt(&mut self, id: &str, env: &str, queue: &str, now: i64) {
+    fn start_attempt(&mut self, id: &str, env: &str, queue: &str) {
         let Some(job) = self.jobs.get_mut(id) else { return };
         let task_id = uuid::Uuid::new_v4().simple().to_string();
         let attempt = job.attempt_no();
@@ -1079,7 +1076,6 @@ impl Engine {
         }
         let stream = format!("{}/default/{task_id}", definition_name(&job.d.job_definition));
         tracing::info!(job_id = id, attempt, env, "job starting");
-        let _ = now;
         self.launches.push(AttemptSpec {
             job_id: id.to_string(),
             attempt,
