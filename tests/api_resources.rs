@@ -101,7 +101,8 @@ async fn compute_environment_lifecycle() {
         ..Default::default()
     });
     let client = server.client();
-    let arn = create_local_ce(&client, "ce-a").await;
+    // No state given: the environment starts ENABLED.
+    let arn = create_local_ce_in_state(&client, "ce-a", None).await;
     assert_eq!(arn, format!("{ARN_PREFIX}compute-environment/ce-a"));
 
     // By name and by ARN.

@@ -195,6 +195,9 @@ fn aws_cli_session() {
         "cli-ce",
         "--type",
         "MANAGED",
+        // DISABLED so the jobs below stay queued while the session inspects them.
+        "--state",
+        "DISABLED",
         // botocore requires `subnets` in computeResources; a LOCAL environment has none.
         "--compute-resources",
         "type=LOCAL,maxvCpus=2,subnets=[]",
@@ -209,7 +212,7 @@ fn aws_cli_session() {
         "cli-ce",
     ]);
     assert_eq!(str_at(&out, "/computeEnvironments/0/status"), "VALID");
-    assert_eq!(str_at(&out, "/computeEnvironments/0/state"), "ENABLED");
+    assert_eq!(str_at(&out, "/computeEnvironments/0/state"), "DISABLED");
     assert_eq!(
         str_at(&out, "/computeEnvironments/0/computeResources/type"),
         "LOCAL"

@@ -20,6 +20,7 @@ pub fn server(runtime: &str, extra: &[&str]) -> Server {
     args.extend(extra.iter().map(|s| s.to_string()));
     Server::start_with(ServerOptions {
         extra_args: args,
+        dispatch: true,
         ..Default::default()
     })
 }
@@ -86,7 +87,12 @@ pub async fn describe(client: &aws_sdk_batch::Client, id: &str) -> JobDetail {
         .unwrap_or_else(|| panic!("job {id} not found"))
 }
 
-pub async fn wait_for(client: &aws_sdk_batch::Client, id: &str, want: &[JobStatus], secs: u64) -> JobDetail {
+pub async fn wait_for(
+    client: &aws_sdk_batch::Client,
+    id: &str,
+    want: &[JobStatus],
+    secs: u64,
+) -> JobDetail {
     let deadline = Instant::now() + Duration::from_secs(secs);
     loop {
         let j = describe(client, id).await;
@@ -94,7 +100,10 @@ pub async fn wait_for(client: &aws_sdk_batch::Client, id: &str, want: &[JobStatu
             return j;
         }
         if Instant::now() > deadline {
-            panic!("job {id} did not reach {want:?} within {secs} s; it is {:?}: {:?}", j.status, j.status_reason);
+            panic!(
+                "job {id} did not reach {want:?} within {secs} s; it is {:?}: {:?}",
+                j.status, j.status_reason
+            );
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -115,16 +124,53 @@ async fn a_dag_runs_in_dependency_order() {
     register(&c, "ok", &["sh", "-c", "sleep 0.3"], "1", None).await;
     register(&c, "boom", &["sh", "-c", "exit 7"], "1", None).await;
     let a = submit(&c, "default", "ok").await;
-    let b = c.submit_job().job_name("b").job_queue("default").job_definition("ok")
-        .depends_on(dep(&a)).send().await.expect("b").job_id.expect("id");
-    let d = c.submit_job().job_name("d").job_queue("default").job_definition("ok")
-        .depends_on(dep(&a)).depends_on(dep(&b)).send().await.expect("d").job_id.expect("id");
+    let b = c
+        .submit_job()
+        .job_name("b")
+        .job_queue("default")
+        .job_definition("ok")
+        .depends_on(dep(&a))
+        .send()
+        .await
+        .expect("b")
+        .job_id
+        .expect("id");
+    let d = c
+        .submit_job()
+        .job_name("d")
+        .job_queue("default")
+        .job_definition("ok")
+        .depends_on(dep(&a))
+        .depends_on(dep(&b))
+        .send()
+        .await
+        .expect("d")
+        .job_id
+        .expect("id");
     // A failing branch fails what depends on it, transitively, naming the failed job.
     let f = submit(&c, "default", "boom").await;
-    let g = c.submit_job().job_name("g").job_queue("default").job_definition("ok")
-        .depends_on(dep(&f)).send().await.expect("g").job_id.expect("id");
-    let h = c.submit_job().job_name("h").job_queue("default").job_definition("ok")
-        .depends_on(dep(&g)).send().await.expect("h").job_id.expect("id");
+    let g = c
+        .submit_job()
+        .job_name("g")
+        .job_queue("default")
+        .job_definition("ok")
+        .depends_on(dep(&f))
+        .send()
+        .await
+        .expect("g")
+        .job_id
+        .expect("id");
+    let h = c
+        .submit_job()
+        .job_name("h")
+        .job_queue("default")
+        .job_definition("ok")
+        .depends_on(dep(&g))
+        .send()
+        .await
+        .expect("h")
+        .job_id
+        .expect("id");
 
     let jd = wait_final(&c, &d, 60).await;
     let ja = describe(&c, &a).await;
@@ -141,10 +187,21 @@ async fn a_dag_runs_in_dependency_order() {
     let jh = wait_final(&c, &h, 60).await;
     let jg = describe(&c, &g).await;
     assert_eq!(jg.status, Some(JobStatus::Failed));
-    assert!(jg.status_reason.as_deref().unwrap_or("").contains(&f), "{:?}", jg.status_reason);
+    assert!(
+        jg.status_reason.as_deref().unwrap_or("").contains(&f),
+        "{:?}",
+        jg.status_reason
+    );
     assert_eq!(jh.status, Some(JobStatus::Failed));
-    assert!(jh.status_reason.as_deref().unwrap_or("").contains(&g), "{:?}", jh.status_reason);
-    assert!(jg.attempts.unwrap_or_default().is_empty(), "a job whose dependency failed never runs");
+    assert!(
+        jh.status_reason.as_deref().unwrap_or("").contains(&g),
+        "{:?}",
+        jh.status_reason
+    );
+    assert!(
+        jg.attempts.unwrap_or_default().is_empty(),
+        "a job whose dependency failed never runs"
+    );
 }
 
 #[tokio::test]
@@ -154,22 +211,74 @@ async fn n_to_n_and_sequential_arrays() {
     // Each child records when it ran; the N_TO_N child i must run after the first array's child i.
     let dir = tempfile::tempdir().expect("tmp");
     let out = dir.path().display().to_string();
-    register(&c, "stamp", &["sh", "-c", &format!("date +%s%N > {out}/$AWS_BATCH_JOB_ID; sleep 0.1")], "1", None).await;
-    let first = c.submit_job().job_name("first").job_queue("default").job_definition("stamp")
+    register(
+        &c,
+        "stamp",
+        &[
+            "sh",
+            "-c",
+            &format!("date +%s%N > {out}/$AWS_BATCH_JOB_ID; sleep 0.1"),
+        ],
+        "1",
+        None,
+    )
+    .await;
+    let first = c
+        .submit_job()
+        .job_name("first")
+        .job_queue("default")
+        .job_definition("stamp")
         .array_properties(ArrayProperties::builder().size(4).build())
-        .send().await.expect("first").job_id.expect("id");
-    let second = c.submit_job().job_name("second").job_queue("default").job_definition("stamp")
+        .send()
+        .await
+        .expect("first")
+        .job_id
+        .expect("id");
+    let second = c
+        .submit_job()
+        .job_name("second")
+        .job_queue("default")
+        .job_definition("stamp")
         .array_properties(ArrayProperties::builder().size(4).build())
-        .depends_on(JobDependency::builder().job_id(&first).r#type(ArrayJobDependency::NToN).build())
-        .send().await.expect("second").job_id.expect("id");
-    let seq = c.submit_job().job_name("seq").job_queue("default").job_definition("stamp")
+        .depends_on(
+            JobDependency::builder()
+                .job_id(&first)
+                .r#type(ArrayJobDependency::NToN)
+                .build(),
+        )
+        .send()
+        .await
+        .expect("second")
+        .job_id
+        .expect("id");
+    let seq = c
+        .submit_job()
+        .job_name("seq")
+        .job_queue("default")
+        .job_definition("stamp")
         .array_properties(ArrayProperties::builder().size(5).build())
-        .depends_on(JobDependency::builder().r#type(ArrayJobDependency::Sequential).build())
-        .send().await.expect("seq").job_id.expect("id");
+        .depends_on(
+            JobDependency::builder()
+                .r#type(ArrayJobDependency::Sequential)
+                .build(),
+        )
+        .send()
+        .await
+        .expect("seq")
+        .job_id
+        .expect("id");
     for id in [&first, &second, &seq] {
         let j = wait_final(&c, id, 90).await;
-        assert_eq!(j.status, Some(JobStatus::Succeeded), "{id}: {:?}", j.status_reason);
-        let summary = j.array_properties.and_then(|a| a.status_summary).unwrap_or_default();
+        assert_eq!(
+            j.status,
+            Some(JobStatus::Succeeded),
+            "{id}: {:?}",
+            j.status_reason
+        );
+        let summary = j
+            .array_properties
+            .and_then(|a| a.status_summary)
+            .unwrap_or_default();
         let size = if id == &seq { 5 } else { 4 };
         assert_eq!(summary.get("SUCCEEDED"), Some(&size), "{summary:?}");
     }
@@ -183,15 +292,26 @@ async fn n_to_n_and_sequential_arrays() {
     for i in 0..4 {
         let a = describe(&c, &format!("{first}:{i}")).await;
         let b = describe(&c, &format!("{second}:{i}")).await;
-        assert!(b.started_at.unwrap_or(0) >= a.stopped_at.unwrap_or(i64::MAX), "child {i}");
+        assert!(
+            b.started_at.unwrap_or(0) >= a.stopped_at.unwrap_or(i64::MAX),
+            "child {i}"
+        );
         assert!(stamp(format!("{second}:{i}")) > stamp(format!("{first}:{i}")));
     }
     for i in 1..5 {
-        assert!(stamp(format!("{seq}:{i}")) > stamp(format!("{seq}:{}", i - 1)), "sequential child {i}");
+        assert!(
+            stamp(format!("{seq}:{i}")) > stamp(format!("{seq}:{}", i - 1)),
+            "sequential child {i}"
+        );
     }
 }
 
-fn rule(action: RetryAction, code: Option<&str>, reason: Option<&str>, status: Option<&str>) -> EvaluateOnExit {
+fn rule(
+    action: RetryAction,
+    code: Option<&str>,
+    reason: Option<&str>,
+    status: Option<&str>,
+) -> EvaluateOnExit {
     EvaluateOnExit::builder()
         .action(action)
         .set_on_exit_code(code.map(String::from))
@@ -205,91 +325,226 @@ async fn retries_follow_evaluate_on_exit() {
     let s = server("process", &[]);
     let c = s.client();
     let strategy = |rules: Vec<EvaluateOnExit>| {
-        RetryStrategy::builder().attempts(3).set_evaluate_on_exit(Some(rules)).build()
+        RetryStrategy::builder()
+            .attempts(3)
+            .set_evaluate_on_exit(Some(rules))
+            .build()
     };
     // No rule matches → retried until attempts run out.
-    register(&c, "always3", &["sh", "-c", "exit 3"], "1", Some(strategy(vec![rule(RetryAction::Exit, Some("4"), None, None)]))).await;
+    register(
+        &c,
+        "always3",
+        &["sh", "-c", "exit 3"],
+        "1",
+        Some(strategy(vec![rule(
+            RetryAction::Exit,
+            Some("4"),
+            None,
+            None,
+        )])),
+    )
+    .await;
     // onExitCode glob → EXIT at once.
-    register(&c, "exit-on-1x", &["sh", "-c", "exit 13"], "1", Some(strategy(vec![rule(RetryAction::Exit, Some("1*"), None, None)]))).await;
+    register(
+        &c,
+        "exit-on-1x",
+        &["sh", "-c", "exit 13"],
+        "1",
+        Some(strategy(vec![rule(
+            RetryAction::Exit,
+            Some("1*"),
+            None,
+            None,
+        )])),
+    )
+    .await;
     // onStatusReason → RETRY; the job succeeds on its second attempt (AWS_BATCH_JOB_ATTEMPT).
-    register(&c, "second-time", &["sh", "-c", "test \"$AWS_BATCH_JOB_ATTEMPT\" = 2"], "1",
-        Some(strategy(vec![rule(RetryAction::Retry, None, None, Some("Essential container*"))]))).await;
+    register(
+        &c,
+        "second-time",
+        &["sh", "-c", "test \"$AWS_BATCH_JOB_ATTEMPT\" = 2"],
+        "1",
+        Some(strategy(vec![rule(
+            RetryAction::Retry,
+            None,
+            None,
+            Some("Essential container*"),
+        )])),
+    )
+    .await;
     // onReason (the container reason) for a command that cannot start → EXIT.
-    register(&c, "cannot-start", &["/no/such/binary"], "1",
-        Some(strategy(vec![rule(RetryAction::Exit, None, Some("CannotStart*"), None)]))).await;
+    register(
+        &c,
+        "cannot-start",
+        &["/no/such/binary"],
+        "1",
+        Some(strategy(vec![rule(
+            RetryAction::Exit,
+            None,
+            Some("CannotStart*"),
+            None,
+        )])),
+    )
+    .await;
 
     let j = wait_final(&c, &submit(&c, "default", "always3").await, 60).await;
     assert_eq!(j.status, Some(JobStatus::Failed));
     assert_eq!(j.attempts.as_ref().map(|a| a.len()), Some(3));
-    assert!(j.attempts.unwrap_or_default().iter().all(|a| a.container.as_ref().and_then(|c| c.exit_code) == Some(3)));
+    assert!(
+        j.attempts.unwrap_or_default().iter().all(|a| a
+            .container
+            .as_ref()
+            .and_then(|c| c.exit_code)
+            == Some(3))
+    );
 
     let j = wait_final(&c, &submit(&c, "default", "exit-on-1x").await, 60).await;
     assert_eq!(j.status, Some(JobStatus::Failed));
     assert_eq!(j.attempts.map(|a| a.len()), Some(1));
 
     let j = wait_final(&c, &submit(&c, "default", "second-time").await, 60).await;
-    assert_eq!(j.status, Some(JobStatus::Succeeded), "{:?}", j.status_reason);
+    assert_eq!(
+        j.status,
+        Some(JobStatus::Succeeded),
+        "{:?}",
+        j.status_reason
+    );
     assert_eq!(j.attempts.map(|a| a.len()), Some(2));
 
     let j = wait_final(&c, &submit(&c, "default", "cannot-start").await, 60).await;
     assert_eq!(j.status, Some(JobStatus::Failed));
     let attempts = j.attempts.unwrap_or_default();
     assert_eq!(attempts.len(), 1);
-    assert!(attempts[0].container.as_ref().and_then(|c| c.reason.as_deref()).unwrap_or("").starts_with("CannotStart"));
+    assert!(
+        attempts[0]
+            .container
+            .as_ref()
+            .and_then(|c| c.reason.as_deref())
+            .unwrap_or("")
+            .starts_with("CannotStart")
+    );
 }
 
 #[tokio::test]
 async fn timeout_stops_the_attempt_and_does_not_retry() {
     let s = server("process", &[]);
     let c = s.client();
-    register(&c, "sleeper", &["sleep", "600"], "1", Some(RetryStrategy::builder().attempts(3).build())).await;
-    let id = c.submit_job().job_name("t").job_queue("default").job_definition("sleeper")
+    register(
+        &c,
+        "sleeper",
+        &["sleep", "600"],
+        "1",
+        Some(RetryStrategy::builder().attempts(3).build()),
+    )
+    .await;
+    let id = c
+        .submit_job()
+        .job_name("t")
+        .job_queue("default")
+        .job_definition("sleeper")
         .timeout(JobTimeout::builder().attempt_duration_seconds(60).build())
-        .send().await.expect("submit").job_id.expect("id");
+        .send()
+        .await
+        .expect("submit")
+        .job_id
+        .expect("id");
     let j = wait_final(&c, &id, 120).await;
     assert_eq!(j.status, Some(JobStatus::Failed));
-    assert_eq!(j.status_reason.as_deref(), Some("Job attempt duration exceeded timeout"));
+    assert_eq!(
+        j.status_reason.as_deref(),
+        Some("Job attempt duration exceeded timeout")
+    );
     let attempts = j.attempts.unwrap_or_default();
     assert_eq!(attempts.len(), 1, "a timed-out job is not retried");
     let ran = attempts[0].stopped_at.unwrap_or(0) - attempts[0].started_at.unwrap_or(0);
     assert!((59_000..90_000).contains(&ran), "ran {ran} ms");
     // SIGTERM → 143.
-    assert_eq!(attempts[0].container.as_ref().and_then(|c| c.exit_code), Some(143));
+    assert_eq!(
+        attempts[0].container.as_ref().and_then(|c| c.exit_code),
+        Some(143)
+    );
 }
 
 #[tokio::test]
 async fn cancel_and_terminate_in_every_state() {
     let s = server("process", &[]);
     let c = s.client();
-    register(&c, "long", &["sleep", "600"], "1", Some(RetryStrategy::builder().attempts(5).build())).await;
+    register(
+        &c,
+        "long",
+        &["sleep", "600"],
+        "1",
+        Some(RetryStrategy::builder().attempts(5).build()),
+    )
+    .await;
     // A job that holds every vCPU keeps the next ones RUNNABLE.
     register(&c, "hog", &["sleep", "600"], "64", None).await;
     c.update_compute_environment()
         .compute_environment("local")
         .compute_resources(ComputeResourceUpdate::builder().maxv_cpus(64).build())
-        .send().await.expect("grow local");
+        .send()
+        .await
+        .expect("grow local");
     let hog = submit(&c, "default", "hog").await;
     wait_for(&c, &hog, &[JobStatus::Running], 30).await;
     let runnable = submit(&c, "default", "long").await;
-    let pending = c.submit_job().job_name("p").job_queue("default").job_definition("long")
-        .depends_on(dep(&runnable)).send().await.expect("p").job_id.expect("id");
-    assert_eq!(describe(&c, &runnable).await.status, Some(JobStatus::Runnable));
-    assert_eq!(describe(&c, &pending).await.status, Some(JobStatus::Pending));
+    let pending = c
+        .submit_job()
+        .job_name("p")
+        .job_queue("default")
+        .job_definition("long")
+        .depends_on(dep(&runnable))
+        .send()
+        .await
+        .expect("p")
+        .job_id
+        .expect("id");
+    assert_eq!(
+        describe(&c, &runnable).await.status,
+        Some(JobStatus::Runnable)
+    );
+    assert_eq!(
+        describe(&c, &pending).await.status,
+        Some(JobStatus::Pending)
+    );
 
     // CancelJob on PENDING and RUNNABLE: FAILED with the reason, never retried.
-    c.cancel_job().job_id(&pending).reason("not needed").send().await.expect("cancel pending");
+    c.cancel_job()
+        .job_id(&pending)
+        .reason("not needed")
+        .send()
+        .await
+        .expect("cancel pending");
     let p = describe(&c, &pending).await;
     assert_eq!(p.status, Some(JobStatus::Failed));
     assert_eq!(p.status_reason.as_deref(), Some("not needed"));
     assert_eq!(p.is_cancelled, Some(true));
-    c.cancel_job().job_id(&runnable).reason("changed my mind").send().await.expect("cancel runnable");
-    assert_eq!(describe(&c, &runnable).await.status, Some(JobStatus::Failed));
+    c.cancel_job()
+        .job_id(&runnable)
+        .reason("changed my mind")
+        .send()
+        .await
+        .expect("cancel runnable");
+    assert_eq!(
+        describe(&c, &runnable).await.status,
+        Some(JobStatus::Failed)
+    );
 
     // CancelJob on RUNNING does nothing; TerminateJob stops it and it is not retried.
-    c.cancel_job().job_id(&hog).reason("no effect").send().await.expect("cancel running");
+    c.cancel_job()
+        .job_id(&hog)
+        .reason("no effect")
+        .send()
+        .await
+        .expect("cancel running");
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(describe(&c, &hog).await.status, Some(JobStatus::Running));
-    c.terminate_job().job_id(&hog).reason("operator stop").send().await.expect("terminate");
+    c.terminate_job()
+        .job_id(&hog)
+        .reason("operator stop")
+        .send()
+        .await
+        .expect("terminate");
     let h = wait_final(&c, &hog, 30).await;
     assert_eq!(h.status, Some(JobStatus::Failed));
     assert_eq!(h.status_reason.as_deref(), Some("operator stop"));
@@ -299,13 +554,34 @@ async fn cancel_and_terminate_in_every_state() {
     let r2 = submit(&c, "default", "hog").await;
     let r3 = submit(&c, "default", "hog").await;
     wait_for(&c, &r2, &[JobStatus::Running], 30).await;
-    c.terminate_job().job_id(&r3).reason("never mind").send().await.expect("terminate runnable");
+    c.terminate_job()
+        .job_id(&r3)
+        .reason("never mind")
+        .send()
+        .await
+        .expect("terminate runnable");
     let j3 = describe(&c, &r3).await;
-    assert_eq!((j3.status, j3.is_terminated), (Some(JobStatus::Failed), Some(true)));
-    c.terminate_job().job_id(&r2).reason("done").send().await.expect("terminate r2");
+    assert_eq!(
+        (j3.status, j3.is_terminated),
+        (Some(JobStatus::Failed), Some(true))
+    );
+    c.terminate_job()
+        .job_id(&r2)
+        .reason("done")
+        .send()
+        .await
+        .expect("terminate r2");
     wait_final(&c, &r2, 30).await;
-    c.cancel_job().job_id(&r2).reason("again").send().await.expect("cancel finished job");
-    assert_eq!(describe(&c, &r2).await.status_reason.as_deref(), Some("done"));
+    c.cancel_job()
+        .job_id(&r2)
+        .reason("again")
+        .send()
+        .await
+        .expect("cancel finished job");
+    assert_eq!(
+        describe(&c, &r2).await.status_reason.as_deref(),
+        Some("done")
+    );
 }
 
 #[tokio::test]
@@ -327,19 +603,46 @@ async fn parameters_and_environment_reach_the_job() {
                 .build(),
         )
         .send().await.expect("register");
-    let id = c.submit_job().job_name("e").job_queue("default").job_definition("env")
+    let id = c
+        .submit_job()
+        .job_name("e")
+        .job_queue("default")
+        .job_definition("env")
         .parameters("word", "overridden")
         .array_properties(ArrayProperties::builder().size(2).build())
-        .container_overrides(ContainerOverrides::builder()
-            .environment(KeyValuePair::builder().name("FROM_SUBMIT").value("s").build()).build())
-        .send().await.expect("submit").job_id.expect("id");
+        .container_overrides(
+            ContainerOverrides::builder()
+                .environment(
+                    KeyValuePair::builder()
+                        .name("FROM_SUBMIT")
+                        .value("s")
+                        .build(),
+                )
+                .build(),
+        )
+        .send()
+        .await
+        .expect("submit")
+        .job_id
+        .expect("id");
     let j = wait_final(&c, &id, 60).await;
-    assert_eq!(j.status, Some(JobStatus::Succeeded), "{:?}", j.status_reason);
+    assert_eq!(
+        j.status,
+        Some(JobStatus::Succeeded),
+        "{:?}",
+        j.status_reason
+    );
     for i in 0..2 {
         let text = std::fs::read_to_string(format!("{}.{i}", out.display())).expect("env output");
         let vars: HashMap<&str, &str> = text.lines().filter_map(|l| l.split_once('=')).collect();
-        assert_eq!(vars.get("AWS_BATCH_JOB_ID").copied(), Some(format!("{id}:{i}").as_str()));
-        assert_eq!(vars.get("AWS_BATCH_JOB_ARRAY_INDEX").copied(), Some(i.to_string().as_str()));
+        assert_eq!(
+            vars.get("AWS_BATCH_JOB_ID").copied(),
+            Some(format!("{id}:{i}").as_str())
+        );
+        assert_eq!(
+            vars.get("AWS_BATCH_JOB_ARRAY_INDEX").copied(),
+            Some(i.to_string().as_str())
+        );
         assert_eq!(vars.get("AWS_BATCH_JOB_ATTEMPT").copied(), Some("1"));
         assert_eq!(vars.get("AWS_BATCH_JQ_NAME").copied(), Some("default"));
         assert_eq!(vars.get("AWS_BATCH_CE_NAME").copied(), Some("local"));
@@ -361,15 +664,36 @@ async fn one_slot(c: &aws_sdk_batch::Client, vcpus: i32, policy: Option<String>)
                 .set_subnets(Some(vec![]))
                 .build(),
         )
-        .send().await.expect("ce");
-    let order = ComputeEnvironmentOrder::builder().order(1).compute_environment("slot").build();
-    c.create_job_queue().job_queue_name("high").priority(10).compute_environment_order(order.clone())
-        .send().await.expect("high");
-    c.create_job_queue().job_queue_name("low").priority(1).compute_environment_order(order.clone())
-        .send().await.expect("low");
+        .send()
+        .await
+        .expect("ce");
+    let order = ComputeEnvironmentOrder::builder()
+        .order(1)
+        .compute_environment("slot")
+        .build();
+    c.create_job_queue()
+        .job_queue_name("high")
+        .priority(10)
+        .compute_environment_order(order.clone())
+        .send()
+        .await
+        .expect("high");
+    c.create_job_queue()
+        .job_queue_name("low")
+        .priority(1)
+        .compute_environment_order(order.clone())
+        .send()
+        .await
+        .expect("low");
     if let Some(arn) = policy {
-        c.create_job_queue().job_queue_name("fair").priority(5).scheduling_policy_arn(arn)
-            .compute_environment_order(order).send().await.expect("fair");
+        c.create_job_queue()
+            .job_queue_name("fair")
+            .priority(5)
+            .scheduling_policy_arn(arn)
+            .compute_environment_order(order)
+            .send()
+            .await
+            .expect("fair");
     }
 }
 
@@ -396,7 +720,10 @@ async fn higher_priority_queue_goes_first() {
     }
     for id in &low {
         let j = wait_final(&c, id, 60).await;
-        assert!(j.started_at.unwrap_or(0) >= last_high, "a low-priority job started before a high-priority one");
+        assert!(
+            j.started_at.unwrap_or(0) >= last_high,
+            "a low-priority job started before a high-priority one"
+        );
     }
 }
 
@@ -404,12 +731,30 @@ async fn higher_priority_queue_goes_first() {
 async fn fair_share_interleaves_share_identifiers() {
     let s = server("process", &["--no-defaults"]);
     let c = s.client();
-    let policy = c.create_scheduling_policy().name("even")
-        .fairshare_policy(FairsharePolicy::builder()
-            .share_distribution(ShareAttributes::builder().share_identifier("a").weight_factor(1.0).build())
-            .share_distribution(ShareAttributes::builder().share_identifier("b").weight_factor(1.0).build())
-            .build())
-        .send().await.expect("policy").arn.expect("arn");
+    let policy = c
+        .create_scheduling_policy()
+        .name("even")
+        .fairshare_policy(
+            FairsharePolicy::builder()
+                .share_distribution(
+                    ShareAttributes::builder()
+                        .share_identifier("a")
+                        .weight_factor(1.0)
+                        .build(),
+                )
+                .share_distribution(
+                    ShareAttributes::builder()
+                        .share_identifier("b")
+                        .weight_factor(1.0)
+                        .build(),
+                )
+                .build(),
+        )
+        .send()
+        .await
+        .expect("policy")
+        .arn
+        .expect("arn");
     one_slot(&c, 1, Some(policy)).await;
     register(&c, "quick", &["sleep", "0.1"], "1", None).await;
     register(&c, "blocker", &["sleep", "1"], "1", None).await;
@@ -419,19 +764,34 @@ async fn fair_share_interleaves_share_identifiers() {
     let mut ids = Vec::new();
     for share in ["a", "b"] {
         for _ in 0..8 {
-            let id = c.submit_job().job_name(share).job_queue("fair").job_definition("quick")
-                .share_identifier(share).send().await.expect("submit").job_id.expect("id");
+            let id = c
+                .submit_job()
+                .job_name(share)
+                .job_queue("fair")
+                .job_definition("quick")
+                .share_identifier(share)
+                .send()
+                .await
+                .expect("submit")
+                .job_id
+                .expect("id");
             ids.push((share, id));
         }
     }
     let mut started = Vec::new();
     for (share, id) in &ids {
-        started.push((wait_final(&c, id, 120).await.started_at.unwrap_or(0), *share));
+        started.push((
+            wait_final(&c, id, 120).await.started_at.unwrap_or(0),
+            *share,
+        ));
     }
     started.sort();
     let first_eight: Vec<&str> = started.iter().take(8).map(|(_, s)| *s).collect();
     let b_early = first_eight.iter().filter(|s| **s == "b").count();
-    assert!(b_early >= 3, "share b got {b_early} of the first 8 slots: {first_eight:?}");
+    assert!(
+        b_early >= 3,
+        "share b got {b_early} of the first 8 slots: {first_eight:?}"
+    );
 }
 
 #[tokio::test]
@@ -444,11 +804,17 @@ async fn a_job_that_can_never_fit_says_why() {
     loop {
         let j = describe(&c, &id).await;
         assert_eq!(j.status, Some(JobStatus::Runnable));
-        if let Some(r) = j.status_reason.filter(|r| r.starts_with("MISCONFIGURATION:JOB_RESOURCE_REQUIREMENT")) {
+        if let Some(r) = j
+            .status_reason
+            .filter(|r| r.starts_with("MISCONFIGURATION:JOB_RESOURCE_REQUIREMENT"))
+        {
             assert!(r.contains("4096"), "{r}");
             break;
         }
-        assert!(Instant::now() < deadline, "no MISCONFIGURATION reason on a job that cannot fit");
+        assert!(
+            Instant::now() < deadline,
+            "no MISCONFIGURATION reason on a job that cannot fit"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -457,9 +823,23 @@ async fn a_job_that_can_never_fit_says_why() {
 async fn sigkill_and_restart_mid_run_loses_nothing() {
     let mut s = server("process", &[]);
     let c = s.client();
-    register(&c, "nap", &["sleep", "2"], "1", Some(RetryStrategy::builder().attempts(3).build())).await;
+    register(
+        &c,
+        "nap",
+        &["sleep", "2"],
+        "1",
+        Some(RetryStrategy::builder().attempts(3).build()),
+    )
+    .await;
     // Attempts cut short by the restart follow the retry strategy, so every job has one.
-    register(&c, "quick", &["true"], "1", Some(RetryStrategy::builder().attempts(3).build())).await;
+    register(
+        &c,
+        "quick",
+        &["true"],
+        "1",
+        Some(RetryStrategy::builder().attempts(3).build()),
+    )
+    .await;
     let running = submit(&c, "default", "nap").await;
     wait_for(&c, &running, &[JobStatus::Running], 30).await;
     let mut queued = Vec::new();
@@ -472,12 +852,32 @@ async fn sigkill_and_restart_mid_run_loses_nothing() {
     let j = wait_final(&c, &running, 60).await;
     // The attempt that was running when the server died ends with a host-failure reason and is
     // retried; the job still succeeds.
-    assert_eq!(j.status, Some(JobStatus::Succeeded), "{:?} {:?}", j.status_reason, j.attempts);
+    assert_eq!(
+        j.status,
+        Some(JobStatus::Succeeded),
+        "{:?} {:?}",
+        j.status_reason,
+        j.attempts
+    );
     let attempts = j.attempts.unwrap_or_default();
     assert!(attempts.len() >= 2, "{attempts:?}");
-    assert!(attempts[0].status_reason.as_deref().unwrap_or("").contains("restarted"), "{:?}", attempts[0]);
+    assert!(
+        attempts[0]
+            .status_reason
+            .as_deref()
+            .unwrap_or("")
+            .contains("restarted"),
+        "{:?}",
+        attempts[0]
+    );
     for id in &queued {
         let j = wait_final(&c, id, 60).await;
-        assert_eq!(j.status, Some(JobStatus::Succeeded), "{:?} {:?}", j.status_reason, j.attempts);
+        assert_eq!(
+            j.status,
+            Some(JobStatus::Succeeded),
+            "{:?} {:?}",
+            j.status_reason,
+            j.attempts
+        );
     }
 }

@@ -115,7 +115,12 @@ impl EngineHandle {
         let _ = self.tx.send(Input::Submitted(jobs)).await;
     }
 
-    pub async fn stop(&self, job_id: &str, reason: &str, terminate: bool) -> BatchResult<StopResult> {
+    pub async fn stop(
+        &self,
+        job_id: &str,
+        reason: &str,
+        terminate: bool,
+    ) -> BatchResult<StopResult> {
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Input::Stop {
@@ -163,7 +168,10 @@ struct Job {
 
 impl Job {
     fn is_parent(&self) -> bool {
-        self.d.array_properties.as_ref().is_some_and(|a| a.size.is_some())
+        self.d
+            .array_properties
+            .as_ref()
+            .is_some_and(|a| a.size.is_some())
     }
 
     fn attempt_no(&self) -> u32 {
@@ -242,7 +250,10 @@ fn definition_name(arn: &str) -> &str {
 
 /// A command answered after the round's write.
 enum Reply {
-    Stop(oneshot::Sender<BatchResult<StopResult>>, BatchResult<StopResult>),
+    Stop(
+        oneshot::Sender<BatchResult<StopResult>>,
+        BatchResult<StopResult>,
+    ),
     Tags(oneshot::Sender<TagsReply>, TagsReply),
 }
 
@@ -361,8 +372,9 @@ impl Engine {
             .await?;
         let mut jobs = Vec::with_capacity(rows.len());
         for r in rows {
-            let d: JobDetail = serde_json::from_str(&r.doc)
-                .map_err(|e| BatchError::Internal(format!("stored job {} is unreadable: {e}", r.job_id)))?;
+            let d: JobDetail = serde_json::from_str(&r.doc).map_err(|e| {
+                BatchError::Internal(format!("stored job {} is unreadable: {e}", r.job_id))
+            })?;
             let parent = r.array_parent.clone().zip(r.array_index);
             jobs.push((d, parent));
         }
@@ -378,7 +390,11 @@ impl Engine {
         }
         let parents: Vec<String> = jobs
             .iter()
-            .filter(|(d, _)| d.array_properties.as_ref().is_some_and(|a| a.size.is_some()))
+            .filter(|(d, _)| {
+                d.array_properties
+                    .as_ref()
+                    .is_some_and(|a| a.size.is_some())
+            })
             .map(|(d, _)| d.job_id.clone())
             .collect();
         self.register(jobs).await?;
@@ -407,7 +423,11 @@ impl Engine {
         // Plain dependencies of array parents also hold back each child.
         let mut parent_deps: HashMap<String, Vec<String>> = HashMap::new();
         for (d, parent) in &jobs {
-            if parent.is_none() && d.array_properties.as_ref().is_some_and(|a| a.size.is_some()) {
+            if parent.is_none()
+                && d.array_properties
+                    .as_ref()
+                    .is_some_and(|a| a.size.is_some())
+            {
                 let deps = d
                     .depends_on
                     .iter()
@@ -424,11 +444,17 @@ impl Engine {
                 continue;
             }
             let id = d.job_id.clone();
-            let is_parent = d.array_properties.as_ref().is_some_and(|a| a.size.is_some());
+            let is_parent = d
+                .array_properties
+                .as_ref()
+                .is_some_and(|a| a.size.is_some());
             let job = Job {
                 need: job_need(&d),
                 children_left: if is_parent {
-                    d.array_properties.as_ref().and_then(|a| a.size).unwrap_or(0) as i64
+                    d.array_properties
+                        .as_ref()
+                        .and_then(|a| a.size)
+                        .unwrap_or(0) as i64
                 } else {
                     0
                 },
@@ -458,14 +484,19 @@ impl Engine {
         // Dependencies the engine does not hold are finished (or unknown): ask the store once.
         let mut wanted: HashMap<String, Vec<String>> = HashMap::new();
         for id in &ids {
-            let Some(job) = self.jobs.get(id) else { continue };
+            let Some(job) = self.jobs.get(id) else {
+                continue;
+            };
             let mut deps: Vec<String> = job
                 .d
                 .depends_on
                 .iter()
                 .flatten()
                 .filter(|dep| job.parent.is_some() || job.is_parent() || dep.dep_type.is_none())
-                .filter(|dep| dep.dep_type.as_deref() != Some("N_TO_N") && dep.dep_type.as_deref() != Some("SEQUENTIAL"))
+                .filter(|dep| {
+                    dep.dep_type.as_deref() != Some("N_TO_N")
+                        && dep.dep_type.as_deref() != Some("SEQUENTIAL")
+                })
                 .filter_map(|dep| dep.job_id.clone())
                 .collect();
             if let Some((p, _)) = &job.parent {
@@ -521,7 +552,11 @@ impl Engine {
                 }
             }
             if let Some(dep) = failed {
-                self.fail(&id, format!("Dependent Job failed: {dep} did not succeed"), now);
+                self.fail(
+                    &id,
+                    format!("Dependent Job failed: {dep} did not succeed"),
+                    now,
+                );
                 continue;
             }
             if let Some(job) = self.jobs.get_mut(&id) {
@@ -584,13 +619,13 @@ impl Engine {
         };
         tracing::info!(job_id, terminate, status = %job.d.status, "stop requested");
         if job.is_parent() {
-            let size = job.d.array_properties.as_ref().and_then(|a| a.size).unwrap_or(0);
-            for i in 0..size {
-                let child = format!("{job_id}:{i}");
-                if self.jobs.contains_key(&child) {
-                    self.stop(&child, reason, terminate, now);
-                }
-            }
+            let size = job
+                .d
+                .array_properties
+                .as_ref()
+                .and_then(|a| a.size)
+                .unwrap_or(0);
+            // Marked first, so that the parent finishing through its children carries this reason.
             if let Some(p) = self.jobs.get_mut(job_id) {
                 if terminate {
                     p.d.is_terminated = Some(true);
@@ -599,6 +634,12 @@ impl Engine {
                 }
                 p.d.status_reason = Some(reason.to_string());
                 self.dirty.insert(job_id.to_string());
+            }
+            for i in 0..size {
+                let child = format!("{job_id}:{i}");
+                if self.jobs.contains_key(&child) {
+                    self.stop(&child, reason, terminate, now);
+                }
             }
             self.maybe_finish_parent(job_id, now);
             return StopResult::Applied;
@@ -620,7 +661,8 @@ impl Engine {
                     j.d.is_terminated = Some(true);
                     j.d.status_reason = Some(reason.to_string());
                     j.kill_at = Some(now + grace);
-                    self.signals.push((job_id.to_string(), j.attempt_no(), StopSignal::Term));
+                    self.signals
+                        .push((job_id.to_string(), j.attempt_no(), StopSignal::Term));
                     self.dirty.insert(job_id.to_string());
                 }
             }
@@ -638,13 +680,18 @@ impl Engine {
                 attempt,
                 task_id,
             } => {
-                let Some(job) = self.jobs.get_mut(&job_id) else { return };
+                let Some(job) = self.jobs.get_mut(&job_id) else {
+                    return;
+                };
                 if job.attempt_no() != attempt || job.d.status != "STARTING" {
                     return;
                 }
                 job.d.status = "RUNNING".into();
                 job.d.started_at = Some(now);
-                let stream = format!("{}/default/{task_id}", definition_name(&job.d.job_definition));
+                let stream = format!(
+                    "{}/default/{task_id}",
+                    definition_name(&job.d.job_definition)
+                );
                 if let Some(c) = job.d.container.as_mut() {
                     c.log_stream_name = Some(stream);
                     c.task_arn = Some(task_id);
@@ -670,7 +717,9 @@ impl Engine {
         reason: Option<String>,
         now: i64,
     ) {
-        let Some(job) = self.jobs.get_mut(job_id) else { return };
+        let Some(job) = self.jobs.get_mut(job_id) else {
+            return;
+        };
         if job.attempt_no() != attempt || !matches!(job.d.status.as_str(), "STARTING" | "RUNNING") {
             return;
         }
@@ -694,7 +743,11 @@ impl Engine {
             _ if timed_out => TIMED_OUT.to_string(),
             _ => EXITED.to_string(),
         };
-        let stream = job.d.container.as_ref().and_then(|c| c.log_stream_name.clone());
+        let stream = job
+            .d
+            .container
+            .as_ref()
+            .and_then(|c| c.log_stream_name.clone());
         let task = job.d.internal.task_id.take();
         job.d.attempts.push(AttemptDetail {
             container: Some(AttemptContainerDetail {
@@ -778,7 +831,9 @@ impl Engine {
     fn finish(&mut self, id: &str, status: &str, now: i64) {
         let mut work = vec![(id.to_string(), status.to_string())];
         while let Some((id, status)) = work.pop() {
-            let Some(mut job) = self.jobs.remove(&id) else { continue };
+            let Some(mut job) = self.jobs.remove(&id) else {
+                continue;
+            };
             if is_final(&job.d.status) {
                 continue;
             }
@@ -796,7 +851,12 @@ impl Engine {
             }
             // An array parent that fails first fails its children (their dependency reason).
             if job.is_parent() && status == "FAILED" {
-                let size = job.d.array_properties.as_ref().and_then(|a| a.size).unwrap_or(0);
+                let size = job
+                    .d
+                    .array_properties
+                    .as_ref()
+                    .and_then(|a| a.size)
+                    .unwrap_or(0);
                 for i in 0..size {
                     let child = format!("{id}:{i}");
                     if let Some(c) = self.jobs.get_mut(&child)
@@ -817,7 +877,8 @@ impl Engine {
             for dep in self.dependents.remove(&id).unwrap_or_default() {
                 if failed {
                     if let Some(d) = self.jobs.get_mut(&dep) {
-                        d.d.status_reason = Some(format!("Dependent Job failed: {id} did not succeed"));
+                        d.d.status_reason =
+                            Some(format!("Dependent Job failed: {id} did not succeed"));
                         work.push((dep, "FAILED".into()));
                     }
                 } else if let Some(d) = self.jobs.get_mut(&dep) {
@@ -836,12 +897,19 @@ impl Engine {
                     pj.children_failed += 1;
                 }
                 if pj.children_left <= 0 {
-                    let st = if pj.children_failed > 0 { "FAILED" } else { "SUCCEEDED" };
+                    let st = if pj.children_failed > 0 {
+                        "FAILED"
+                    } else {
+                        "SUCCEEDED"
+                    };
                     if st == "FAILED" && pj.d.status_reason.is_none() {
                         pj.d.status_reason = Some(format!(
                             "{} of {} child jobs failed",
                             pj.children_failed,
-                            pj.d.array_properties.as_ref().and_then(|a| a.size).unwrap_or(0)
+                            pj.d.array_properties
+                                .as_ref()
+                                .and_then(|a| a.size)
+                                .unwrap_or(0)
                         ));
                     }
                     work.push((p, st.into()));
@@ -851,11 +919,16 @@ impl Engine {
     }
 
     fn maybe_finish_parent(&mut self, id: &str, now: i64) {
-        let Some(p) = self.jobs.get_mut(id) else { return };
+        let Some(p) = self.jobs.get_mut(id) else {
+            return;
+        };
         if p.children_left > 0 {
             return;
         }
-        let st = if p.children_failed > 0 || p.d.is_cancelled == Some(true) || p.d.is_terminated == Some(true) {
+        let st = if p.children_failed > 0
+            || p.d.is_cancelled == Some(true)
+            || p.d.is_terminated == Some(true)
+        {
             "FAILED"
         } else {
             "SUCCEEDED"
@@ -866,19 +939,25 @@ impl Engine {
     fn timers(&mut self, now: i64) {
         let mut term = Vec::new();
         for id in &self.running {
-            let Some(job) = self.jobs.get_mut(id) else { continue };
+            let Some(job) = self.jobs.get_mut(id) else {
+                continue;
+            };
             if let Some(k) = job.kill_at
                 && k <= now
             {
                 job.kill_at = None;
-                self.signals.push((id.clone(), job.attempt_no(), StopSignal::Kill));
+                self.signals
+                    .push((id.clone(), job.attempt_no(), StopSignal::Kill));
                 continue;
             }
             if job.d.status == "RUNNING"
                 && job.kill_at.is_none()
                 && job.d.internal.timed_out.is_none()
                 && let (Some(secs), Some(start)) = (
-                    job.d.timeout.as_ref().and_then(|t| t.attempt_duration_seconds),
+                    job.d
+                        .timeout
+                        .as_ref()
+                        .and_then(|t| t.attempt_duration_seconds),
                     job.d.started_at,
                 )
                 && start + i64::from(secs) * 1000 <= now
@@ -892,7 +971,8 @@ impl Engine {
                 tracing::info!(job_id = %id, "attempt timed out");
                 job.d.internal.timed_out = Some(true);
                 job.kill_at = Some(now + grace);
-                self.signals.push((id.clone(), job.attempt_no(), StopSignal::Term));
+                self.signals
+                    .push((id.clone(), job.attempt_no(), StopSignal::Term));
                 self.dirty.insert(id);
             }
         }
@@ -977,7 +1057,9 @@ impl Engine {
         let mut views = Vec::with_capacity(self.runnable.len());
         let mut orphans = Vec::new();
         for id in &self.runnable {
-            let Some(job) = self.jobs.get(id) else { continue };
+            let Some(job) = self.jobs.get(id) else {
+                continue;
+            };
             let Some(&qi) = queue_idx.get(job.d.job_queue.as_str()) else {
                 orphans.push(id.clone());
                 continue;
@@ -992,11 +1074,17 @@ impl Engine {
             });
         }
         for id in orphans {
-            self.fail(&id, "MISCONFIGURATION:JOB_QUEUE_DELETED - the job queue of this job was deleted".into(), now);
+            self.fail(
+                &id,
+                "MISCONFIGURATION:JOB_QUEUE_DELETED - the job queue of this job was deleted".into(),
+                now,
+            );
         }
         let mut share_usage = HashMap::new();
         for ((q, share), (v, at)) in self.share_history.iter_mut() {
-            let Some(&qi) = queue_idx.get(q.as_str()) else { continue };
+            let Some(&qi) = queue_idx.get(q.as_str()) else {
+                continue;
+            };
             let decay = cat
                 .queues
                 .values()
@@ -1016,9 +1104,13 @@ impl Engine {
         }
         for id in &self.running {
             if let Some(job) = self.jobs.get(id)
-                && let (Some(share), Some(&qi)) = (&job.d.share_identifier, queue_idx.get(job.d.job_queue.as_str()))
+                && let (Some(share), Some(&qi)) = (
+                    &job.d.share_identifier,
+                    queue_idx.get(job.d.job_queue.as_str()),
+                )
             {
-                *share_usage.entry((qi, share.clone())).or_insert(0.0) += job.need.milli_vcpus as f64 / 1000.0;
+                *share_usage.entry((qi, share.clone())).or_insert(0.0) +=
+                    job.need.milli_vcpus as f64 / 1000.0;
             }
         }
         let snapshot = scheduler::Snapshot {
@@ -1046,7 +1138,9 @@ impl Engine {
     }
 
     fn start_attempt(&mut self, id: &str, env: &str, queue: &str) {
-        let Some(job) = self.jobs.get_mut(id) else { return };
+        let Some(job) = self.jobs.get_mut(id) else {
+            return;
+        };
         let task_id = uuid::Uuid::new_v4().simple().to_string();
         let attempt = job.attempt_no();
         crate::metrics::job_transition("RUNNABLE", "STARTING", 1);
@@ -1060,7 +1154,12 @@ impl Engine {
         self.runnable.remove(id);
         self.running.insert(id.to_string());
         self.dirty.insert(id.to_string());
-        let props = job.d.container.as_ref().map(|c| c.properties.clone()).unwrap_or_default();
+        let props = job
+            .d
+            .container
+            .as_ref()
+            .map(|c| c.properties.clone())
+            .unwrap_or_default();
         let mut env_vars: Vec<(String, String)> = props
             .environment
             .iter()
@@ -1074,7 +1173,10 @@ impl Engine {
         if let Some((_, i)) = &job.parent {
             env_vars.push(("AWS_BATCH_JOB_ARRAY_INDEX".into(), i.to_string()));
         }
-        let stream = format!("{}/default/{task_id}", definition_name(&job.d.job_definition));
+        let stream = format!(
+            "{}/default/{task_id}",
+            definition_name(&job.d.job_definition)
+        );
         tracing::info!(job_id = id, attempt, env, "job starting");
         self.launches.push(AttemptSpec {
             job_id: id.to_string(),
@@ -1094,7 +1196,10 @@ impl Engine {
 
     fn row(&self, id: &str) -> Option<BatchResult<JobRow>> {
         let job = self.jobs.get(id).or_else(|| self.done.get(id))?;
-        Some(job_row(&job.d, job.parent.as_ref().map(|(p, i)| (p.as_str(), *i))))
+        Some(job_row(
+            &job.d,
+            job.parent.as_ref().map(|(p, i)| (p.as_str(), *i)),
+        ))
     }
 
     /// Writes the round's changes, then answers, launches and signals.

@@ -35,18 +35,18 @@ pub fn decide(rs: Option<&RetryStrategy>, attempts_made: usize, end: AttemptEnd<
         return Outcome::Succeeded;
     }
     let max = rs.and_then(|r| r.attempts).unwrap_or(1).max(1) as usize;
-    let rules = rs.and_then(|r| r.evaluate_on_exit.as_deref()).unwrap_or(&[]);
+    let rules = rs
+        .and_then(|r| r.evaluate_on_exit.as_deref())
+        .unwrap_or(&[]);
     let exit = end.exit_code.map(|c| c.to_string());
     let matched = rules.iter().find(|e| {
         e.on_exit_code
             .as_deref()
             .is_none_or(|p| exit.as_deref().is_some_and(|x| glob_match(p, x)))
-            && e
-                .on_reason
+            && e.on_reason
                 .as_deref()
                 .is_none_or(|p| glob_match(p, end.reason.unwrap_or("")))
-            && e
-                .on_status_reason
+            && e.on_status_reason
                 .as_deref()
                 .is_none_or(|p| glob_match(p, end.status_reason))
     });

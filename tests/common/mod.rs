@@ -24,6 +24,11 @@ pub struct ServerOptions {
     pub database_url: Option<String>,
     pub no_defaults: bool,
     pub extra_args: Vec<String>,
+    /// Let the engine run jobs. Off by default: control-plane tests look at jobs while they
+    /// wait, so the harness DISABLEs the default `local` compute environment (a DISABLED
+    /// environment dispatches nothing, as in AWS Batch) and `create_local_ce` creates DISABLED
+    /// ones.
+    pub dispatch: bool,
 }
 
 impl Default for ServerOptions {
@@ -33,6 +38,7 @@ impl Default for ServerOptions {
             database_url: None,
             no_defaults: false,
             extra_args: Vec::new(),
+            dispatch: false,
         }
     }
 }
@@ -62,7 +68,36 @@ impl Server {
         let dir = tmp.path().to_path_buf();
         let mut s = Self::spawn(&dir, &opts, "127.0.0.1:0");
         s._tmp = Some(tmp);
+        if !opts.dispatch && !opts.no_defaults && opts.auth {
+            s.hold_default_environment();
+        }
         s
+    }
+
+    /// DISABLEs the `local` compute environment so that jobs wait in their queues.
+    fn hold_default_environment(&self) {
+        use aws_sdk_batch::types::CeState;
+        let client = self.client();
+        // Tests call this from inside their own async runtime; the SDK call gets its own.
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .expect("runtime");
+                    rt.block_on(
+                        client
+                            .update_compute_environment()
+                            .compute_environment("local")
+                            .state(CeState::Disabled)
+                            .send(),
+                    )
+                    .expect("disable the local compute environment");
+                })
+                .join()
+                .expect("disable thread");
+        });
     }
 
     fn spawn(dir: &Path, opts: &ServerOptions, listen: &str) -> Server {
@@ -156,6 +191,7 @@ impl Server {
             database_url: self.database_url.clone(),
             no_defaults,
             extra_args: self.extra_args.clone(),
+            dispatch: true,
         };
         let tmp = self._tmp.take();
         let mut fresh = Self::spawn(&self.data_dir, &opts, &listen);
@@ -166,7 +202,12 @@ impl Server {
     /// A raw HTTP client, signing with the harness credentials when the server requires them.
     pub fn raw(&self) -> Raw {
         Raw {
-            http: reqwest::Client::new(),
+            // No connection reuse: some tests send requests the server refuses without reading
+            // the body, after which it closes the connection under a pooled client.
+            http: reqwest::Client::builder()
+                .pool_max_idle_per_host(0)
+                .build()
+                .expect("http client"),
             endpoint: self.endpoint.clone(),
             credentials: self
                 .opts_auth
@@ -511,11 +552,22 @@ pub fn with_database(url: &str, db: &str) -> String {
 
 /// Creates a MANAGED compute environment of type LOCAL and returns its ARN.
 pub async fn create_local_ce(client: &aws_sdk_batch::Client, name: &str) -> String {
+    // DISABLED: control-plane tests keep their jobs waiting (see `ServerOptions::dispatch`).
+    create_local_ce_in_state(client, name, Some(aws_sdk_batch::types::CeState::Disabled)).await
+}
+
+/// Creates a LOCAL compute environment (4 vCPUs); `state: None` leaves the server's default.
+pub async fn create_local_ce_in_state(
+    client: &aws_sdk_batch::Client,
+    name: &str,
+    state: Option<aws_sdk_batch::types::CeState>,
+) -> String {
     use aws_sdk_batch::types::*;
     client
         .create_compute_environment()
         .compute_environment_name(name)
         .r#type(CeType::Managed)
+        .set_state(state)
         .compute_resources(
             ComputeResource::builder()
                 .r#type(CrType::from("LOCAL"))
