@@ -631,3 +631,74 @@ pub async fn describe_job(
     assert_eq!(jobs.len(), 1, "job {id} not found");
     jobs.remove(0)
 }
+
+/// Builds the `flotilla-test/busybox:latest` image (a `docker import` of Debian's busybox-static)
+/// unless it exists. Fails, never skips, when Docker is unreachable.
+pub fn ensure_test_image() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/test-image.sh");
+        let st = Command::new("bash")
+            .arg(script)
+            .status()
+            .expect("run scripts/test-image.sh");
+        assert!(st.success(), "scripts/test-image.sh failed: is Docker running?");
+    });
+}
+
+/// A CloudWatch Logs client for the server's endpoint.
+pub fn logs_client(server: &Server) -> aws_sdk_cloudwatchlogs::Client {
+    let conf = aws_sdk_cloudwatchlogs::Config::builder()
+        .behavior_version(aws_sdk_cloudwatchlogs::config::BehaviorVersion::latest())
+        .region(aws_sdk_cloudwatchlogs::config::Region::new("us-east-1"))
+        .endpoint_url(&server.endpoint)
+        .credentials_provider(aws_sdk_cloudwatchlogs::config::Credentials::new(
+            ACCESS_KEY,
+            SECRET_KEY,
+            None,
+            None,
+            "flotilla-test",
+        ))
+        .build();
+    aws_sdk_cloudwatchlogs::Client::from_conf(conf)
+}
+
+/// Every message of a log stream, read forward with tokens to the end.
+pub async fn read_log(logs: &aws_sdk_cloudwatchlogs::Client, stream: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut token: Option<String> = None;
+    loop {
+        let page = logs
+            .get_log_events()
+            .log_group_name("/aws/batch/job")
+            .log_stream_name(stream)
+            .start_from_head(true)
+            .set_next_token(token.clone())
+            .send()
+            .await
+            .expect("GetLogEvents");
+        out.extend(page.events.unwrap_or_default().into_iter().filter_map(|e| e.message));
+        if page.next_forward_token.is_none() || page.next_forward_token == token {
+            return out;
+        }
+        token = page.next_forward_token;
+    }
+}
+
+/// Runs the `flotilla` CLI against `server` and returns (exit success, stdout, stderr).
+pub fn cli(server: &Server, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_flotilla"))
+        .args(args)
+        .env("FLOTILLA_ENDPOINT_URL", &server.endpoint)
+        .env("FLOTILLA_ACCESS_KEY_ID", ACCESS_KEY)
+        .env("FLOTILLA_SECRET_ACCESS_KEY", SECRET_KEY)
+        .env("AWS_CONFIG_FILE", "/dev/null")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+        .output()
+        .expect("run flotilla cli");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
