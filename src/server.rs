@@ -108,9 +108,11 @@ pub async fn run(
     if !args.no_defaults {
         batch.create_defaults().await?;
     }
+    let logs = Arc::new(crate::logs::LogStore::open(args.data_dir.join("logs"))?);
     let state = Arc::new(AppState {
         batch,
         credentials,
+        logs: Some(logs),
     });
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     let addr = listener.local_addr()?;
