@@ -23,6 +23,7 @@
 //! - [`api`]: HTTP routes, SigV4 verification, error mapping, `/metrics`, `/healthz`.
 //! - [`server`]: configuration, start-up (defaults, credentials), graceful shutdown.
 //! - [`metrics`]: Prometheus counters and gauges.
+//! - [`logs`]: job output as CloudWatch Logs events, file-backed under `<data-dir>/logs/`.
 //! - `cli`: the `flotilla` command line; talks to the server over the signed AWS Batch API.
 
 pub mod api;
@@ -31,6 +32,7 @@ pub mod cli;
 pub mod compute;
 pub mod engine;
 pub mod error;
+pub mod logs;
 pub mod metrics;
 pub mod model;
 pub mod scheduler;

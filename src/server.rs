@@ -29,6 +29,18 @@ pub struct ServerArgs {
     /// Do not create the `local` compute environment and `default` queue on first start.
     #[arg(long)]
     pub no_defaults: bool,
+    /// How LOCAL compute environments run jobs: Docker containers, host processes, or `auto`
+    /// (Docker when the engine answers, else processes).
+    #[arg(
+        long,
+        value_enum,
+        default_value = "auto",
+        env = "FLOTILLA_LOCAL_RUNTIME"
+    )]
+    pub local_runtime: crate::compute::local::LocalRuntimeMode,
+    /// Seconds between SIGTERM and SIGKILL when a job is terminated or times out (AWS: 30).
+    #[arg(long, default_value_t = 30)]
+    pub kill_grace_seconds: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -108,7 +120,29 @@ pub async fn run(
     if !args.no_defaults {
         batch.create_defaults().await?;
     }
-    let state = Arc::new(AppState { batch, credentials });
+    let logs = Arc::new(crate::logs::LogStore::open(args.data_dir.join("logs"))?);
+    let (events_tx, events_rx) = tokio::sync::mpsc::channel(10_000);
+    let runtime =
+        crate::compute::local::connect(args.local_runtime, &args.data_dir, logs.clone(), events_tx)
+            .await
+            .map_err(|e| ServerError::Config(format!("local runtime: {e}")))?;
+    let (stop_engine, engine_shutdown) = tokio::sync::watch::channel(false);
+    let (_engine, engine_task) = crate::engine::Engine::start(
+        batch.clone(),
+        runtime,
+        events_rx,
+        crate::engine::EngineConfig {
+            kill_grace: std::time::Duration::from_secs(args.kill_grace_seconds),
+            ..Default::default()
+        },
+        engine_shutdown,
+    )
+    .await?;
+    let state = Arc::new(AppState {
+        batch,
+        credentials,
+        logs: Some(logs),
+    });
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "listening");
@@ -117,6 +151,10 @@ pub async fn run(
     axum::serve(listener, api::router(state))
         .with_graceful_shutdown(shutdown)
         .await?;
+    // Requests have drained; the engine finishes its round. Running attempts keep running and
+    // are recovered at the next start.
+    let _ = stop_engine.send(true);
+    let _ = engine_task.await;
     tracing::info!("server stopped");
     Ok(())
 }

@@ -33,8 +33,18 @@ async fn register(c: &aws_sdk_batch::Client, name: &str, image: &str, script: &s
                 .command("sh")
                 .command("-c")
                 .command(script)
-                .resource_requirements(ResourceRequirement::builder().r#type(ResourceType::Vcpu).value("1").build())
-                .resource_requirements(ResourceRequirement::builder().r#type(ResourceType::Memory).value("64").build())
+                .resource_requirements(
+                    ResourceRequirement::builder()
+                        .r#type(ResourceType::Vcpu)
+                        .value("1")
+                        .build(),
+                )
+                .resource_requirements(
+                    ResourceRequirement::builder()
+                        .r#type(ResourceType::Memory)
+                        .value("64")
+                        .build(),
+                )
                 .build(),
         )
         .retry_strategy(RetryStrategy::builder().attempts(attempts).build())
@@ -44,7 +54,14 @@ async fn register(c: &aws_sdk_batch::Client, name: &str, image: &str, script: &s
 }
 
 async fn describe(c: &aws_sdk_batch::Client, id: &str) -> JobDetail {
-    c.describe_jobs().jobs(id).send().await.expect("describe").jobs.unwrap_or_default().remove(0)
+    c.describe_jobs()
+        .jobs(id)
+        .send()
+        .await
+        .expect("describe")
+        .jobs
+        .unwrap_or_default()
+        .remove(0)
 }
 
 async fn wait_for(c: &aws_sdk_batch::Client, id: &str, want: &[JobStatus], secs: u64) -> JobDetail {
@@ -54,7 +71,12 @@ async fn wait_for(c: &aws_sdk_batch::Client, id: &str, want: &[JobStatus], secs:
         if j.status.as_ref().is_some_and(|s| want.contains(s)) {
             return j;
         }
-        assert!(Instant::now() < deadline, "job {id} is still {:?}: {:?}", j.status, j.status_reason);
+        assert!(
+            Instant::now() < deadline,
+            "job {id} is still {:?}: {:?}",
+            j.status,
+            j.status_reason
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -76,16 +98,35 @@ async fn containers_run_with_environment_retries_and_logs() {
     let s = server();
     let c = s.client();
     register(&c, "greet", IMAGE, "echo hello $AWS_BATCH_JOB_ID attempt $AWS_BATCH_JOB_ATTEMPT index ${AWS_BATCH_JOB_ARRAY_INDEX:-none}; echo oops >&2; exit 3", 2).await;
-    let id = c.submit_job().job_name("g").job_queue("default").job_definition("greet")
-        .send().await.expect("submit").job_id.expect("id");
+    let id = c
+        .submit_job()
+        .job_name("g")
+        .job_queue("default")
+        .job_definition("greet")
+        .send()
+        .await
+        .expect("submit")
+        .job_id
+        .expect("id");
     let j = wait_final(&c, &id).await;
     assert_eq!(j.status, Some(JobStatus::Failed));
     let attempts = j.attempts.clone().unwrap_or_default();
-    assert_eq!(attempts.len(), 2, "exit 3 is retried once, then the job fails");
-    assert!(attempts.iter().all(|a| a.container.as_ref().and_then(|c| c.exit_code) == Some(3)));
+    assert_eq!(
+        attempts.len(),
+        2,
+        "exit 3 is retried once, then the job fails"
+    );
+    assert!(
+        attempts
+            .iter()
+            .all(|a| a.container.as_ref().and_then(|c| c.exit_code) == Some(3))
+    );
     let logs = logs_client(&s);
     let lines = read_log(&logs, &stream(&j, 1)).await;
-    assert!(lines.contains(&format!("hello {id} attempt 2 index none")), "{lines:?}");
+    assert!(
+        lines.contains(&format!("hello {id} attempt 2 index none")),
+        "{lines:?}"
+    );
     assert!(lines.contains(&"oops".to_string()), "{lines:?}");
     let (ok, out, err) = cli(&s, &["logs", &id]);
     assert!(ok, "{err}");
@@ -93,17 +134,41 @@ async fn containers_run_with_environment_retries_and_logs() {
 
     // An array whose children see their index, after a job they depend on.
     register(&c, "ok", IMAGE, "echo child $AWS_BATCH_JOB_ARRAY_INDEX", 1).await;
-    let first = c.submit_job().job_name("first").job_queue("default").job_definition("ok")
-        .send().await.expect("first").job_id.expect("id");
-    let arr = c.submit_job().job_name("arr").job_queue("default").job_definition("ok")
+    let first = c
+        .submit_job()
+        .job_name("first")
+        .job_queue("default")
+        .job_definition("ok")
+        .send()
+        .await
+        .expect("first")
+        .job_id
+        .expect("id");
+    let arr = c
+        .submit_job()
+        .job_name("arr")
+        .job_queue("default")
+        .job_definition("ok")
         .array_properties(ArrayProperties::builder().size(3).build())
         .depends_on(JobDependency::builder().job_id(&first).build())
-        .send().await.expect("arr").job_id.expect("id");
+        .send()
+        .await
+        .expect("arr")
+        .job_id
+        .expect("id");
     let p = wait_final(&c, &arr).await;
-    assert_eq!(p.status, Some(JobStatus::Succeeded), "{:?}", p.status_reason);
+    assert_eq!(
+        p.status,
+        Some(JobStatus::Succeeded),
+        "{:?}",
+        p.status_reason
+    );
     for i in 0..3 {
         let child = wait_final(&c, &format!("{arr}:{i}")).await;
-        assert_eq!(read_log(&logs, &stream(&child, 0)).await, vec![format!("child {i}")]);
+        assert_eq!(
+            read_log(&logs, &stream(&child, 0)).await,
+            vec![format!("child {i}")]
+        );
     }
 }
 
@@ -112,11 +177,23 @@ async fn a_missing_image_fails_with_a_readable_reason() {
     let s = server();
     let c = s.client();
     register(&c, "ghost", "flotilla-test/no-such-image:latest", "true", 1).await;
-    let id = c.submit_job().job_name("g").job_queue("default").job_definition("ghost")
-        .send().await.expect("submit").job_id.expect("id");
+    let id = c
+        .submit_job()
+        .job_name("g")
+        .job_queue("default")
+        .job_definition("ghost")
+        .send()
+        .await
+        .expect("submit")
+        .job_id
+        .expect("id");
     let j = wait_final(&c, &id).await;
     assert_eq!(j.status, Some(JobStatus::Failed));
-    let reason = j.attempts.unwrap_or_default()[0].container.as_ref().and_then(|c| c.reason.clone()).unwrap_or_default();
+    let reason = j.attempts.unwrap_or_default()[0]
+        .container
+        .as_ref()
+        .and_then(|c| c.reason.clone())
+        .unwrap_or_default();
     assert!(reason.starts_with("CannotPullContainerError"), "{reason}");
 }
 
@@ -125,10 +202,23 @@ async fn terminate_stops_a_running_container() {
     let s = server();
     let c = s.client();
     register(&c, "nap", IMAGE, "sleep 300", 3).await;
-    let id = c.submit_job().job_name("n").job_queue("default").job_definition("nap")
-        .send().await.expect("submit").job_id.expect("id");
+    let id = c
+        .submit_job()
+        .job_name("n")
+        .job_queue("default")
+        .job_definition("nap")
+        .send()
+        .await
+        .expect("submit")
+        .job_id
+        .expect("id");
     wait_for(&c, &id, &[JobStatus::Running], 60).await;
-    c.terminate_job().job_id(&id).reason("stop it").send().await.expect("terminate");
+    c.terminate_job()
+        .job_id(&id)
+        .reason("stop it")
+        .send()
+        .await
+        .expect("terminate");
     let j = wait_final(&c, &id).await;
     assert_eq!(j.status, Some(JobStatus::Failed));
     assert_eq!(j.status_reason.as_deref(), Some("stop it"));
@@ -143,15 +233,29 @@ async fn a_running_container_is_adopted_after_a_server_sigkill() {
     let mut s = server();
     let c = s.client();
     register(&c, "slow", IMAGE, "echo before; sleep 4; echo after", 1).await;
-    let id = c.submit_job().job_name("s").job_queue("default").job_definition("slow")
-        .send().await.expect("submit").job_id.expect("id");
+    let id = c
+        .submit_job()
+        .job_name("s")
+        .job_queue("default")
+        .job_definition("slow")
+        .send()
+        .await
+        .expect("submit")
+        .job_id
+        .expect("id");
     wait_for(&c, &id, &[JobStatus::Running], 60).await;
     s.kill();
     s.restart();
     let c = s.client();
     let j = wait_final(&c, &id).await;
     // Adopted, not restarted: one attempt, and its log has both lines.
-    assert_eq!(j.status, Some(JobStatus::Succeeded), "{:?} {:?}", j.status_reason, j.attempts);
+    assert_eq!(
+        j.status,
+        Some(JobStatus::Succeeded),
+        "{:?} {:?}",
+        j.status_reason,
+        j.attempts
+    );
     assert_eq!(j.attempts.as_ref().map(|a| a.len()), Some(1));
     let lines = read_log(&logs_client(&s), &stream(&j, 0)).await;
     assert_eq!(lines, vec!["before".to_string(), "after".to_string()]);

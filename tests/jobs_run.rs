@@ -886,23 +886,46 @@ async fn sigkill_and_restart_mid_run_loses_nothing() {
 async fn logs_come_back_through_the_cli_and_the_cloudwatch_logs_api() {
     let s = server("process", &[]);
     let c = s.client();
-    register(&c, "talk", &["sh", "-c", "echo out-$AWS_BATCH_JOB_ATTEMPT; echo err-line >&2; test $AWS_BATCH_JOB_ATTEMPT = 2"], "1",
-        Some(RetryStrategy::builder().attempts(2).build())).await;
+    register(
+        &c,
+        "talk",
+        &[
+            "sh",
+            "-c",
+            "echo out-$AWS_BATCH_JOB_ATTEMPT; echo err-line >&2; test $AWS_BATCH_JOB_ATTEMPT = 2",
+        ],
+        "1",
+        Some(RetryStrategy::builder().attempts(2).build()),
+    )
+    .await;
     let id = submit(&c, "default", "talk").await;
     let j = wait_final(&c, &id, 60).await;
-    assert_eq!(j.status, Some(JobStatus::Succeeded), "{:?}", j.status_reason);
+    assert_eq!(
+        j.status,
+        Some(JobStatus::Succeeded),
+        "{:?}",
+        j.status_reason
+    );
     let attempts = j.attempts.unwrap_or_default();
     assert_eq!(attempts.len(), 2);
     let streams: Vec<String> = attempts
         .iter()
-        .map(|a| a.container.as_ref().and_then(|c| c.log_stream_name.clone()).expect("logStreamName"))
+        .map(|a| {
+            a.container
+                .as_ref()
+                .and_then(|c| c.log_stream_name.clone())
+                .expect("logStreamName")
+        })
         .collect();
     assert!(streams[0].starts_with("talk/default/"), "{}", streams[0]);
     assert_ne!(streams[0], streams[1], "each attempt has its own stream");
 
     let logs = logs_client(&s);
     let first = read_log(&logs, &streams[0]).await;
-    assert!(first.contains(&"out-1".to_string()) && first.contains(&"err-line".to_string()), "{first:?}");
+    assert!(
+        first.contains(&"out-1".to_string()) && first.contains(&"err-line".to_string()),
+        "{first:?}"
+    );
     let second = read_log(&logs, &streams[1]).await;
     assert!(second.contains(&"out-2".to_string()), "{second:?}");
 
@@ -918,7 +941,10 @@ async fn logs_come_back_through_the_cli_and_the_cloudwatch_logs_api() {
         .events
         .unwrap_or_default();
     assert_eq!(found.len(), 1);
-    assert_eq!(found[0].log_stream_name.as_deref(), Some(streams[1].as_str()));
+    assert_eq!(
+        found[0].log_stream_name.as_deref(),
+        Some(streams[1].as_str())
+    );
 
     // The CLI prints the latest attempt by default, and any attempt on request.
     let (ok, out, err) = cli(&s, &["logs", &id]);
@@ -926,5 +952,8 @@ async fn logs_come_back_through_the_cli_and_the_cloudwatch_logs_api() {
     assert!(out.lines().any(|l| l == "out-2"), "{out}");
     let (ok, out, err) = cli(&s, &["logs", &id, "--attempt", "1"]);
     assert!(ok, "{err}");
-    assert!(out.lines().any(|l| l == "out-1") && out.lines().any(|l| l == "err-line"), "{out}");
+    assert!(
+        out.lines().any(|l| l == "out-1") && out.lines().any(|l| l == "err-line"),
+        "{out}"
+    );
 }

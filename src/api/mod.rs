@@ -5,6 +5,7 @@
 //! (still percent-encoded) path and query are what SigV4 signs, and routing by hand keeps them
 //! untouched.
 
+pub mod logs;
 pub mod sigv4;
 
 use crate::batch::Batch;
@@ -27,6 +28,8 @@ pub struct AppState {
     pub batch: Arc<Batch>,
     /// `None`: unauthenticated (allowed only on loopback; the server checks at start).
     pub credentials: Option<sigv4::CredentialStore>,
+    /// Job logs, served as CloudWatch Logs (see [`logs`]); `None`: no logs API.
+    pub logs: Option<Arc<crate::logs::LogStore>>,
 }
 
 /// Largest request body read at all; per-operation limits are stricter.
@@ -169,7 +172,12 @@ async fn handle(
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let request_id = uuid::Uuid::new_v4().to_string();
-    let Some((op, arn)) = route(&method, uri.path()) else {
+    // CloudWatch Logs (awsJson1.1) shares the endpoint: `POST /` + `X-Amz-Target: Logs_20140328.*`.
+    let logs_op = logs::operation(&method, uri.path(), &headers);
+    let Some((op, arn)) = logs_op
+        .map(|op| (op, None))
+        .or_else(|| route(&method, uri.path()))
+    else {
         let err = ApiError::new(
             StatusCode::NOT_FOUND,
             "UnknownOperationException",
@@ -212,6 +220,9 @@ async fn handle(
                 tracing::info!(error_type = e.error_type(), "request refused by sigv4");
                 return finish(op, &request_id, Err(e.into()));
             }
+        }
+        if logs_op.is_some() {
+            return logs::respond(&state, op, &request_id, &body).await;
         }
         let result = dispatch(&state.batch, op, arn, uri.query(), &headers, &body).await;
         finish(op, &request_id, result)

@@ -495,7 +495,9 @@ impl Batch {
             return match engine.stop(job_id, reason, terminate).await? {
                 crate::engine::StopResult::Applied => Ok(json!({})),
                 // Finished jobs are left as they are; unknown ones are an error.
-                crate::engine::StopResult::NotActive => self.load_job(job_id).await.map(|_| json!({})),
+                crate::engine::StopResult::NotActive => {
+                    self.load_job(job_id).await.map(|_| json!({}))
+                }
             };
         }
         let job = self.load_job(job_id).await?;

@@ -44,7 +44,11 @@ async fn stream_of(ctx: &Ctx, args: &LogsArgs) -> anyhow::Result<(Option<String>
             } else if n == attempts.len() + 1 {
                 job.container.and_then(|c| c.log_stream_name)
             } else {
-                bail!("job {} has no attempt {n} (it has {})", args.id, attempts.len());
+                bail!(
+                    "job {} has no attempt {n} (it has {})",
+                    args.id,
+                    attempts.len()
+                );
             }
         }
         // The running attempt, else the last finished one.

@@ -1,5 +1,9 @@
 //! Compute drivers: where attempts of jobs actually run. Everything that does I/O to run a job
 //! lives below this module.
+//!
+//! - [`local`]: the LOCAL compute environment (Docker containers or host processes).
+
+pub mod local;
 
 /// Everything a runtime needs to start one attempt of one job.
 #[derive(Debug, Clone)]

@@ -319,9 +319,8 @@ impl Engine {
         tracing::info!(active_jobs = n, running = expected.len(), "engine loaded");
         // Write what loading decided (e.g. dependents of jobs that failed while we were down).
         engine.flush().await;
-        if !expected.is_empty()
-            && let Err(e) = engine.runtime.recover(expected).await
-        {
+        // Always, even with nothing expected: the runtime also clears what nobody expects.
+        if let Err(e) = engine.runtime.recover(expected).await {
             tracing::error!(error = %e, "runtime recovery failed");
         }
         let handle = EngineHandle { tx };

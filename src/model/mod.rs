@@ -453,7 +453,11 @@ pub struct JobDetail {
     pub is_cancelled: Option<bool>,
     pub is_terminated: Option<bool>,
     /// Flotilla's bookkeeping, stored with the job and stripped before it goes on the wire.
-    #[serde(default, rename = "_flotilla", skip_serializing_if = "JobInternal::is_empty")]
+    #[serde(
+        default,
+        rename = "_flotilla",
+        skip_serializing_if = "JobInternal::is_empty"
+    )]
     pub internal: JobInternal,
 }
 

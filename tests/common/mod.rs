@@ -642,7 +642,10 @@ pub fn ensure_test_image() {
             .arg(script)
             .status()
             .expect("run scripts/test-image.sh");
-        assert!(st.success(), "scripts/test-image.sh failed: is Docker running?");
+        assert!(
+            st.success(),
+            "scripts/test-image.sh failed: is Docker running?"
+        );
     });
 }
 
@@ -677,7 +680,12 @@ pub async fn read_log(logs: &aws_sdk_cloudwatchlogs::Client, stream: &str) -> Ve
             .send()
             .await
             .expect("GetLogEvents");
-        out.extend(page.events.unwrap_or_default().into_iter().filter_map(|e| e.message));
+        out.extend(
+            page.events
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|e| e.message),
+        );
         if page.next_forward_token.is_none() || page.next_forward_token == token {
             return out;
         }

@@ -1,0 +1,603 @@
+//! Attempts as plain host processes: `spec.command` run directly (no shell; argv[0] looked up in
+//! PATH), each in a process group of its own so that stopping an attempt reaches everything it
+//! started.
+//!
+//! What it does, and why:
+//! - Environment: exactly `spec.env`, plus the server's `PATH` and `HOME` unless `spec.env` sets
+//!   them: a container starts from its image's environment, not the server's.
+//! - Working directory: a fresh `<data-dir>/work/<task_id>/`, removed when the attempt ends, as a
+//!   container's writable layer is.
+//! - Output: stdout and stderr line by line into the attempt's log stream, each line timestamped
+//!   when it arrives.
+//! - Exit: the exit code, or 128+N for a process killed by signal N (as a shell reports it).
+//!   When the main process exits, whatever it left running in its group is killed, as the end of
+//!   a container's main process ends the container.
+//! - A command that cannot be started (not found, not executable) ends the attempt with
+//!   `exit_code: None` and a `CannotStartContainerError: …` reason rather than an error, so the
+//!   job fails with a readable reason.
+//! - Recovery: each attempt's process group is recorded in `<data-dir>/run/<task_id>.json`.
+//!   After a server crash the processes are no longer the server's children, so their exit codes
+//!   cannot be collected: [`Runtime::recover`] kills each surviving group (so nothing runs
+//!   twice) and reports [`HOST_LOST_REASON`]; the engine retries per the retry strategy. An
+//!   attempt that finished before the crash had its exit code written to the record first, and
+//!   that code is reported instead.
+//!
+//! Adoption instead of killing would need a parent that outlives the server: a tiny `flotilla
+//! shim` process (double-forked, in the attempt's group) that spawns the command, copies its
+//! output into the log file itself and writes the exit code to `run/<task_id>.json` when it
+//! ends. A restarted server would then only watch the record (inotify or polling) and tail the
+//! log file. Not built: the kill-and-retry contract above is simpler and the Docker runtime
+//! already adopts.
+
+use super::{HOST_LOST_REASON, exited, send, send_later};
+use crate::compute::{
+    AttemptSpec, ExpectedAttempt, Runtime, RuntimeError, RuntimeEvent, StopSignal,
+};
+use crate::logs::{LogStore, LogWriter};
+use nix::errno::Errno;
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use serde::{Deserialize, Serialize};
+use std::collections::{HashMap, HashSet};
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::sync::mpsc;
+use tracing::Instrument;
+
+/// After the main process exits, how long output still in the pipes may take to drain (a
+/// process that left the group with `setsid` could hold them open for ever).
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+/// A line longer than this is cut into several events rather than buffered without bound.
+const MAX_LINE: usize = crate::logs::MAX_MESSAGE_BYTES;
+
+/// What `<data-dir>/run/<task_id>.json` holds for one attempt.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+struct RunRecord {
+    job_id: String,
+    attempt: u32,
+    task_id: String,
+    /// The group leader's pid, which is also the process group id.
+    pid: i32,
+    /// The kernel's boot id when the process started: after a reboot every recorded group is
+    /// gone and its pid may belong to something else.
+    #[serde(default)]
+    boot_id: Option<String>,
+    /// The leader's start time (clock ticks since boot, `/proc/<pid>/stat` field 22): tells our
+    /// process from a later one that reused the pid.
+    #[serde(default)]
+    start_ticks: Option<u64>,
+    /// Written when the attempt ends, before the `Exited` event is sent: a crash in between
+    /// still reports the real exit code.
+    #[serde(default)]
+    exit_code: Option<i32>,
+}
+
+#[derive(Debug, Clone)]
+struct Running {
+    pgid: i32,
+}
+
+/// The process runtime. Cheap to clone.
+#[derive(Clone)]
+pub struct ProcessRuntime {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    run_dir: PathBuf,
+    work_dir: PathBuf,
+    logs: Arc<LogStore>,
+    events: mpsc::Sender<RuntimeEvent>,
+    /// (job id, attempt) → its process group, while the attempt runs.
+    running: Mutex<HashMap<(String, u32), Running>>,
+}
+
+impl ProcessRuntime {
+    pub fn new(
+        data_dir: &Path,
+        logs: Arc<LogStore>,
+        events: mpsc::Sender<RuntimeEvent>,
+    ) -> Result<ProcessRuntime, RuntimeError> {
+        let run_dir = data_dir.join("run");
+        let work_dir = data_dir.join("work");
+        for d in [&run_dir, &work_dir] {
+            std::fs::create_dir_all(d).map_err(|e| {
+                RuntimeError::Unavailable(format!("cannot create {}: {e}", d.display()))
+            })?;
+        }
+        Ok(ProcessRuntime {
+            inner: Arc::new(Inner {
+                run_dir,
+                work_dir,
+                logs,
+                events,
+                running: Mutex::new(HashMap::new()),
+            }),
+        })
+    }
+}
+
+impl Inner {
+    fn running(&self) -> std::sync::MutexGuard<'_, HashMap<(String, u32), Running>> {
+        // A poisoned map is still consistent: every update is a single insert or remove.
+        self.running.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn record_path(&self, task_id: &str) -> PathBuf {
+        self.run_dir
+            .join(format!("{}.json", safe_file_name(task_id)))
+    }
+
+    fn write_record(&self, rec: &RunRecord) -> std::io::Result<()> {
+        let path = self.record_path(&rec.task_id);
+        let tmp = path.with_extension("json.tmp");
+        let body = serde_json::to_vec_pretty(rec).map_err(std::io::Error::other)?;
+        std::fs::write(&tmp, body)?;
+        std::fs::rename(&tmp, &path)
+    }
+
+    fn read_record(&self, path: &Path) -> Option<RunRecord> {
+        let text = std::fs::read(path).ok()?;
+        match serde_json::from_slice(&text) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "unreadable run record ignored");
+                None
+            }
+        }
+    }
+
+    fn forget(&self, task_id: &str) {
+        let _ = std::fs::remove_file(self.record_path(task_id));
+        let _ = std::fs::remove_dir_all(self.work_dir.join(safe_file_name(task_id)));
+    }
+}
+
+#[async_trait::async_trait]
+impl Runtime for ProcessRuntime {
+    fn name(&self) -> &'static str {
+        "process"
+    }
+
+    async fn start(&self, spec: AttemptSpec) -> Result<(), RuntimeError> {
+        let span = tracing::info_span!(
+            "attempt",
+            job_id = %spec.job_id,
+            attempt = spec.attempt,
+            task_id = %spec.task_id
+        );
+        let inner = &self.inner;
+        let writer = inner
+            .logs
+            .writer(&spec.log_group, &spec.log_stream)
+            .map_err(|e| RuntimeError::Unavailable(format!("log stream: {e}")))?;
+        let writer = Arc::new(writer);
+        let Some((program, args)) = spec.command.split_first() else {
+            let reason = "CannotStartContainerError: the process runtime needs a command \
+                          (there is no image to take a default from)";
+            send_later(
+                &inner.events,
+                vec![exited(
+                    &spec.job_id,
+                    spec.attempt,
+                    None,
+                    Some(reason.into()),
+                )],
+            );
+            return Ok(());
+        };
+        let work = inner.work_dir.join(safe_file_name(&spec.task_id));
+        std::fs::create_dir_all(&work).map_err(|e| {
+            RuntimeError::Unavailable(format!("cannot create {}: {e}", work.display()))
+        })?;
+        let mut cmd = tokio::process::Command::new(program);
+        cmd.args(args)
+            .env_clear()
+            .current_dir(&work)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            // Its own group: stop() signals the whole tree, and a Ctrl-C meant for the server
+            // does not reach the job.
+            .process_group(0)
+            // A crashed server must not take running attempts down with it; recover() decides.
+            .kill_on_drop(false);
+        for key in ["PATH", "HOME"] {
+            if let Some(v) = std::env::var_os(key) {
+                cmd.env(key, v);
+            }
+        }
+        cmd.envs(spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        let mut child = match cmd.spawn() {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&work);
+                let reason = cannot_start(program, &e);
+                span.in_scope(|| tracing::info!(%reason, "attempt could not start"));
+                send_later(
+                    &inner.events,
+                    vec![exited(&spec.job_id, spec.attempt, None, Some(reason))],
+                );
+                return Ok(());
+            }
+        };
+        let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) else {
+            // tokio only forgets the pid of a child it has reaped, and this one was never
+            // polled: unreachable in practice, and without a pid there is nothing to manage.
+            let _ = child.start_kill();
+            let _ = std::fs::remove_dir_all(&work);
+            return Err(RuntimeError::Unavailable(
+                "spawned process has no pid".into(),
+            ));
+        };
+        let record = RunRecord {
+            job_id: spec.job_id.clone(),
+            attempt: spec.attempt,
+            task_id: spec.task_id.clone(),
+            pid,
+            boot_id: boot_id(),
+            start_ticks: start_ticks(pid),
+            exit_code: None,
+        };
+        if let Err(e) = inner.write_record(&record) {
+            // The attempt still runs; only recovery after a crash would miss it.
+            span.in_scope(|| tracing::warn!(error = %e, "cannot write run record"));
+        }
+        inner
+            .running()
+            .insert((spec.job_id.clone(), spec.attempt), Running { pgid: pid });
+        span.in_scope(|| tracing::info!(pid, "attempt started"));
+        let inner = self.inner.clone();
+        let stdout = child.stdout.take();
+        let stderr = child.stderr.take();
+        tokio::spawn(
+            async move {
+                send(
+                    &inner.events,
+                    RuntimeEvent::Started {
+                        job_id: spec.job_id.clone(),
+                        attempt: spec.attempt,
+                        task_id: spec.task_id.clone(),
+                    },
+                )
+                .await;
+                let mut out = tokio::spawn(copy_lines(stdout, writer.clone()));
+                let mut err = tokio::spawn(copy_lines(stderr, writer.clone()));
+                let status = child.wait().await;
+                // Like a container whose main process ended: nothing else of it survives.
+                signal_group(pid, Signal::SIGKILL);
+                let drained =
+                    tokio::time::timeout(DRAIN_TIMEOUT, futures::future::join(&mut out, &mut err))
+                        .await;
+                if drained.is_err() {
+                    tracing::warn!(
+                        "output pipes still open after the attempt ended; stopped copying"
+                    );
+                    out.abort();
+                    err.abort();
+                }
+                let (exit_code, reason) = match status {
+                    Ok(st) => (Some(exit_code_of(st)), None),
+                    Err(e) => (
+                        None,
+                        Some(format!("CannotInspectContainerError: wait failed: {e}")),
+                    ),
+                };
+                let done = RunRecord {
+                    exit_code,
+                    ..record
+                };
+                if exit_code.is_some()
+                    && let Err(e) = inner.write_record(&done)
+                {
+                    tracing::warn!(error = %e, "cannot record exit code");
+                }
+                inner.running().remove(&(spec.job_id.clone(), spec.attempt));
+                tracing::info!(?exit_code, "attempt exited");
+                send(
+                    &inner.events,
+                    exited(&spec.job_id, spec.attempt, exit_code, reason),
+                )
+                .await;
+                inner.forget(&spec.task_id);
+            }
+            .instrument(span),
+        );
+        Ok(())
+    }
+
+    async fn stop(
+        &self,
+        job_id: &str,
+        attempt: u32,
+        signal: StopSignal,
+    ) -> Result<(), RuntimeError> {
+        let Some(run) = self
+            .inner
+            .running()
+            .get(&(job_id.to_string(), attempt))
+            .cloned()
+        else {
+            return Ok(());
+        };
+        let sig = match signal {
+            StopSignal::Term => Signal::SIGTERM,
+            StopSignal::Kill => Signal::SIGKILL,
+        };
+        tracing::info!(job_id, attempt, pgid = run.pgid, ?sig, "signalling attempt");
+        match checked_killpg(run.pgid, sig) {
+            Ok(()) | Err(Errno::ESRCH) => Ok(()),
+            Err(e) => Err(RuntimeError::Unavailable(format!(
+                "cannot signal process group {}: {e}",
+                run.pgid
+            ))),
+        }
+    }
+
+    async fn recover(&self, expected: Vec<ExpectedAttempt>) -> Result<(), RuntimeError> {
+        let inner = &self.inner;
+        let mut events = Vec::new();
+        let mut handled: HashSet<String> = HashSet::new();
+        for e in &expected {
+            handled.insert(e.task_id.clone());
+            if inner.running().contains_key(&(e.job_id.clone(), e.attempt)) {
+                continue;
+            }
+            let span = tracing::info_span!(
+                "attempt",
+                job_id = %e.job_id,
+                attempt = e.attempt,
+                task_id = %e.task_id
+            );
+            let _g = span.enter();
+            match inner.read_record(&inner.record_path(&e.task_id)) {
+                Some(rec) if rec.exit_code.is_some() => {
+                    tracing::info!(
+                        exit_code = rec.exit_code,
+                        "attempt ended while the server was down"
+                    );
+                    events.push(exited(&e.job_id, e.attempt, rec.exit_code, None));
+                }
+                Some(rec) => {
+                    let killed = kill_orphan(&rec);
+                    tracing::warn!(
+                        pgid = rec.pid,
+                        killed,
+                        "orphaned attempt: killed, reported lost"
+                    );
+                    events.push(exited(
+                        &e.job_id,
+                        e.attempt,
+                        None,
+                        Some(HOST_LOST_REASON.into()),
+                    ));
+                }
+                None => {
+                    tracing::warn!("no record of the attempt: reported lost");
+                    events.push(exited(
+                        &e.job_id,
+                        e.attempt,
+                        None,
+                        Some(HOST_LOST_REASON.into()),
+                    ));
+                }
+            }
+            inner.forget(&e.task_id);
+        }
+        // Records nobody expects (the engine already gave up on them): make sure they are dead.
+        let ours: HashSet<i32> = inner.running().values().map(|r| r.pgid).collect();
+        if let Ok(dir) = std::fs::read_dir(&inner.run_dir) {
+            for entry in dir.flatten() {
+                let path = entry.path();
+                if path.extension().and_then(|e| e.to_str()) != Some("json") {
+                    continue;
+                }
+                let Some(rec) = inner.read_record(&path) else {
+                    continue;
+                };
+                if handled.contains(&rec.task_id) || ours.contains(&rec.pid) {
+                    continue;
+                }
+                if rec.exit_code.is_none() {
+                    let killed = kill_orphan(&rec);
+                    tracing::warn!(
+                        job_id = %rec.job_id,
+                        attempt = rec.attempt,
+                        task_id = %rec.task_id,
+                        killed,
+                        "unexpected orphaned attempt killed"
+                    );
+                }
+                inner.forget(&rec.task_id);
+            }
+        }
+        send_later(&inner.events, events);
+        Ok(())
+    }
+}
+
+/// A shell's view of an exit: the code, or 128+N for death by signal N.
+fn exit_code_of(st: std::process::ExitStatus) -> i32 {
+    match (st.code(), st.signal()) {
+        (Some(c), _) => c,
+        (None, Some(sig)) => 128 + sig,
+        (None, None) => 255,
+    }
+}
+
+fn cannot_start(program: &str, e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => format!(
+            "CannotStartContainerError: {program}: no such file or directory (looked up in PATH)"
+        ),
+        std::io::ErrorKind::PermissionDenied => {
+            format!("CannotStartContainerError: {program}: permission denied")
+        }
+        _ => format!("CannotStartContainerError: {program}: {e}"),
+    }
+}
+
+/// Signals a process group, refusing ids that would hit the server itself or every process
+/// (`killpg(0)` is the caller's own group, `killpg(1)` init's): a corrupt record must never
+/// turn into a kill of the wrong tree.
+fn checked_killpg(pgid: i32, sig: Signal) -> Result<(), Errno> {
+    let own = nix::unistd::getpgrp().as_raw();
+    if pgid <= 1 || pgid == own {
+        tracing::error!(
+            pgid,
+            "refusing to signal a process group that is not an attempt's"
+        );
+        return Err(Errno::EINVAL);
+    }
+    killpg(Pid::from_raw(pgid), sig)
+}
+
+fn signal_group(pgid: i32, sig: Signal) {
+    match checked_killpg(pgid, sig) {
+        Ok(()) | Err(Errno::ESRCH) => {}
+        Err(e) => tracing::warn!(pgid, error = %e, "cannot signal process group"),
+    }
+}
+
+/// Kills a recorded process group if it is still the one we started. Returns whether a signal
+/// was sent.
+fn kill_orphan(rec: &RunRecord) -> bool {
+    if let (Some(then), Some(now)) = (&rec.boot_id, boot_id())
+        && *then != now
+    {
+        // Rebooted since: the group died with the old kernel.
+        return false;
+    }
+    if let (Some(then), Some(now)) = (rec.start_ticks, start_ticks(rec.pid))
+        && then != now
+    {
+        // The pid now belongs to a later process, so our group had emptied before it could be
+        // reused: nothing of ours is left under that id.
+        return false;
+    }
+    // Either our leader still runs, or it is gone and any group members left are its
+    // descendants (a group id cannot be taken anew while its pid is unused).
+    match checked_killpg(rec.pid, Signal::SIGKILL) {
+        Ok(()) => true,
+        Err(Errno::ESRCH) => false,
+        Err(e) => {
+            tracing::warn!(pgid = rec.pid, error = %e, "cannot kill orphaned process group");
+            false
+        }
+    }
+}
+
+fn boot_id() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .ok()
+        .map(|s| s.trim().to_string())
+}
+
+/// `/proc/<pid>/stat` field 22 (starttime). The command name (field 2) may hold spaces and
+/// parentheses, so fields are counted from the last `)`.
+fn start_ticks(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = &stat[stat.rfind(')')? + 1..];
+    after.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Task ids come from the engine (UUIDs), but a file name must never climb out of its
+/// directory whatever they hold.
+fn safe_file_name(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// Copies a pipe into the log stream, one event per line (a line longer than [`MAX_LINE`] is
+/// cut), each timestamped when it arrives. Invalid UTF-8 is replaced, not dropped.
+pub(crate) async fn copy_lines<R: AsyncRead + Unpin>(pipe: Option<R>, writer: Arc<LogWriter>) {
+    let Some(pipe) = pipe else {
+        return;
+    };
+    let mut reader = BufReader::new(pipe);
+    let mut line: Vec<u8> = Vec::new();
+    loop {
+        let (used, newline) = {
+            let buf = match reader.fill_buf().await {
+                Ok(b) => b,
+                Err(e) => {
+                    tracing::warn!(error = %e, "reading job output failed");
+                    break;
+                }
+            };
+            if buf.is_empty() {
+                break;
+            }
+            // `line` is emitted as soon as it reaches MAX_LINE, so there is always room.
+            let room = MAX_LINE - line.len();
+            let window = &buf[..buf.len().min(room)];
+            match window.iter().position(|&b| b == b'\n') {
+                Some(i) => {
+                    line.extend_from_slice(&window[..i]);
+                    (i + 1, true)
+                }
+                None => {
+                    line.extend_from_slice(window);
+                    (window.len(), false)
+                }
+            }
+        };
+        reader.consume(used);
+        if newline || line.len() >= MAX_LINE {
+            emit(&writer, &mut line, newline);
+        }
+    }
+    if !line.is_empty() {
+        emit(&writer, &mut line, false);
+    }
+}
+
+/// Stores one line; `ended`: it came with a newline, so a CR before it was a CRLF ending.
+fn emit(writer: &LogWriter, line: &mut Vec<u8>, ended: bool) {
+    if ended && line.last() == Some(&b'\r') {
+        line.pop();
+    }
+    let text = String::from_utf8_lossy(line);
+    if let Err(e) = writer.append(&text) {
+        tracing::warn!(error = %e, stream = writer.stream(), "cannot store a log line");
+    }
+    line.clear();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_codes_follow_the_shell() {
+        use std::process::ExitStatus;
+        assert_eq!(exit_code_of(ExitStatus::from_raw(3 << 8)), 3);
+        assert_eq!(exit_code_of(ExitStatus::from_raw(15)), 143);
+        assert_eq!(exit_code_of(ExitStatus::from_raw(9)), 137);
+    }
+
+    #[test]
+    fn own_start_ticks_are_readable() {
+        let me = std::process::id() as i32;
+        assert!(start_ticks(me).is_some());
+        assert_eq!(start_ticks(me), start_ticks(me));
+        assert!(boot_id().is_some());
+    }
+
+    #[test]
+    fn file_names_stay_in_their_directory() {
+        assert_eq!(safe_file_name("../../x"), "______x");
+        assert_eq!(safe_file_name("a1-b_2"), "a1-b_2");
+    }
+}
