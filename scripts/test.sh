@@ -92,6 +92,26 @@ export FLOTILLA_TEST_POSTGRES_URL
 say "FLOTILLA_TEST_POSTGRES_URL=$FLOTILLA_TEST_POSTGRES_URL"
 say "CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-<default: ./target>}"
 
+# --- 2b. Docker and the test image -----------------------------------------------
+# The LOCAL runtime's Docker tests need a daemon. This kind of machine starts one before a
+# session, but a run may find it gone: start it if it does not answer.
+if ! docker info >/dev/null 2>&1; then
+  say "docker: not answering, starting dockerd"
+  command -v dockerd >/dev/null || { say "docker: dockerd is not installed"; exit 1; }
+  setsid dockerd >/tmp/flotilla-dockerd.log 2>&1 < /dev/null &
+  for _ in $(seq 1 60); do docker info >/dev/null 2>&1 && break; sleep 1; done
+  docker info >/dev/null 2>&1 || { say "docker: dockerd did not start"; tail -n 30 /tmp/flotilla-dockerd.log; exit 1; }
+fi
+say "docker: $(docker version --format '{{.Server.Version}}' 2>/dev/null)"
+bash scripts/test-image.sh
+
+# Tests start servers that spawn and signal process groups. As root, run them in their own PID
+# namespace, so that no bug can ever signal a process outside the test run.
+ns=()
+if [[ $(id -u) == 0 ]] && unshare -pf --mount-proc true 2>/dev/null; then
+  ns=(unshare -pf --mount-proc)
+fi
+
 # --- 3. checks & tests --------------------------------------------------------
 failed=()
 step() {
@@ -108,7 +128,7 @@ step() {
 
 step fmt     cargo fmt --all -- --check
 step clippy  cargo clippy --all-targets --locked -- -D warnings
-step nextest cargo nextest run --all-targets --locked --no-fail-fast "$@"
+step nextest "${ns[@]}" cargo nextest run --all-targets --locked --no-fail-fast "$@"
 step doctest cargo test --doc --locked
 
 if (( ${#failed[@]} )); then
