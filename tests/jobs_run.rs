@@ -957,3 +957,86 @@ async fn logs_come_back_through_the_cli_and_the_cloudwatch_logs_api() {
         "{out}"
     );
 }
+
+/// A property over random DAGs, against the real engine: a job starts only after every job it
+/// depends on SUCCEEDED (and stopped), a job whose dependency failed never starts, and every job
+/// whose dependencies all succeeded runs.
+#[tokio::test]
+async fn random_dags_never_start_a_dependent_early() {
+    let s = server("process", &[]);
+    let c = s.client();
+    register(&c, "pass", &["true"], "1", None).await;
+    register(&c, "fail", &["false"], "1", None).await;
+    for seed in 1u64..=3 {
+        let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let mut next = |m: u64| {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (state >> 33) % m
+        };
+        let n = 25;
+        let mut ids: Vec<String> = Vec::new();
+        let mut deps: Vec<Vec<usize>> = Vec::new();
+        let mut fails: Vec<bool> = Vec::new();
+        for i in 0..n {
+            let fail = next(7) == 0;
+            let mut d: Vec<usize> = (0..next(4))
+                .filter(|_| i > 0)
+                .map(|_| next(i as u64) as usize)
+                .collect();
+            d.sort();
+            d.dedup();
+            let mut req = c
+                .submit_job()
+                .job_name(format!("n{i}"))
+                .job_queue("default")
+                .job_definition(if fail { "fail" } else { "pass" });
+            for &j in &d {
+                req = req.depends_on(dep(&ids[j]));
+            }
+            ids.push(req.send().await.expect("submit").job_id.expect("id"));
+            deps.push(d);
+            fails.push(fail);
+        }
+        let mut jobs = Vec::new();
+        for id in &ids {
+            jobs.push(wait_final(&c, id, 120).await);
+        }
+        for i in 0..n {
+            let j = &jobs[i];
+            let attempts = j.attempts.clone().unwrap_or_default();
+            let failed_dep = deps[i]
+                .iter()
+                .find(|&&d| jobs[d].status == Some(JobStatus::Failed));
+            if let Some(&d) = failed_dep {
+                assert_eq!(j.status, Some(JobStatus::Failed), "seed {seed} job {i}");
+                assert!(
+                    attempts.is_empty(),
+                    "seed {seed}: job {i} ran although its dependency {d} failed"
+                );
+                continue;
+            }
+            assert_eq!(
+                attempts.len(),
+                1,
+                "seed {seed}: job {i} should have run once"
+            );
+            let started = attempts[0].started_at.expect("startedAt");
+            for &d in &deps[i] {
+                assert_eq!(jobs[d].status, Some(JobStatus::Succeeded));
+                let stopped = jobs[d].stopped_at.expect("stoppedAt");
+                assert!(
+                    started >= stopped,
+                    "seed {seed}: job {i} started {started} before dependency {d} stopped {stopped}"
+                );
+            }
+            let want = if fails[i] {
+                JobStatus::Failed
+            } else {
+                JobStatus::Succeeded
+            };
+            assert_eq!(j.status, Some(want), "seed {seed} job {i}");
+        }
+    }
+}

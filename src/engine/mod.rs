@@ -11,6 +11,7 @@
 //! sent, for a state the store does not hold. Rounds are idempotent over what they observe: a
 //! stale or duplicate runtime event (an attempt that is no longer current) is ignored.
 
+pub mod limits;
 pub mod retry;
 
 use crate::batch::{Batch, job_row, now_ms};
@@ -32,6 +33,7 @@ const LOG_GROUP: &str = "/aws/batch/job";
 /// Most inputs applied in one round before writing, so one round's transaction stays bounded.
 const MAX_ROUND_INPUTS: usize = 20_000;
 const TICK: Duration = Duration::from_secs(1);
+const PERIODIC_PASS_MS: i64 = 10_000;
 
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
@@ -282,6 +284,8 @@ pub struct Engine {
     replan: bool,
     /// Decayed vCPU-seconds per (queue ARN, share), and when it was last decayed.
     share_history: HashMap<(String, String), (f64, i64)>,
+    /// When the last scheduling pass ran (epoch ms).
+    last_pass: i64,
 }
 
 impl Engine {
@@ -313,6 +317,7 @@ impl Engine {
             signals: Vec::new(),
             replan: true,
             share_history: HashMap::new(),
+            last_pass: 0,
         };
         let expected = engine.load().await?;
         let n = engine.jobs.len();
@@ -354,8 +359,14 @@ impl Engine {
         }
         let now = now_ms();
         self.timers(now);
+        // Time-based rules (jobStateTimeLimitActions, fair-share decay, reasons) need a pass
+        // now and then even when nothing happens.
+        if !self.runnable.is_empty() && now - self.last_pass >= PERIODIC_PASS_MS {
+            self.replan = true;
+        }
         if self.replan {
             self.replan = false;
+            self.last_pass = now;
             let cat = self.batch.catalog().await;
             self.schedule(&cat, now);
         }
@@ -1071,6 +1082,36 @@ impl Engine {
                 created_at: job.d.created_at,
                 need: job.need,
             });
+        }
+        // jobStateTimeLimitActions: jobs RUNNABLE too long for a reason their queue names.
+        let mut expired = Vec::new();
+        for id in &self.runnable {
+            let Some(job) = self.jobs.get(id) else {
+                continue;
+            };
+            let Some(actions) = cat
+                .queues
+                .values()
+                .find(|q| q.job_queue_arn == job.d.job_queue)
+                .and_then(|q| q.job_state_time_limit_actions.as_deref())
+            else {
+                continue;
+            };
+            let since = job.d.internal.runnable_since.unwrap_or(job.d.created_at);
+            if let Some(a) = limits::due(actions, job.d.status_reason.as_deref(), since, now) {
+                expired.push((id.clone(), a.reason.clone(), a.max_time_seconds));
+            }
+        }
+        for (id, reason, secs) in expired {
+            tracing::info!(job_id = %id, %reason, secs, "job state time limit reached");
+            if let Some(j) = self.jobs.get_mut(&id) {
+                j.d.is_cancelled = Some(true);
+            }
+            self.fail(
+                &id,
+                format!("{reason}: RUNNABLE for more than {secs} s (jobStateTimeLimitActions)"),
+                now,
+            );
         }
         for id in orphans {
             self.fail(
