@@ -1040,3 +1040,56 @@ async fn random_dags_never_start_a_dependent_early() {
         }
     }
 }
+
+#[tokio::test]
+async fn every_waiting_job_says_why() {
+    let s = server("process", &[]);
+    let c = s.client();
+    register(&c, "quick", &["true"], "1", None).await;
+    c.update_compute_environment()
+        .compute_environment("local")
+        .state(CeState::Disabled)
+        .send()
+        .await
+        .expect("disable local");
+    let mut ids = Vec::new();
+    for _ in 0..150 {
+        ids.push(submit(&c, "default", "quick").await);
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Only the head of the queue gets a stored reason (as in AWS); the rest say what the head
+    // waits for.
+    for chunk in ids.chunks(100) {
+        let jobs = c
+            .describe_jobs()
+            .set_jobs(Some(chunk.to_vec()))
+            .send()
+            .await
+            .expect("describe")
+            .jobs
+            .unwrap_or_default();
+        for j in jobs {
+            assert_eq!(j.status, Some(JobStatus::Runnable));
+            let r = j.status_reason.unwrap_or_default();
+            assert!(r.contains("COMPUTE_ENVIRONMENT_NOT_USABLE"), "{r}");
+        }
+    }
+    let last = describe(&c, ids.last().expect("ids"))
+        .await
+        .status_reason
+        .unwrap_or_default();
+    assert!(last.starts_with("QUEUED - "), "{last}");
+    // Enabling the environment lets them all run.
+    c.update_compute_environment()
+        .compute_environment("local")
+        .state(CeState::Enabled)
+        .send()
+        .await
+        .expect("enable local");
+    for id in &ids {
+        assert_eq!(
+            wait_final(&c, id, 120).await.status,
+            Some(JobStatus::Succeeded)
+        );
+    }
+}

@@ -310,6 +310,22 @@ impl Batch {
             .ok_or_else(|| BatchError::client(format!("jobId: no job {id:?}")))
     }
 
+    /// A RUNNABLE job behind the head of its queue has no stored reason (only the head gets
+    /// one, as in AWS Batch); tell the caller why the queue is not moving.
+    fn explain_wait(&self, job: &mut JobDetail) {
+        if job.status != "RUNNABLE" || job.status_reason.is_some() {
+            return;
+        }
+        let Some(engine) = self.engine() else { return };
+        let queue = job.job_queue.rsplit('/').next().unwrap_or(&job.job_queue);
+        job.status_reason = Some(match engine.head_reason(&job.job_queue) {
+            Some(head) => format!(
+                "QUEUED - waiting behind earlier jobs of job queue {queue}, whose head waits: {head}"
+            ),
+            None => format!("QUEUED - waiting for the next scheduling pass of job queue {queue}"),
+        });
+    }
+
     async fn with_summary(&self, mut job: JobDetail) -> BatchResult<JobDetail> {
         if let Some(ap) = job.array_properties.as_mut()
             && ap.size.is_some()
@@ -338,6 +354,7 @@ impl Batch {
         for id in ids {
             if let Some(mut j) = by_id.remove(id) {
                 j.internal = JobInternal::default();
+                self.explain_wait(&mut j);
                 out.push(self.with_summary(j).await?);
             }
         }
@@ -467,7 +484,8 @@ impl Batch {
         let page = self.store.list_jobs(&q).await?;
         let mut summaries = Vec::with_capacity(page.jobs.len());
         for row in &page.jobs {
-            let job: JobDetail = from_json("job", &row.doc)?;
+            let mut job: JobDetail = from_json("job", &row.doc)?;
+            self.explain_wait(&mut job);
             let job = self.with_summary(job).await?;
             summaries.push(JobSummary::of(&job));
         }

@@ -105,6 +105,8 @@ pub enum StopResult {
 #[derive(Clone)]
 pub struct EngineHandle {
     tx: mpsc::Sender<Input>,
+    /// Per queue ARN, why its head of queue waits (from the last scheduling pass).
+    heads: Arc<std::sync::RwLock<HashMap<String, String>>>,
 }
 
 fn gone() -> BatchError {
@@ -147,6 +149,12 @@ impl EngineHandle {
             .await
             .map_err(|_| gone())?;
         rx.await.map_err(|_| gone())
+    }
+
+    /// Why the head of `queue_arn` waits, for RUNNABLE jobs further back that have no reason of
+    /// their own (only the head of each queue gets a stored one).
+    pub fn head_reason(&self, queue_arn: &str) -> Option<String> {
+        self.heads.read().ok()?.get(queue_arn).cloned()
     }
 
     pub fn wake(&self) {
@@ -286,6 +294,7 @@ pub struct Engine {
     share_history: HashMap<(String, String), (f64, i64)>,
     /// When the last scheduling pass ran (epoch ms).
     last_pass: i64,
+    heads: Arc<std::sync::RwLock<HashMap<String, String>>>,
 }
 
 impl Engine {
@@ -318,6 +327,7 @@ impl Engine {
             replan: true,
             share_history: HashMap::new(),
             last_pass: 0,
+            heads: Arc::default(),
         };
         let expected = engine.load().await?;
         let n = engine.jobs.len();
@@ -328,7 +338,10 @@ impl Engine {
         if let Err(e) = engine.runtime.recover(expected).await {
             tracing::error!(error = %e, "runtime recovery failed");
         }
-        let handle = EngineHandle { tx };
+        let handle = EngineHandle {
+            tx,
+            heads: engine.heads.clone(),
+        };
         batch.attach_engine(handle.clone());
         let task = tokio::spawn(async move {
             loop {
@@ -1160,14 +1173,23 @@ impl Engine {
             share_usage,
         };
         let plan = scheduler::plan(&snapshot);
+        let mut heads: HashMap<String, String> = HashMap::new();
         for (ji, reason) in &plan.blocked {
             let text = reason.reason(&snapshot, *ji);
+            if let Some(job) = self.jobs.get(&ids[*ji]) {
+                heads
+                    .entry(job.d.job_queue.clone())
+                    .or_insert_with(|| text.clone());
+            }
             if let Some(job) = self.jobs.get_mut(&ids[*ji])
                 && job.d.status_reason.as_deref() != Some(text.as_str())
             {
                 job.d.status_reason = Some(text);
                 self.dirty.insert(ids[*ji].clone());
             }
+        }
+        if let Ok(mut h) = self.heads.write() {
+            *h = heads;
         }
         for (ji, ei) in plan.placements {
             let id = &ids[ji];
