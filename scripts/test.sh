@@ -3,9 +3,10 @@
 #
 #   scripts/test.sh [extra cargo-nextest args...]
 #
-# Installs what is missing (PostgreSQL server, awscli, cargo-nextest), starts a
-# throwaway PostgreSQL (scripts/pg.sh), exports FLOTILLA_TEST_POSTGRES_URL, then
-# runs: cargo fmt --check, cargo clippy -D warnings, cargo nextest run, doctests.
+# Installs what is missing (PostgreSQL server, awscli, cargo-nextest, the AWS emulator's
+# moto and pytest), starts a throwaway PostgreSQL (scripts/pg.sh), exports
+# FLOTILLA_TEST_POSTGRES_URL, then runs: cargo fmt --check, cargo clippy -D warnings,
+# cargo nextest run, the AWS emulator's tests (pytest localstack/tests), doctests.
 # Every check runs even if an earlier one failed; the script exits non-zero if
 # any of them failed. An existing CARGO_TARGET_DIR is honoured (cargo reads it).
 set -euo pipefail
@@ -77,6 +78,16 @@ else
   cargo install cargo-nextest --locked
 fi
 
+# The AWS emulator's tests (localstack/tests): moto at the version the harness pins, and pytest.
+say "emulator: bash localstack/run-emulator.sh install"
+bash localstack/run-emulator.sh install
+if python3 -m pytest --version >/dev/null 2>&1; then
+  say "pytest: found $(python3 -m pytest --version 2>&1 | head -n1)"
+else
+  say "pytest: missing, pip install pytest"
+  PIP_ROOT_USER_ACTION=ignore python3 -m pip install --quiet --disable-pip-version-check pytest
+fi
+
 for comp in fmt clippy; do
   if ! cargo "$comp" --version >/dev/null 2>&1; then
     say "cargo $comp: missing, rustup component add"
@@ -129,6 +140,9 @@ step() {
 step fmt     cargo fmt --all -- --check
 step clippy  cargo clippy --all-targets --locked -- -D warnings
 step nextest "${ns[@]}" cargo nextest run --all-targets --locked --no-fail-fast "$@"
+# The tests start and stop their own emulator on free 127.0.0.1 ports (localstack/tests/conftest.py).
+say "emulator tests: pytest localstack/tests"
+step emulator "${ns[@]}" python3 -m pytest -q localstack/tests
 step doctest cargo test --doc --locked
 
 if (( ${#failed[@]} )); then
