@@ -28,8 +28,16 @@ struct QueueLabels {
     status: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CapacityLabels {
+    compute_environment: String,
+    resource: String,
+    kind: String,
+}
+
 struct Metrics {
     registry: Registry,
+    capacity: Family<CapacityLabels, Gauge>,
     api_calls: Family<ApiLabels, Counter>,
     transitions: Family<TransitionLabels, Counter>,
     queue_depth: Family<QueueLabels, Gauge>,
@@ -57,8 +65,15 @@ fn metrics() -> &'static Metrics {
             "Jobs per queue and status, sampled at scrape time",
             queue_depth.clone(),
         );
+        let capacity = Family::<CapacityLabels, Gauge>::default();
+        registry.register(
+            "compute_capacity",
+            "Capacity of each compute environment: kind total or used; resource milli_vcpus, memory_mib or gpus",
+            capacity.clone(),
+        );
         Metrics {
             registry,
+            capacity,
             api_calls,
             transitions,
             queue_depth,
@@ -84,6 +99,23 @@ pub fn job_transition(from: &str, to: &str, n: u64) {
             to: to.to_string(),
         })
         .inc_by(n);
+}
+
+/// Records what a compute environment offers and what is in use, in thousandths of a vCPU,
+/// MiB and GPUs.
+pub fn capacity(env: &str, total: [i64; 3], used: [i64; 3]) {
+    let m = metrics();
+    for (i, resource) in ["milli_vcpus", "memory_mib", "gpus"].iter().enumerate() {
+        for (kind, v) in [("total", total[i]), ("used", used[i])] {
+            m.capacity
+                .get_or_create(&CapacityLabels {
+                    compute_environment: env.to_string(),
+                    resource: resource.to_string(),
+                    kind: kind.to_string(),
+                })
+                .set(v);
+        }
+    }
 }
 
 /// Renders the registry in the OpenMetrics text format, with queue depth set from `depths`

@@ -1093,3 +1093,44 @@ async fn every_waiting_job_says_why() {
         );
     }
 }
+
+#[tokio::test]
+async fn metrics_report_api_calls_transitions_queue_depth_and_capacity() {
+    let s = server("process", &[]);
+    let c = s.client();
+    register(&c, "quick", &["true"], "1", None).await;
+    let id = submit(&c, "default", "quick").await;
+    wait_final(&c, &id, 60).await;
+    let body = reqwest::get(format!("{}/metrics", s.endpoint))
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("metrics body");
+    let value = |prefix: &str| -> f64 {
+        body.lines()
+            .find(|l| l.starts_with(prefix))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {prefix} in:\n{body}"))
+    };
+    assert!(value("flotilla_api_requests_total{operation=\"SubmitJob\",code=\"200\"}") >= 1.0);
+    assert!(
+        value("flotilla_job_state_transitions_total{from=\"RUNNING\",to=\"SUCCEEDED\"}") >= 1.0
+    );
+    assert_eq!(
+        value(
+            "flotilla_queue_jobs{queue=\"arn:aws:batch:us-east-1:000000000000:job-queue/default\",status=\"SUCCEEDED\"}"
+        ),
+        1.0
+    );
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1) as f64;
+    assert_eq!(
+        value(
+            "flotilla_compute_capacity{compute_environment=\"local\",resource=\"milli_vcpus\",kind=\"total\"}"
+        ),
+        cores * 1000.0
+    );
+}

@@ -1032,6 +1032,11 @@ impl Engine {
                 .get(&ce.compute_environment_name)
                 .copied()
                 .unwrap_or_default();
+            crate::metrics::capacity(
+                &ce.compute_environment_name,
+                [capacity.milli_vcpus, capacity.memory_mib, capacity.gpus].map(|v| v as i64),
+                [used.milli_vcpus, used.memory_mib, used.gpus].map(|v| v as i64),
+            );
             env_idx.insert(ce.compute_environment_arn.as_str(), envs.len());
             envs.push(EnvView {
                 name: ce.compute_environment_name.clone(),
