@@ -6,10 +6,6 @@ use crate::store::{JobListQuery, JobScope};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 
-const FINAL: [&str; 2] = ["SUCCEEDED", "FAILED"];
-/// States in which CancelJob acts; later states need TerminateJob.
-const CANCELLABLE: [&str; 3] = ["SUBMITTED", "PENDING", "RUNNABLE"];
-
 /// Replaces `Ref::name` in each argument with the parameter's value; unknown references stay
 /// as they are, as in AWS Batch.
 pub fn substitute_parameters(command: &[String], params: &BTreeMap<String, String>) -> Vec<String> {
@@ -509,105 +505,14 @@ impl Batch {
         if reason.is_empty() {
             return Err(BatchError::client("reason: is required"));
         }
-        if let Some(engine) = self.engine() {
-            return match engine.stop(job_id, reason, terminate).await? {
-                crate::engine::StopResult::Applied => Ok(json!({})),
-                // Finished jobs are left as they are; unknown ones are an error.
-                crate::engine::StopResult::NotActive => {
-                    self.load_job(job_id).await.map(|_| json!({}))
-                }
-            };
+        let engine = self
+            .engine()
+            .ok_or_else(|| BatchError::Unavailable("the engine is not running".into()))?;
+        match engine.stop(job_id, reason, terminate).await? {
+            crate::engine::StopResult::Applied => Ok(json!({})),
+            // Finished jobs are left as they are; unknown ones are an error.
+            crate::engine::StopResult::NotActive => self.load_job(job_id).await.map(|_| json!({})),
         }
-        let job = self.load_job(job_id).await?;
-        let mut changed = Vec::new();
-        let is_parent = job
-            .array_properties
-            .as_ref()
-            .is_some_and(|a| a.size.is_some());
-        let mark = |j: &mut JobDetail| {
-            if terminate {
-                j.is_terminated = Some(true);
-            } else {
-                j.is_cancelled = Some(true);
-            }
-        };
-        if is_parent {
-            let mut cursor = None;
-            loop {
-                let page = self
-                    .store
-                    .list_jobs(&JobListQuery {
-                        scope: JobScope::ArrayParent(job.job_id.clone()),
-                        statuses: Some(CANCELLABLE.iter().map(|s| s.to_string()).collect()),
-                        name: None,
-                        name_is_prefix: false,
-                        definition: None,
-                        definition_is_prefix: false,
-                        created_before: None,
-                        created_after: None,
-                        limit: 1000,
-                        cursor,
-                    })
-                    .await?;
-                for row in page.jobs {
-                    let mut c: JobDetail = from_json("job", &row.doc)?;
-                    c.status = "FAILED".into();
-                    c.status_reason = Some(reason.to_string());
-                    mark(&mut c);
-                    changed.push((c, Some((job.job_id.clone(), row.array_index.unwrap_or(0)))));
-                }
-                match page.next {
-                    Some(n) => cursor = Some(n),
-                    None => break,
-                }
-            }
-        }
-        let mut parent = job.clone();
-        if !FINAL.contains(&parent.status.as_str()) {
-            if CANCELLABLE.contains(&parent.status.as_str()) || is_parent {
-                mark(&mut parent);
-                let children_left = if is_parent {
-                    let counts = self.store.count_children_by_status(&job.job_id).await?;
-                    let cancelled = changed.len() as i64;
-                    counts
-                        .iter()
-                        .filter(|(s, _)| !FINAL.contains(&s.as_str()))
-                        .map(|(_, n)| n)
-                        .sum::<i64>()
-                        - cancelled
-                } else {
-                    0
-                };
-                if children_left <= 0 {
-                    parent.status = "FAILED".into();
-                    parent.status_reason = Some(reason.to_string());
-                    parent.stopped_at = Some(now_ms());
-                }
-                let idx = parent.array_properties.as_ref().and_then(|a| a.index);
-                let parent_of = job
-                    .job_id
-                    .rsplit_once(':')
-                    .map(|(p, _)| p.to_string())
-                    .zip(idx);
-                changed.push((parent, parent_of));
-            } else if terminate {
-                // STARTING / RUNNING: the runtime stops the attempt and the reconciler fails the job
-                // with this reason; recording the request makes it survive a restart.
-                mark(&mut parent);
-                parent.status_reason = Some(reason.to_string());
-                changed.push((parent, None));
-            }
-        }
-        let n = changed.len();
-        let rows = changed
-            .iter()
-            .map(|(j, p)| job_row(j, p.as_ref().map(|(id, i)| (id.as_str(), *i))))
-            .collect::<BatchResult<Vec<_>>>()?;
-        if !rows.is_empty() {
-            self.store.upsert_jobs(rows).await?;
-        }
-        tracing::info!(job_id, terminate, changed = n, "stop requested");
-        Ok(json!({}))
     }
 
     pub(super) async fn with_job_tags(
