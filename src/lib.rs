@@ -24,6 +24,8 @@
 //! - [`server`]: configuration, start-up (defaults, credentials), graceful shutdown.
 //! - [`metrics`]: Prometheus counters and gauges.
 //! - [`logs`]: job output as CloudWatch Logs events, file-backed under `<data-dir>/logs/`.
+//! - [`provisioner`]: pure planning of what a managed compute environment launches and retires
+//!   (demand × fleet × instance catalog → launch / retire), with a built-in us-east-1 catalog.
 //! - `cli`: the `flotilla` command line; talks to the server over the signed AWS Batch API.
 
 pub mod api;
@@ -35,6 +37,7 @@ pub mod error;
 pub mod logs;
 pub mod metrics;
 pub mod model;
+pub mod provisioner;
 pub mod scheduler;
 pub mod server;
 pub mod store;
