@@ -25,9 +25,12 @@
 //! - [`metrics`]: Prometheus counters and gauges.
 //! - [`logs`]: job output as CloudWatch Logs events, file-backed under `<data-dir>/logs/`.
 //! - `cli`: the `flotilla` command line; talks to the server over the signed AWS Batch API.
+//! - [`bench`]: `flotilla bench`, the benchmark scenarios of docs/performance.md against a child
+//!   server process.
 
 pub mod api;
 pub mod batch;
+pub mod bench;
 pub mod cli;
 pub mod compute;
 pub mod engine;
