@@ -27,9 +27,12 @@
 //! - [`provisioner`]: pure planning of what a managed compute environment launches and retires
 //!   (demand × fleet × instance catalog → launch / retire), with a built-in us-east-1 catalog.
 //! - `cli`: the `flotilla` command line; talks to the server over the signed AWS Batch API.
+//! - [`bench`]: `flotilla bench`, the benchmark scenarios of docs/performance.md against a child
+//!   server process.
 
 pub mod api;
 pub mod batch;
+pub mod bench;
 pub mod cli;
 pub mod compute;
 pub mod engine;

@@ -162,6 +162,10 @@ pub enum Command {
 
     /// Print a job's log (CloudWatch Logs GetLogEvents on the server).
     Logs(LogsArgs),
+
+    /// Benchmark a fresh local server (submit, array, schedule, e2e, footprint) and print the
+    /// figures; see docs/performance.md.
+    Bench(crate::bench::BenchArgs),
 }
 
 #[derive(Debug, Args)]
@@ -484,6 +488,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let connect = |o: &GlobalOverrides| Ctx::connect(global.resolve(o));
     match command {
         Command::Server(a) => Ok(crate::server::run(a, crate::server::shutdown_signal()).await?),
+        Command::Bench(a) => crate::bench::run(a).await,
         Command::Submit(a) => jobs::submit(&connect(&a.global).await?, &a).await,
         Command::Logs(a) => logs::print(&connect(&a.global).await?, &a).await,
         Command::Jobs(JobsCommand::List(a)) => jobs::list(&connect(&a.global).await?, &a).await,

@@ -34,6 +34,10 @@ const LOG_GROUP: &str = "/aws/batch/job";
 const MAX_ROUND_INPUTS: usize = 20_000;
 const TICK: Duration = Duration::from_secs(1);
 const PERIODIC_PASS_MS: i64 = 10_000;
+/// A pass that cannot place anything (no usable environment has a free vCPU) only refreshes the
+/// waiting jobs' reasons; it is put off for up to this long. Building a pass costs O(RUNNABLE),
+/// and without this every submission into a full or DISABLED environment paid it again.
+const IDLE_PASS_INTERVAL_MS: i64 = 1000;
 
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
@@ -267,6 +271,59 @@ enum Reply {
     Tags(oneshot::Sender<TagsReply>, TagsReply),
 }
 
+/// What a scheduling pass needs of a RUNNABLE job. None of it changes while the job waits, so it
+/// is copied once when the job becomes RUNNABLE: a pass then reads these compact entries instead
+/// of looking up every waiting job's full document (the pass runs on every slot that frees, and
+/// with 100,000 jobs waiting those look-ups were most of the engine's time).
+struct Waiting {
+    share: Option<String>,
+    priority: i32,
+    created_at: i64,
+    need: Resources,
+}
+
+/// The RUNNABLE jobs, by queue ARN, then job ID.
+#[derive(Default)]
+struct Runnable {
+    by_queue: HashMap<String, HashMap<String, Waiting>>,
+}
+
+impl Runnable {
+    fn insert(&mut self, id: &str, job: &Job) {
+        let w = Waiting {
+            share: job.d.share_identifier.clone(),
+            priority: job.d.scheduling_priority.unwrap_or(0),
+            created_at: job.d.created_at,
+            need: job.need,
+        };
+        let queue = job.d.job_queue.as_str();
+        match self.by_queue.get_mut(queue) {
+            Some(m) => {
+                m.insert(id.to_string(), w);
+            }
+            None => {
+                self.by_queue
+                    .entry(queue.to_string())
+                    .or_default()
+                    .insert(id.to_string(), w);
+            }
+        }
+    }
+
+    /// Queues are few, so looking in each is cheaper than keeping a second index.
+    fn remove(&mut self, id: &str) {
+        for m in self.by_queue.values_mut() {
+            if m.remove(id).is_some() {
+                return;
+            }
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.by_queue.values().map(HashMap::len).sum()
+    }
+}
+
 pub struct Engine {
     batch: Arc<Batch>,
     runtime: Arc<dyn Runtime>,
@@ -277,7 +334,7 @@ pub struct Engine {
     jobs: HashMap<String, Job>,
     /// Dependency → jobs waiting on it.
     dependents: HashMap<String, Vec<String>>,
-    runnable: HashSet<String>,
+    runnable: Runnable,
     /// STARTING or RUNNING.
     running: HashSet<String>,
     /// Resources in use per compute environment name.
@@ -290,10 +347,10 @@ pub struct Engine {
     launches: Vec<AttemptSpec>,
     signals: Vec<(String, u32, StopSignal)>,
     replan: bool,
-    /// Decayed vCPU-seconds per (queue ARN, share), and when it was last decayed.
-    share_history: HashMap<(String, String), (f64, i64)>,
     /// When the last scheduling pass ran (epoch ms).
     last_pass: i64,
+    /// Decayed vCPU-seconds per (queue ARN, share), and when it was last decayed.
+    share_history: HashMap<(String, String), (f64, i64)>,
     heads: Arc<std::sync::RwLock<HashMap<String, String>>>,
 }
 
@@ -316,7 +373,7 @@ impl Engine {
             events,
             jobs: HashMap::new(),
             dependents: HashMap::new(),
-            runnable: HashSet::new(),
+            runnable: Runnable::default(),
             running: HashSet::new(),
             used: HashMap::new(),
             done: HashMap::new(),
@@ -374,14 +431,16 @@ impl Engine {
         self.timers(now);
         // Time-based rules (jobStateTimeLimitActions, fair-share decay, reasons) need a pass
         // now and then even when nothing happens.
-        if !self.runnable.is_empty() && now - self.last_pass >= PERIODIC_PASS_MS {
+        if self.runnable.len() != 0 && now - self.last_pass >= PERIODIC_PASS_MS {
             self.replan = true;
         }
         if self.replan {
-            self.replan = false;
-            self.last_pass = now;
             let cat = self.batch.catalog().await;
-            self.schedule(&cat, now);
+            if self.has_room(&cat) || now - self.last_pass >= IDLE_PASS_INTERVAL_MS {
+                self.replan = false;
+                self.last_pass = now;
+                self.schedule(&cat, now);
+            }
         }
         self.flush().await;
     }
@@ -489,7 +548,7 @@ impl Engine {
             };
             match job.d.status.as_str() {
                 "RUNNABLE" => {
-                    self.runnable.insert(id.clone());
+                    self.runnable.insert(&id, &job);
                     self.replan = true;
                 }
                 "STARTING" | "RUNNING" => {
@@ -816,7 +875,7 @@ impl Engine {
                 job.d.status = "RUNNABLE".into();
                 job.d.internal.runnable_since = Some(now);
                 job.d.started_at = None;
-                self.runnable.insert(job_id.to_string());
+                self.runnable.insert(job_id, job);
             }
             Outcome::Failed => {
                 let why = if stopped_by_user {
@@ -837,7 +896,7 @@ impl Engine {
             job.d.status = "RUNNABLE".into();
             job.d.status_reason = None;
             job.d.internal.runnable_since = Some(now);
-            self.runnable.insert(id.to_string());
+            self.runnable.insert(id, job);
             self.dirty.insert(id.to_string());
             self.replan = true;
         }
@@ -1003,47 +1062,67 @@ impl Engine {
 
     // ------------------------------------------------------------ scheduling
 
+    /// What a compute environment offers and whether it may take new jobs.
+    fn env_view(&self, ce: &ComputeEnvironmentDetail) -> EnvView {
+        let local = ce
+            .compute_resources
+            .as_ref()
+            .and_then(|c| c.cr_type.as_deref())
+            == Some(CR_TYPE_LOCAL);
+        let max = ce
+            .compute_resources
+            .as_ref()
+            .and_then(|c| c.maxv_cpus)
+            .unwrap_or(0)
+            .max(0) as u64;
+        let capacity = if local {
+            Resources {
+                milli_vcpus: max * 1000,
+                memory_mib: self.cfg.host_memory_mib,
+                gpus: 0,
+            }
+        } else {
+            Resources::default()
+        };
+        let used = self
+            .used
+            .get(&ce.compute_environment_name)
+            .copied()
+            .unwrap_or_default();
+        EnvView {
+            name: ce.compute_environment_name.clone(),
+            usable: local && ce.state == "ENABLED" && ce.status == "VALID",
+            capacity,
+            free: sub(capacity, used),
+        }
+    }
+
+    /// Whether a pass could place anything: some usable environment has a vCPU free.
+    fn has_room(&self, cat: &crate::batch::Catalog) -> bool {
+        cat.compute_environments.values().any(|ce| {
+            let v = self.env_view(ce);
+            v.usable && v.free.milli_vcpus > 0 && v.free.memory_mib > 0
+        })
+    }
+
     fn schedule(&mut self, cat: &crate::batch::Catalog, now: i64) {
         let mut envs = Vec::new();
         let mut env_idx: HashMap<&str, usize> = HashMap::new();
         for ce in cat.compute_environments.values() {
-            let local = ce
-                .compute_resources
-                .as_ref()
-                .and_then(|c| c.cr_type.as_deref())
-                == Some(CR_TYPE_LOCAL);
-            let max = ce
-                .compute_resources
-                .as_ref()
-                .and_then(|c| c.maxv_cpus)
-                .unwrap_or(0)
-                .max(0) as u64;
-            let capacity = if local {
-                Resources {
-                    milli_vcpus: max * 1000,
-                    memory_mib: self.cfg.host_memory_mib,
-                    gpus: 0,
-                }
-            } else {
-                Resources::default()
-            };
-            let used = self
-                .used
-                .get(&ce.compute_environment_name)
-                .copied()
-                .unwrap_or_default();
+            env_idx.insert(ce.compute_environment_arn.as_str(), envs.len());
+            let view = self.env_view(ce);
+            let used = view.capacity.saturating_sub(&view.free);
             crate::metrics::capacity(
-                &ce.compute_environment_name,
-                [capacity.milli_vcpus, capacity.memory_mib, capacity.gpus].map(|v| v as i64),
+                &view.name,
+                [
+                    view.capacity.milli_vcpus,
+                    view.capacity.memory_mib,
+                    view.capacity.gpus,
+                ]
+                .map(|v| v as i64),
                 [used.milli_vcpus, used.memory_mib, used.gpus].map(|v| v as i64),
             );
-            env_idx.insert(ce.compute_environment_arn.as_str(), envs.len());
-            envs.push(EnvView {
-                name: ce.compute_environment_name.clone(),
-                usable: local && ce.state == "ENABLED" && ce.status == "VALID",
-                capacity,
-                free: sub(capacity, used),
-            });
+            envs.push(view);
         }
         let mut queues = Vec::new();
         let mut queue_idx: HashMap<&str, usize> = HashMap::new();
@@ -1081,62 +1160,27 @@ impl Engine {
                 fair_share,
             });
         }
-        let mut ids = Vec::with_capacity(self.runnable.len());
-        let mut views = Vec::with_capacity(self.runnable.len());
+        // Borrowed, not cloned: a pass covers every RUNNABLE job, and only the few it places or
+        // gives a reason need an owned ID afterwards.
+        let waiting = self.runnable.len();
+        let mut ids: Vec<&str> = Vec::with_capacity(waiting);
+        let mut views = Vec::with_capacity(waiting);
         let mut orphans = Vec::new();
-        for id in &self.runnable {
-            let Some(job) = self.jobs.get(id) else {
+        for (queue, members) in &self.runnable.by_queue {
+            let Some(&qi) = queue_idx.get(queue.as_str()) else {
+                orphans.extend(members.keys().cloned());
                 continue;
             };
-            let Some(&qi) = queue_idx.get(job.d.job_queue.as_str()) else {
-                orphans.push(id.clone());
-                continue;
-            };
-            ids.push(id.clone());
-            views.push(JobView {
-                queue: qi,
-                share: job.d.share_identifier.clone(),
-                priority: job.d.scheduling_priority.unwrap_or(0),
-                created_at: job.d.created_at,
-                need: job.need,
-            });
-        }
-        // jobStateTimeLimitActions: jobs RUNNABLE too long for a reason their queue names.
-        let mut expired = Vec::new();
-        for id in &self.runnable {
-            let Some(job) = self.jobs.get(id) else {
-                continue;
-            };
-            let Some(actions) = cat
-                .queues
-                .values()
-                .find(|q| q.job_queue_arn == job.d.job_queue)
-                .and_then(|q| q.job_state_time_limit_actions.as_deref())
-            else {
-                continue;
-            };
-            let since = job.d.internal.runnable_since.unwrap_or(job.d.created_at);
-            if let Some(a) = limits::due(actions, job.d.status_reason.as_deref(), since, now) {
-                expired.push((id.clone(), a.reason.clone(), a.max_time_seconds));
+            for (id, w) in members {
+                ids.push(id.as_str());
+                views.push(JobView {
+                    queue: qi,
+                    share: w.share.clone(),
+                    priority: w.priority,
+                    created_at: w.created_at,
+                    need: w.need,
+                });
             }
-        }
-        for (id, reason, secs) in expired {
-            tracing::info!(job_id = %id, %reason, secs, "job state time limit reached");
-            if let Some(j) = self.jobs.get_mut(&id) {
-                j.d.is_cancelled = Some(true);
-            }
-            self.fail(
-                &id,
-                format!("{reason}: RUNNABLE for more than {secs} s (jobStateTimeLimitActions)"),
-                now,
-            );
-        }
-        for id in orphans {
-            self.fail(
-                &id,
-                "MISCONFIGURATION:JOB_QUEUE_DELETED - the job queue of this job was deleted".into(),
-                now,
-            );
         }
         let mut share_usage = HashMap::new();
         for ((q, share), (v, at)) in self.share_history.iter_mut() {
@@ -1181,26 +1225,74 @@ impl Engine {
         let mut heads: HashMap<String, String> = HashMap::new();
         for (ji, reason) in &plan.blocked {
             let text = reason.reason(&snapshot, *ji);
-            if let Some(job) = self.jobs.get(&ids[*ji]) {
+            if let Some(job) = self.jobs.get(ids[*ji]) {
                 heads
                     .entry(job.d.job_queue.clone())
                     .or_insert_with(|| text.clone());
             }
-            if let Some(job) = self.jobs.get_mut(&ids[*ji])
+            if let Some(job) = self.jobs.get_mut(ids[*ji])
                 && job.d.status_reason.as_deref() != Some(text.as_str())
             {
                 job.d.status_reason = Some(text);
-                self.dirty.insert(ids[*ji].clone());
+                self.dirty.insert(ids[*ji].to_string());
             }
         }
+        let placed: Vec<(String, String, String)> = plan
+            .placements
+            .iter()
+            .map(|&(ji, ei)| {
+                (
+                    ids[ji].to_string(),
+                    snapshot.envs[ei].name.clone(),
+                    snapshot.queues[snapshot.jobs[ji].queue].name.clone(),
+                )
+            })
+            .collect();
+        drop(ids);
         if let Ok(mut h) = self.heads.write() {
             *h = heads;
         }
-        for (ji, ei) in plan.placements {
-            let id = &ids[ji];
-            let env = &snapshot.envs[ei];
-            let queue = &snapshot.queues[snapshot.jobs[ji].queue];
-            self.start_attempt(id, &env.name, &queue.name);
+        for (id, env, queue) in placed {
+            self.start_attempt(&id, &env, &queue);
+        }
+        for id in orphans {
+            self.fail(
+                &id,
+                "MISCONFIGURATION:JOB_QUEUE_DELETED - the job queue of this job was deleted".into(),
+                now,
+            );
+        }
+        // jobStateTimeLimitActions: jobs RUNNABLE too long for a reason their queue names.
+        let mut expired = Vec::new();
+        for (queue, members) in &self.runnable.by_queue {
+            let Some(actions) = cat
+                .queues
+                .values()
+                .find(|q| &q.job_queue_arn == queue)
+                .and_then(|q| q.job_state_time_limit_actions.as_deref())
+            else {
+                continue;
+            };
+            for id in members.keys() {
+                let Some(job) = self.jobs.get(id) else {
+                    continue;
+                };
+                let since = job.d.internal.runnable_since.unwrap_or(job.d.created_at);
+                if let Some(a) = limits::due(actions, job.d.status_reason.as_deref(), since, now) {
+                    expired.push((id.clone(), a.reason.clone(), a.max_time_seconds));
+                }
+            }
+        }
+        for (id, reason, secs) in expired {
+            tracing::info!(job_id = %id, %reason, secs, "job state time limit reached");
+            if let Some(j) = self.jobs.get_mut(&id) {
+                j.d.is_cancelled = Some(true);
+            }
+            self.fail(
+                &id,
+                format!("{reason}: RUNNABLE for more than {secs} s (jobStateTimeLimitActions)"),
+                now,
+            );
         }
     }
 

@@ -1,0 +1,89 @@
+//! `flotilla bench` at a small size, so that the benchmark cannot rot. No timing is asserted:
+//! only that every scenario ran and reported numbers.
+
+use std::process::Command;
+
+#[test]
+fn bench_runs_every_scenario_at_a_small_size() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let plot = dir.path().join("e2e.png");
+    let out = Command::new(env!("CARGO_BIN_EXE_flotilla"))
+        .args([
+            "bench",
+            "--jobs",
+            "2000",
+            "--array-size",
+            "2000",
+            "--kept",
+            "20000",
+            "--clients",
+            "16",
+            "--output",
+            "json",
+            "--data-dir",
+        ])
+        .arg(dir.path().join("data"))
+        .arg("--plot")
+        .arg(&plot)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run flotilla bench");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "flotilla bench failed: {}\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        out.status
+    );
+    let report: serde_json::Value = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("bench output is not JSON ({e}):\n{stdout}"));
+
+    let scenarios = report["scenarios"].as_array().expect("scenarios");
+    let figures = report["figures"].as_array().expect("figures");
+    for name in [
+        "submit",
+        "array",
+        "schedule",
+        "e2e",
+        "footprint",
+        "provision",
+    ] {
+        let s = scenarios
+            .iter()
+            .find(|s| s["name"] == name)
+            .unwrap_or_else(|| panic!("scenario {name} missing from {stdout}"));
+        let mine: Vec<&serde_json::Value> =
+            figures.iter().filter(|f| f["scenario"] == name).collect();
+        assert!(!mine.is_empty(), "scenario {name} has no figures");
+        if name == "provision" {
+            assert_eq!(s["status"], "not built", "{s}");
+            assert!(mine.iter().all(|f| f["value"].is_null()));
+            continue;
+        }
+        assert_eq!(s["status"], "ok", "{s}");
+        for f in &mine {
+            let v = f["value"]
+                .as_f64()
+                .unwrap_or_else(|| panic!("{name}: figure without a number: {f}"));
+            assert!(v.is_finite() && v >= 0.0, "{name}: {f}");
+            assert!(
+                ["yes", "no", "n.a."].contains(&f["met"].as_str().unwrap_or("")),
+                "{f}"
+            );
+        }
+    }
+    // Every acknowledged SubmitJob was in the store after SIGKILL.
+    let durable = figures
+        .iter()
+        .find(|f| {
+            f["scenario"] == "submit"
+                && f["metric"]
+                    .as_str()
+                    .is_some_and(|m| m.contains("after SIGKILL"))
+        })
+        .expect("durability figure");
+    assert_eq!(durable["value"].as_f64(), Some(2000.0), "{durable}");
+
+    let png = std::fs::read(&plot).expect("plot written");
+    assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "not a PNG");
+}
