@@ -4,7 +4,7 @@
 //!
 //! - [`server`]: the server under test, a child process (its RSS and CPU are read from `/proc`).
 //! - [`client`]: the load generator's signed HTTP/1.1 client.
-//! - [`scenarios`]: submit, array, schedule, e2e, footprint (and provision, not built yet).
+//! - [`scenarios`]: submit, array, schedule, e2e, footprint, provision.
 //! - [`report`]: figures, the table and the JSON.
 //! - [`plot`]: the completed-jobs-per-second PNG of the e2e run.
 
@@ -35,7 +35,7 @@ pub enum Scenario {
     E2e,
     /// Server RSS and database size with N jobs queued and with many jobs kept.
     Footprint,
-    /// A provisioner plan (not built yet; reported as such).
+    /// A provisioner plan over the built-in instance catalog: plan time and cost against a bound.
     Provision,
 }
 
@@ -209,7 +209,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 f
             }),
             Scenario::Footprint => scenarios::footprint(&args, &work).await,
-            Scenario::Provision => Ok(scenarios::provision()),
+            Scenario::Provision => Ok(scenarios::provision(args.jobs as usize)),
         };
         let seconds = started.elapsed().as_secs_f64();
         match result {
