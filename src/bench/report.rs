@@ -40,7 +40,7 @@ pub struct Target {
 pub struct Figure {
     pub scenario: &'static str,
     pub metric: String,
-    /// `None` when not measured (a scenario not built, or failed).
+    /// `None` when not measured (the scenario failed).
     pub value: Option<f64>,
     pub unit: &'static str,
     pub target: Option<&'static str>,
@@ -93,7 +93,7 @@ impl Figure {
 #[derive(Debug, Clone, Serialize)]
 pub struct ScenarioOutcome {
     pub name: &'static str,
-    /// `ok`, `not built`, or `failed`.
+    /// `ok` or `failed`.
     pub status: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
