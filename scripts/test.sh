@@ -139,11 +139,12 @@ step() {
 
 step fmt     cargo fmt --all -- --check
 step clippy  cargo clippy --all-targets --locked -- -D warnings
-step nextest "${ns[@]}" cargo nextest run --all-targets --locked --no-fail-fast "$@"
+step doctest cargo test --doc --locked
 # The tests start and stop their own emulator on free 127.0.0.1 ports (localstack/tests/conftest.py).
 say "emulator tests: pytest localstack/tests"
 step emulator "${ns[@]}" python3 -m pytest -q localstack/tests
-step doctest cargo test --doc --locked
+# Last, so that its summary closes the run's output.
+step nextest "${ns[@]}" cargo nextest run --all-targets --locked --no-fail-fast "$@"
 
 if (( ${#failed[@]} )); then
   say "FAILED: ${failed[*]}"
