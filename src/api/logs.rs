@@ -325,26 +325,11 @@ fn group_of(name: Option<String>, identifier: Option<String>) -> Result<String, 
 }
 
 fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, LogsApiError> {
-    let body: &[u8] = if body.iter().all(|b| b.is_ascii_whitespace()) {
-        b"{}"
-    } else {
-        body
-    };
-    let de = &mut serde_json::Deserializer::from_slice(body);
-    serde_path_to_error::deserialize(de).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        if inner.is_syntax() || inner.is_eof() {
-            LogsApiError::new(
-                StatusCode::BAD_REQUEST,
-                "SerializationException",
-                format!("request body is not valid JSON: {inner}"),
-            )
-        } else if path == "." {
-            LogsApiError::invalid(format!("request body: {inner}"))
-        } else {
-            LogsApiError::invalid(format!("{path}: {inner}"))
+    super::parse_body(body).map_err(|e| match e {
+        super::BodyError::Syntax(m) => {
+            LogsApiError::new(StatusCode::BAD_REQUEST, "SerializationException", m)
         }
+        super::BodyError::Shape(m) => LogsApiError::invalid(m),
     })
 }
 

@@ -255,8 +255,16 @@ fn finish(op: &str, request_id: &str, result: Result<Value, ApiError>) -> Respon
     resp
 }
 
-/// Parses a request body, naming the offending field on failure.
-fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+/// Why a request body could not be parsed.
+pub(crate) enum BodyError {
+    /// Not JSON at all.
+    Syntax(String),
+    /// JSON of the wrong shape; the message names the field (`arrayProperties.size: …`).
+    Shape(String),
+}
+
+/// Parses a JSON request body (empty means `{}`), naming the offending field on failure.
+pub(crate) fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, BodyError> {
     let body: &[u8] = if body.iter().all(|b| b.is_ascii_whitespace()) {
         b"{}"
     } else {
@@ -267,12 +275,18 @@ fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
         let path = e.path().to_string();
         let inner = e.into_inner();
         if inner.is_syntax() || inner.is_eof() {
-            ApiError::client(format!("request body is not valid JSON: {inner}"))
+            BodyError::Syntax(format!("request body is not valid JSON: {inner}"))
         } else if path == "." {
-            ApiError::client(format!("request body: {inner}"))
+            BodyError::Shape(format!("request body: {inner}"))
         } else {
-            ApiError::client(format!("{path}: {inner}"))
+            BodyError::Shape(format!("{path}: {inner}"))
         }
+    })
+}
+
+fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    parse_body(body).map_err(|e| match e {
+        BodyError::Syntax(m) | BodyError::Shape(m) => ApiError::client(m),
     })
 }
 

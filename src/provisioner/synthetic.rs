@@ -2,23 +2,7 @@
 //! database or a random-number crate.
 
 use super::Resources;
-
-/// Knuth's MMIX LCG; the high bits are the good ones.
-struct Lcg(u64);
-
-impl Lcg {
-    fn next(&mut self) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        self.0 >> 33
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
+use crate::scheduler::synthetic::Lcg;
 
 /// `jobs` RUNNABLE jobs' needs, the same for the same arguments. The mix: 95% small jobs
 /// (1–4 vCPU, 1, 2, 4 or 8 GiB, independently), 4% large ones (16 vCPU, 64 GiB) and 1% GPU jobs

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 mod pass;
 mod reason;
-mod synthetic;
+pub(crate) mod synthetic;
 #[cfg(test)]
 mod tests;
 

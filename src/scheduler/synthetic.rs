@@ -5,11 +5,11 @@ use std::collections::HashMap;
 
 use super::{EnvView, FairShareView, JobView, QueueView, Resources, ShareWeight, Snapshot};
 
-/// Knuth's MMIX LCG; the high bits are the good ones.
-struct Lcg(u64);
+/// Knuth's MMIX LCG; the high bits are the good ones. Shared with the provisioner's generator.
+pub(crate) struct Lcg(pub(crate) u64);
 
 impl Lcg {
-    fn next(&mut self) -> u64 {
+    pub(crate) fn next(&mut self) -> u64 {
         self.0 = self
             .0
             .wrapping_mul(6_364_136_223_846_793_005)
@@ -17,7 +17,7 @@ impl Lcg {
         self.0 >> 33
     }
 
-    fn below(&mut self, n: u64) -> u64 {
+    pub(crate) fn below(&mut self, n: u64) -> u64 {
         self.next() % n.max(1)
     }
 }
