@@ -5,7 +5,6 @@ mod common;
 
 use aws_sdk_batch::types::*;
 use common::*;
-use std::time::{Duration, Instant};
 
 const IMAGE: &str = "flotilla-test/busybox:latest";
 
@@ -53,38 +52,6 @@ async fn register(c: &aws_sdk_batch::Client, name: &str, image: &str, script: &s
         .expect("register");
 }
 
-async fn describe(c: &aws_sdk_batch::Client, id: &str) -> JobDetail {
-    c.describe_jobs()
-        .jobs(id)
-        .send()
-        .await
-        .expect("describe")
-        .jobs
-        .unwrap_or_default()
-        .remove(0)
-}
-
-async fn wait_for(c: &aws_sdk_batch::Client, id: &str, want: &[JobStatus], secs: u64) -> JobDetail {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        let j = describe(c, id).await;
-        if j.status.as_ref().is_some_and(|s| want.contains(s)) {
-            return j;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "job {id} is still {:?}: {:?}",
-            j.status,
-            j.status_reason
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-async fn wait_final(c: &aws_sdk_batch::Client, id: &str) -> JobDetail {
-    wait_for(c, id, &[JobStatus::Succeeded, JobStatus::Failed], 120).await
-}
-
 fn stream(j: &JobDetail, attempt: usize) -> String {
     j.attempts.as_ref().expect("attempts")[attempt]
         .container
@@ -108,7 +75,7 @@ async fn containers_run_with_environment_retries_and_logs() {
         .expect("submit")
         .job_id
         .expect("id");
-    let j = wait_final(&c, &id).await;
+    let j = wait_final(&c, &id, 120).await;
     assert_eq!(j.status, Some(JobStatus::Failed));
     let attempts = j.attempts.clone().unwrap_or_default();
     assert_eq!(
@@ -156,7 +123,7 @@ async fn containers_run_with_environment_retries_and_logs() {
         .expect("arr")
         .job_id
         .expect("id");
-    let p = wait_final(&c, &arr).await;
+    let p = wait_final(&c, &arr, 120).await;
     assert_eq!(
         p.status,
         Some(JobStatus::Succeeded),
@@ -164,7 +131,7 @@ async fn containers_run_with_environment_retries_and_logs() {
         p.status_reason
     );
     for i in 0..3 {
-        let child = wait_final(&c, &format!("{arr}:{i}")).await;
+        let child = wait_final(&c, &format!("{arr}:{i}"), 120).await;
         assert_eq!(
             read_log(&logs, &stream(&child, 0)).await,
             vec![format!("child {i}")]
@@ -187,7 +154,7 @@ async fn a_missing_image_fails_with_a_readable_reason() {
         .expect("submit")
         .job_id
         .expect("id");
-    let j = wait_final(&c, &id).await;
+    let j = wait_final(&c, &id, 120).await;
     assert_eq!(j.status, Some(JobStatus::Failed));
     let reason = j.attempts.unwrap_or_default()[0]
         .container
@@ -219,7 +186,7 @@ async fn terminate_stops_a_running_container() {
         .send()
         .await
         .expect("terminate");
-    let j = wait_final(&c, &id).await;
+    let j = wait_final(&c, &id, 120).await;
     assert_eq!(j.status, Some(JobStatus::Failed));
     assert_eq!(j.status_reason.as_deref(), Some("stop it"));
     let attempts = j.attempts.unwrap_or_default();
@@ -247,7 +214,7 @@ async fn a_running_container_is_adopted_after_a_server_sigkill() {
     s.kill();
     s.restart();
     let c = s.client();
-    let j = wait_final(&c, &id).await;
+    let j = wait_final(&c, &id, 120).await;
     // Adopted, not restarted: one attempt, and its log has both lines.
     assert_eq!(
         j.status,

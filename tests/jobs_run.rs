@@ -73,46 +73,6 @@ pub async fn submit(client: &aws_sdk_batch::Client, queue: &str, def: &str) -> S
         .expect("jobId")
 }
 
-pub async fn describe(client: &aws_sdk_batch::Client, id: &str) -> JobDetail {
-    client
-        .describe_jobs()
-        .jobs(id)
-        .send()
-        .await
-        .expect("describe")
-        .jobs
-        .unwrap_or_default()
-        .into_iter()
-        .next()
-        .unwrap_or_else(|| panic!("job {id} not found"))
-}
-
-pub async fn wait_for(
-    client: &aws_sdk_batch::Client,
-    id: &str,
-    want: &[JobStatus],
-    secs: u64,
-) -> JobDetail {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        let j = describe(client, id).await;
-        if j.status.as_ref().is_some_and(|s| want.contains(s)) {
-            return j;
-        }
-        if Instant::now() > deadline {
-            panic!(
-                "job {id} did not reach {want:?} within {secs} s; it is {:?}: {:?}",
-                j.status, j.status_reason
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-pub async fn wait_final(client: &aws_sdk_batch::Client, id: &str, secs: u64) -> JobDetail {
-    wait_for(client, id, &[JobStatus::Succeeded, JobStatus::Failed], secs).await
-}
-
 fn dep(id: &str) -> JobDependency {
     JobDependency::builder().job_id(id).build()
 }
@@ -173,8 +133,8 @@ async fn a_dag_runs_in_dependency_order() {
         .expect("id");
 
     let jd = wait_final(&c, &d, 60).await;
-    let ja = describe(&c, &a).await;
-    let jb = describe(&c, &b).await;
+    let ja = describe_job(&c, &a).await;
+    let jb = describe_job(&c, &b).await;
     assert_eq!(jd.status, Some(JobStatus::Succeeded));
     assert_eq!(jb.status, Some(JobStatus::Succeeded));
     // A dependent starts only after its dependencies stopped.
@@ -185,7 +145,7 @@ async fn a_dag_runs_in_dependency_order() {
     assert_eq!(jf.status, Some(JobStatus::Failed));
     assert_eq!(jf.container.as_ref().and_then(|c| c.exit_code), Some(7));
     let jh = wait_final(&c, &h, 60).await;
-    let jg = describe(&c, &g).await;
+    let jg = describe_job(&c, &g).await;
     assert_eq!(jg.status, Some(JobStatus::Failed));
     assert!(
         jg.status_reason.as_deref().unwrap_or("").contains(&f),
@@ -290,8 +250,8 @@ async fn n_to_n_and_sequential_arrays() {
             .expect("nanoseconds")
     };
     for i in 0..4 {
-        let a = describe(&c, &format!("{first}:{i}")).await;
-        let b = describe(&c, &format!("{second}:{i}")).await;
+        let a = describe_job(&c, &format!("{first}:{i}")).await;
+        let b = describe_job(&c, &format!("{second}:{i}")).await;
         assert!(
             b.started_at.unwrap_or(0) >= a.stopped_at.unwrap_or(i64::MAX),
             "child {i}"
@@ -500,11 +460,11 @@ async fn cancel_and_terminate_in_every_state() {
         .job_id
         .expect("id");
     assert_eq!(
-        describe(&c, &runnable).await.status,
+        describe_job(&c, &runnable).await.status,
         Some(JobStatus::Runnable)
     );
     assert_eq!(
-        describe(&c, &pending).await.status,
+        describe_job(&c, &pending).await.status,
         Some(JobStatus::Pending)
     );
 
@@ -515,7 +475,7 @@ async fn cancel_and_terminate_in_every_state() {
         .send()
         .await
         .expect("cancel pending");
-    let p = describe(&c, &pending).await;
+    let p = describe_job(&c, &pending).await;
     assert_eq!(p.status, Some(JobStatus::Failed));
     assert_eq!(p.status_reason.as_deref(), Some("not needed"));
     assert_eq!(p.is_cancelled, Some(true));
@@ -526,7 +486,7 @@ async fn cancel_and_terminate_in_every_state() {
         .await
         .expect("cancel runnable");
     assert_eq!(
-        describe(&c, &runnable).await.status,
+        describe_job(&c, &runnable).await.status,
         Some(JobStatus::Failed)
     );
 
@@ -538,7 +498,10 @@ async fn cancel_and_terminate_in_every_state() {
         .await
         .expect("cancel running");
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(describe(&c, &hog).await.status, Some(JobStatus::Running));
+    assert_eq!(
+        describe_job(&c, &hog).await.status,
+        Some(JobStatus::Running)
+    );
     c.terminate_job()
         .job_id(&hog)
         .reason("operator stop")
@@ -560,7 +523,7 @@ async fn cancel_and_terminate_in_every_state() {
         .send()
         .await
         .expect("terminate runnable");
-    let j3 = describe(&c, &r3).await;
+    let j3 = describe_job(&c, &r3).await;
     assert_eq!(
         (j3.status, j3.is_terminated),
         (Some(JobStatus::Failed), Some(true))
@@ -579,7 +542,7 @@ async fn cancel_and_terminate_in_every_state() {
         .await
         .expect("cancel finished job");
     assert_eq!(
-        describe(&c, &r2).await.status_reason.as_deref(),
+        describe_job(&c, &r2).await.status_reason.as_deref(),
         Some("done")
     );
 }
@@ -802,7 +765,7 @@ async fn a_job_that_can_never_fit_says_why() {
     let id = submit(&c, "default", "huge").await;
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let j = describe(&c, &id).await;
+        let j = describe_job(&c, &id).await;
         assert_eq!(j.status, Some(JobStatus::Runnable));
         if let Some(r) = j
             .status_reason
@@ -1074,7 +1037,7 @@ async fn every_waiting_job_says_why() {
             assert!(r.contains("COMPUTE_ENVIRONMENT_NOT_USABLE"), "{r}");
         }
     }
-    let last = describe(&c, ids.last().expect("ids"))
+    let last = describe_job(&c, ids.last().expect("ids"))
         .await
         .status_reason
         .unwrap_or_default();

@@ -710,3 +710,37 @@ pub fn cli(server: &Server, args: &[&str]) -> (bool, String, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// Polls DescribeJobs until the job reaches one of `want`; panics with its status and reason
+/// after `secs`.
+pub async fn wait_for(
+    client: &aws_sdk_batch::Client,
+    id: &str,
+    want: &[aws_sdk_batch::types::JobStatus],
+    secs: u64,
+) -> aws_sdk_batch::types::JobDetail {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let j = describe_job(client, id).await;
+        if j.status.as_ref().is_some_and(|s| want.contains(s)) {
+            return j;
+        }
+        if Instant::now() > deadline {
+            panic!(
+                "job {id} did not reach {want:?} within {secs} s; it is {:?}: {:?}",
+                j.status, j.status_reason
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits until the job is SUCCEEDED or FAILED.
+pub async fn wait_final(
+    client: &aws_sdk_batch::Client,
+    id: &str,
+    secs: u64,
+) -> aws_sdk_batch::types::JobDetail {
+    use aws_sdk_batch::types::JobStatus;
+    wait_for(client, id, &[JobStatus::Succeeded, JobStatus::Failed], secs).await
+}
