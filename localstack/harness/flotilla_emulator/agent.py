@@ -53,8 +53,8 @@ def sync() -> dict:
             if instance.id in registered or instance.id in _seen or instance.state != "running":
                 continue
             cluster = ecs_config(instance.user_data).get("ECS_CLUSTER")
-            # Like the real agent, keep retrying until the cluster exists.
-            if cluster and cluster in ecs.clusters:
+            # Like the real agent, keep retrying until the cluster exists (and is not deleted).
+            if cluster and cluster in ecs.clusters and ecs.clusters[cluster].status == "ACTIVE":
                 ci = ecs.register_container_instance(cluster, instance.id)
                 _seen.add(instance.id)
                 done["registered"].append({"instanceId": instance.id,

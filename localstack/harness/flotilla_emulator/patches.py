@@ -15,12 +15,46 @@ version they were written and tested against (MOTO_TESTED); `apply()` warns on a
       again on every repeated call. We stop once (exit code 143, as after SIGTERM, stopCode
       UserInitiated), answer InvalidParameterException for an unknown task, and return an
       already stopped task unchanged.
-  P4  StartTask: moto places a task whatever its size (remaining CPU/memory go negative) and
-      answers an HTML 500 for an unknown container instance. We answer ECS-style `failures`
-      instead: RESOURCE:CPU, RESOURCE:MEMORY, or MISSING for an unknown or INACTIVE
-      container instance.
+  P4  StartTask: moto places a task whatever its size (remaining CPU/memory go negative),
+      reserves the task definition's CPU/memory even when overrides change them, and answers an
+      HTML 500 for an unknown container instance. We reserve what ECS would (container
+      overrides' cpu/memory/memoryReservation, task-level cpu/memory when set) and answer
+      ECS-style `failures` instead: RESOURCE:CPU, RESOURCE:MEMORY, or MISSING for an unknown
+      or INACTIVE container instance.
   P5  ListContainerInstances without a status filter: moto lists INACTIVE instances too;
       ECS lists every status but INACTIVE.
+
+  P6  CreateFleet ClientToken: moto launches again on every call. We answer a repeated token
+      with the first call's response (no new instances), and a token reused with other
+      parameters with IdempotentParameterMismatch, as EC2 does.
+  P7  CreateFleet capacity: moto launches everything from the first (cheapest) override and
+      never answers `Errors`. With capacity rules from the control API (`/_flotilla/capacity`),
+      an override whose pool has no capacity left is skipped for the next one, and each short
+      pool is reported in `Errors` (InsufficientInstanceCapacity), as an instant fleet does.
+  P8  TerminateInstances on an already terminated instance: moto terminates it again,
+      overwriting its state reason (a Spot interruption's Server.SpotInstanceTermination) and
+      releasing fleet capacity twice. We leave it alone and answer terminated -> terminated.
+  P9  DeleteLaunchTemplate of an unknown name: moto answers MissingParameter; EC2 answers
+      InvalidLaunchTemplateName.NotFoundException.
+  P10 DeleteCluster: moto deletes a cluster with ACTIVE or DRAINING container instances; ECS
+      refuses with ClusterContainsContainerInstancesException. CreateCluster of an ACTIVE
+      cluster returns it unchanged (moto replaced it, resetting its counts); the agent does not
+      register instances with a deleted (INACTIVE) cluster.
+  P11 DeregisterContainerInstance: moto forgets the instance (DescribeContainerInstances then
+      says MISSING), answers it with its old status and an HTML 500 for an unknown one. We keep
+      it INACTIVE (agentConnected false), as ECS does; an unknown one is an
+      InvalidParameterException. Tasks on a force-deregistered instance are left as they are
+      (ECS calls them orphaned).
+  P12 DescribeTasks: moto matches task ids as substrings in every cluster and never reports
+      failures. We match exactly, in the cluster asked for, and answer `failures`
+      (reason MISSING) for the rest. Container-instance failures (DescribeContainerInstances,
+      UpdateContainerInstancesState) carry the ARN as asked for, not one without the cluster.
+  P13 ListTasks: moto lists every desired status when none is given and matches the cluster by
+      substring (cluster "a" also lists "ab"'s tasks). ECS defaults to desiredStatus RUNNING,
+      matches exactly, and rejects startedBy together with family, serviceName or launchType.
+  P14 Response shapes: UpdateContainerInstancesState and DeregisterContainerInstance gave
+      `attributes: [{}, ...]`; a running container had exitCode 0, a running task
+      stoppedReason "", launchType "" and containers whose taskArn was the task definition's.
 
 Not patched: DescribeTasks advancing tasks (pinned through moto's state manager instead, see
 server.py), RunTask's silent short placement, and the other HTML 500s (see README).
@@ -29,15 +63,24 @@ server.py), RunTask's silent short placement, and the other HTML 500s (see READM
 from __future__ import annotations
 
 import base64
+import copy
 import re
 import sys
+import threading
 
 import moto
+from moto.core.responses import ActionResult
 from moto.core.utils import utcnow
+from moto.ec2.exceptions import EC2ClientError, InvalidLaunchTemplateNameNotFoundWithNameError
+from moto.ec2.models.fleets import Fleet
 from moto.ec2.models.instance_types import INSTANCE_TYPES
+from moto.ec2.models.instances import Instance
+from moto.ec2.models.launch_templates import LaunchTemplateBackend
+from moto.ec2.responses.fleets import Fleets
+from moto.ec2.responses.instances import InstanceResponse
 from moto.ecs import models as ecs_models
 from moto.ecs import responses as ecs_responses
-from moto.ecs.exceptions import InvalidParameterException
+from moto.ecs.exceptions import ECSException, EcsClientException, InvalidParameterException
 
 MOTO_TESTED = "5.2.5"
 
@@ -130,6 +173,117 @@ def find_task(backend, task_str: str, cluster_name: str | None = None):
     return None
 
 
+
+def task_requirements(task_def, overrides: dict | None) -> dict:
+    """The CPU units and MiB of memory ECS reserves on the container instance for a task: per
+    container the override's value, else the definition's (memoryReservation before memory,
+    since the soft limit is what gets reserved); a task-level cpu/memory (overrides first)
+    replaces the sum when it is a plain number."""
+    overrides = overrides or {}
+    needs = ecs_models.EC2ContainerServiceBackend._calculate_task_resource_requirements(task_def)
+    by_name = {o.get("name"): o for o in overrides.get("containerOverrides") or []}
+    cpu = memory = 0
+    for cdef in task_def.container_definitions:
+        o = by_name.get(cdef.get("name")) or {}
+        cpu += int(o.get("cpu") if o.get("cpu") is not None else cdef.get("cpu") or 0)
+        for value in (o.get("memoryReservation"), cdef.get("memoryReservation"), o.get("memory"), cdef.get("memory")):
+            if value:
+                memory += int(value)
+                break
+    task_cpu = overrides.get("cpu") or getattr(task_def, "cpu", None)
+    task_memory = overrides.get("memory") or getattr(task_def, "memory", None)
+    if task_cpu is not None and str(task_cpu).isdigit():
+        cpu = int(task_cpu)
+    if task_memory is not None and str(task_memory).isdigit():
+        memory = int(task_memory)
+    needs["CPU"], needs["MEMORY"] = cpu, memory
+    return needs
+
+
+# Capacity rules for CreateFleet (P7), set through the control API: (instance type, lifecycle or
+# "*") -> instances that may still launch. No rule: unlimited.
+_capacity: dict[tuple[str, str], int] = {}
+_capacity_lock = threading.Lock()
+LIFECYCLES = ("spot", "on-demand", "*")
+
+
+def set_capacity(spec: dict) -> dict:
+    instance_type, lifecycle = spec.get("instanceType"), spec.get("lifecycle") or "*"
+    available = spec.get("available")
+    if not isinstance(instance_type, str) or not instance_type:
+        raise ValueError("'instanceType' is required")
+    if lifecycle not in LIFECYCLES:
+        raise ValueError(f"'lifecycle' is one of {LIFECYCLES}")
+    with _capacity_lock:
+        if available is None:
+            _capacity.pop((instance_type, lifecycle), None)
+        elif isinstance(available, int) and not isinstance(available, bool) and available >= 0:
+            _capacity[(instance_type, lifecycle)] = available
+        else:
+            raise ValueError("'available' is a non-negative integer, or null to remove the rule")
+    return {"capacity": list_capacity()}
+
+
+def list_capacity() -> list[dict]:
+    with _capacity_lock:
+        return [{"instanceType": t, "lifecycle": lc, "available": n} for (t, lc), n in sorted(_capacity.items())]
+
+
+def clear_capacity() -> None:
+    with _capacity_lock:
+        _capacity.clear()
+
+
+def _take_capacity(instance_type: str, lifecycle: str, want: int) -> int:
+    with _capacity_lock:
+        for key in ((instance_type, lifecycle), (instance_type, "*")):
+            if key in _capacity:
+                granted = min(want, _capacity[key])
+                _capacity[key] -= granted
+                return granted
+    return want
+
+
+def _capacity_error(ec2_backend, spec, lifecycle: str) -> dict:
+    if lifecycle == "spot":
+        message = "There is no Spot capacity available that matches your request."
+    else:
+        zone = "us-east-1a"
+        try:
+            if spec.subnet_id:
+                zone = ec2_backend.get_subnet(spec.subnet_id).availability_zone
+        except Exception:
+            pass
+        message = (f"We currently do not have sufficient {spec.instance_type} capacity in the "
+                   f"Availability Zone you requested ({zone}). Our system will be working on "
+                   "provisioning additional capacity.")
+    error = {"Lifecycle": lifecycle, "ErrorCode": "InsufficientInstanceCapacity", "ErrorMessage": message}
+    if spec.launch_template_spec:
+        error["LaunchTemplateAndOverrides"] = {"LaunchTemplateSpecification": spec.launch_template_spec}
+        if spec.overrides:
+            error["LaunchTemplateAndOverrides"]["Overrides"] = spec.overrides
+    return error
+
+
+class IdempotentParameterMismatch(EC2ClientError):
+    def __init__(self) -> None:
+        super().__init__("IdempotentParameterMismatch",
+                         "Arguments on this idempotent request are inconsistent with arguments "
+                         "used in previous request(s).")
+
+
+def _container_instance(backend, cluster_name: str, ci_str: str):
+    return backend.container_instances.get(cluster_name, {}).get(ci_str.split("/")[-1])
+
+
+def _container_instance_arn(backend, cluster_name: str, ci_str: str) -> str:
+    """The ARN a failure names: the one asked for, or the long ARN of a bare id."""
+    if ci_str.startswith("arn:"):
+        return ci_str
+    return (f"arn:aws:ecs:{backend.region_name}:{backend.account_id}:container-instance/"
+            f"{cluster_name}/{ci_str}")
+
+
 def apply() -> None:
     global _applied
     if _applied:
@@ -164,8 +318,16 @@ def apply() -> None:
         now = utcnow()
         self.created_at = self.pull_started_at = self.pull_stopped_at = self.started_at = now
         self.stop_code = None
+        self.stopped_reason = None  # P14: ECS sends none until the task stops
+        if not self.launch_type and self.container_instance_arn:
+            self.launch_type = "EC2"  # P14: StartTask's tasks run on EC2
         for container in self.containers:
             container.last_status = "RUNNING"
+            container.exitCode = None  # P14: no exit code while it runs
+            # P14: the container's task is the task, not its definition.
+            container.task_arn = self.task_arn
+            container.container_arn = (self.task_arn.replace(":task/", ":container/", 1) + "/"
+                                       + container.container_arn.rsplit("/", 1)[-1])
 
     ecs_models.Task.__init__ = task_init
 
@@ -181,16 +343,22 @@ def apply() -> None:
 
     Backend.stop_task = stop_task
 
-    # P4: StartTask refuses what does not fit, with ECS's failure reasons.
+    # P4: StartTask reserves what ECS would and refuses what does not fit, with ECS's failure
+    # reasons.
     def start_task_response(self):
         cluster_str = self._get_param("cluster", "default")
         backend = self.ecs_backend
         cluster = backend._get_cluster(cluster_str)
         task_def = backend.describe_task_definition(self._get_param("taskDefinition"))
-        needs = backend._calculate_task_resource_requirements(task_def)
+        overrides = self._get_param("overrides") or {}
+        needs = task_requirements(task_def, overrides)
+        ci_strs = self._get_param("containerInstances") or []
+        if not ci_strs:
+            raise EcsClientException("Container Instances cannot be empty.")
+        group = self._get_param("group") or f"family:{task_def.family}"
         tasks, failures = [], []
-        for ci_str in self._get_param("containerInstances") or []:
-            ci = backend.container_instances.get(cluster.name, {}).get(ci_str.split("/")[-1])
+        for ci_str in ci_strs:
+            ci = _container_instance(backend, cluster.name, ci_str)
             reason = None
             if ci is None or ci.status == "INACTIVE":
                 reason = "MISSING"
@@ -198,14 +366,20 @@ def apply() -> None:
                 remaining = {r["name"]: r.get("integerValue", 0) for r in ci.remaining_resources}
                 if needs["CPU"] > remaining.get("CPU", 0):
                     reason = "RESOURCE:CPU"
-                elif (needs["MEMORY"] or 0) > remaining.get("MEMORY", 0):
+                elif needs["MEMORY"] > remaining.get("MEMORY", 0):
                     reason = "RESOURCE:MEMORY"
             if reason:
-                failures.append({"arn": ci.container_instance_arn if ci else ci_str, "reason": reason})
+                failures.append({"arn": ci.container_instance_arn if ci else
+                                 _container_instance_arn(backend, cluster.name, ci_str), "reason": reason})
                 continue
-            tasks += backend.start_task(
-                cluster_str, task_def.arn, [ci_str], self._get_param("overrides"),
-                self._get_param("startedBy"), self._get_param("tags"), self._get_param("group"))
+            task = ecs_models.Task(cluster, task_def, ci.container_instance_arn, copy.deepcopy(needs),
+                                   backend=backend, group=group, launch_type="EC2", overrides=overrides,
+                                   started_by=self._get_param("startedBy") or "",
+                                   tags=self._get_param("tags"))
+            backend.update_container_instance_resources(ci, task.resource_requirements)
+            backend.update_cluster_resources(cluster, 1)  # finish_task takes it off again
+            backend.tasks.setdefault(cluster.name, {})[task.task_arn] = task
+            tasks.append(task)
         return ecs_responses.ActionResult({"tasks": tasks, "failures": failures})
 
     ecs_responses.EC2ContainerServiceResponse.start_task = start_task_response
@@ -222,3 +396,204 @@ def apply() -> None:
         return [arn for arn in arns if arn not in inactive]
 
     Backend.list_container_instances = list_container_instances
+
+    # P6 + P7: CreateFleet is idempotent on ClientToken and answers Errors for short pools.
+    orig_create_fleet = Fleets.create_fleet
+
+    def create_fleet(self):
+        token = self._get_param("ClientToken")
+        params = sorted((k, repr(v)) for k, v in self.querystring.items()
+                        if k not in ("Action", "Version", "ClientToken"))
+        tokens = self.ec2_backend.__dict__.setdefault("_flotilla_fleet_tokens", {})
+        if token and token in tokens:
+            first_params, first_result = tokens[token]
+            if first_params != params:
+                raise IdempotentParameterMismatch()
+            return ActionResult(copy.deepcopy(first_result))
+        response = orig_create_fleet(self)
+        result = response.result
+        fleet = self.ec2_backend.get_fleet(result["FleetId"])
+        errors = getattr(fleet, "_flotilla_errors", None)
+        if errors and fleet.fleet_type == "instant":
+            result["Errors"] = errors
+        if token:
+            tokens[token] = (params, copy.deepcopy(result))
+        return ActionResult(result)
+
+    Fleets.create_fleet = create_fleet
+
+    def _launch(fleet, orig, lifecycle: str, weight_to_add: float):
+        specs = fleet.launch_specs
+        if (not specs or (fleet.spot_options or {}).get("AllocationStrategy") == "diversified"
+                or any(float(s.weighted_capacity or 1) != 1 for s in specs)):
+            return orig(fleet, weight_to_add)  # moto's own allocation
+        errors = fleet.__dict__.setdefault("_flotilla_errors", [])
+        remaining = int(weight_to_add)
+        # moto's order: cheapest SpotPrice first, else as listed.
+        for spec in sorted(specs, key=lambda s: float(s.spot_price or "+inf")):
+            if remaining <= 0:
+                break
+            granted = _take_capacity(spec.instance_type, lifecycle, remaining)
+            if granted:
+                fleet.get_launch_spec_counts = lambda _w, spec=spec, n=granted: ({spec: n}, float(n))
+                try:
+                    orig(fleet, granted)
+                finally:
+                    del fleet.get_launch_spec_counts
+            if granted < remaining:
+                errors.append(_capacity_error(fleet.ec2_backend, spec, lifecycle))
+            remaining -= granted
+        return fleet.spot_requests if lifecycle == "spot" else None
+
+    orig_spot_requests, orig_on_demand = Fleet.create_spot_requests, Fleet.create_on_demand_requests
+    Fleet.create_spot_requests = lambda self, w: _launch(self, orig_spot_requests, "spot", w)
+    Fleet.create_on_demand_requests = lambda self, w: _launch(self, orig_on_demand, "on-demand", w)
+
+    # P8: terminating a terminated instance changes nothing.
+    orig_instance_terminate = Instance.terminate
+
+    def instance_terminate(self):
+        if self._state.name == "terminated":
+            return copy.copy(self._state)
+        return orig_instance_terminate(self)
+
+    Instance.terminate = instance_terminate
+    orig_terminate_response = InstanceResponse.terminate_instances
+
+    def terminate_instances_response(self):
+        response = orig_terminate_response(self)
+        for item in response.result["TerminatingInstances"]:
+            if getattr(item["PreviousState"], "name", None) == "terminated":
+                item["CurrentState"] = {"Code": 48, "Name": "terminated"}
+        return response
+
+    InstanceResponse.terminate_instances = terminate_instances_response
+
+    # P9: deleting an unknown launch template is NotFound.
+    orig_delete_lt = LaunchTemplateBackend.delete_launch_template
+
+    def delete_launch_template(self, name, tid):
+        if name and name not in self.launch_template_name_to_ids:
+            raise InvalidLaunchTemplateNameNotFoundWithNameError(name)
+        return orig_delete_lt(self, name, tid)
+
+    LaunchTemplateBackend.delete_launch_template = delete_launch_template
+
+    # P10: a cluster with container instances is not deleted; creating an existing cluster
+    # returns it.
+    orig_delete_cluster = Backend.delete_cluster
+
+    def delete_cluster(self, cluster_str):
+        cluster = self._get_cluster(cluster_str)
+        if any(ci.status in ("ACTIVE", "DRAINING") for ci in self.container_instances.get(cluster.name, {}).values()):
+            raise ECSException("ClusterContainsContainerInstancesException",
+                               "The Cluster cannot be deleted while Container Instances are active or draining.")
+        return orig_delete_cluster(self, cluster_str)
+
+    Backend.delete_cluster = delete_cluster
+    orig_create_cluster = Backend.create_cluster
+
+    def create_cluster(self, cluster_name, *args, **kwargs):
+        existing = self.clusters.get(cluster_name)
+        if existing is not None and existing.status == "ACTIVE":
+            return existing
+        return orig_create_cluster(self, cluster_name, *args, **kwargs)
+
+    Backend.create_cluster = create_cluster
+
+    # P11: a deregistered container instance stays, INACTIVE.
+    def deregister_container_instance(self, cluster_str, container_instance_str, force):
+        cluster = self._get_cluster(cluster_str)
+        ci = _container_instance(self, cluster.name, container_instance_str)
+        if ci is None:
+            raise InvalidParameterException("The referenced container instance was not found.")
+        if ci.status == "INACTIVE":
+            return ci
+        running = [t for t in self.tasks.get(cluster.name, {}).values()
+                   if t.container_instance_arn == ci.container_instance_arn and t.last_status != "STOPPED"]
+        if running and not force:
+            raise InvalidParameterException("Found running tasks on the instance.")
+        ci.status = "INACTIVE"
+        ci.agent_connected = False
+        cluster.registered_container_instances_count -= 1
+        return ci
+
+    Backend.deregister_container_instance = deregister_container_instance
+
+    # P12: DescribeTasks matches exactly and reports what it did not find.
+    def describe_tasks_response(self):
+        backend = self.ecs_backend
+        cluster = backend._get_cluster(self._get_param("cluster", "default"))
+        wanted = self._get_param("tasks", [])
+        if not wanted:
+            raise InvalidParameterException("Tasks cannot be empty.")
+        tasks, failures = [], []
+        for task_str in wanted:
+            task = find_task(backend, task_str, cluster.name)
+            if task is None:
+                arn = task_str if task_str.startswith("arn:") else (
+                    f"arn:aws:ecs:{backend.region_name}:{backend.account_id}:task/{cluster.name}/{task_str}")
+                failures.append({"arn": arn, "reason": "MISSING"})
+            elif task not in tasks:
+                task.advance()
+                tasks.append(task)
+        if "TAGS" in (self._get_param("include") or []):
+            self._include_in_response(ecs_responses.DESCRIBE_TASKS_TAGS)
+        else:
+            self._exclude_from_response(ecs_responses.DESCRIBE_TASKS_TAGS)
+        return ActionResult({"tasks": tasks, "failures": failures})
+
+    ecs_responses.EC2ContainerServiceResponse.describe_tasks = describe_tasks_response
+
+    def _fix_failures(method):
+        orig = getattr(Backend, method)
+
+        def wrapper(self, cluster_str, ci_strs, *args):
+            found, failures = orig(self, cluster_str, ci_strs, *args)
+            name = cluster_str.split("/")[-1]
+            by_id = {s.split("/")[-1]: s for s in ci_strs or []}
+            for failure in failures:
+                asked = by_id.get(failure.arn.split("/")[-1])
+                if asked is not None:
+                    failure.arn = _container_instance_arn(self, name, asked)
+            return found, failures
+
+        setattr(Backend, method, wrapper)
+
+    _fix_failures("describe_container_instances")
+    _fix_failures("update_container_instances_state")
+
+    # P13: ListTasks as ECS filters.
+    def list_tasks(self, cluster_str=None, container_instance=None, family=None, started_by=None,
+                   service_name=None, desiredStatus=None):
+        if started_by and (family or service_name):
+            raise InvalidParameterException("cannot specify startedBy with other arguments")
+        cluster = self._get_cluster(cluster_str or "default")
+        desired = desiredStatus or "RUNNING"
+        tasks = [t for t in self.tasks.get(cluster.name, {}).values() if t.desired_status == desired]
+        if container_instance:
+            ci_id = container_instance.split("/")[-1]
+            tasks = [t for t in tasks if (t.container_instance_arn or "").split("/")[-1] == ci_id]
+        if family:
+            arns = set(self.list_task_definitions(family))
+            tasks = [t for t in tasks if t.task_definition_arn in arns]
+        if started_by:
+            tasks = [t for t in tasks if t.started_by == started_by]
+        return tasks
+
+    Backend.list_tasks = list_tasks
+    orig_list_tasks_response = ecs_responses.EC2ContainerServiceResponse.list_tasks
+
+    def list_tasks_response(self):
+        if self._get_param("startedBy") and self._get_param("launchType"):
+            raise InvalidParameterException("cannot specify startedBy with other arguments")
+        return orig_list_tasks_response(self)
+
+    ecs_responses.EC2ContainerServiceResponse.list_tasks = list_tasks_response
+
+    # P14: container instance attributes in every response that carries them.
+    transformers = ecs_responses.EC2ContainerServiceResponse.RESPONSE_KEY_PATH_TO_TRANSFORMER
+    transformers["UpdateContainerInstancesStateResponse.containerInstances.ContainerInstance.attributes"] = \
+        ecs_responses.format_attributes
+    transformers["DeregisterContainerInstanceResponse.containerInstance.attributes"] = \
+        ecs_responses.format_attributes

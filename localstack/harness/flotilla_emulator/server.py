@@ -85,11 +85,12 @@ class Emulator:
             raise RuntimeError(f"moto refused the ecs::task transition: {status} {body[:200]!r}")
 
     def reset(self) -> None:
-        """Forget everything: moto's state, fault rules, the agent's memory."""
+        """Forget everything: moto's state, fault rules, capacity rules, the agent's memory."""
         with self.lock:
             self._moto_request("POST", "/moto-api/reset", {}, b"")
             self._pin_tasks()
             self.faults.clear()
+            patches.clear_capacity()
             agent.reset()
 
     def _moto_request(self, method, path, headers, body):
@@ -188,7 +189,8 @@ class _Handler(BaseHTTPRequestHandler):
                              "endpoint": emu.endpoint}
             if parts == "state" and method == "GET":
                 with emu.lock:
-                    return 200, {**agent.state(), "faults": emu.faults.list()}
+                    return 200, {**agent.state(), "faults": emu.faults.list(),
+                                 "capacity": patches.list_capacity()}
             if parts == "faults":
                 if method == "GET":
                     return 200, {"faults": emu.faults.list()}
@@ -197,6 +199,14 @@ class _Handler(BaseHTTPRequestHandler):
                     return 200, {"faults": []}
                 if method == "POST":
                     return 200, emu.faults.set(args)
+            if parts == "capacity":
+                if method == "GET":
+                    return 200, {"capacity": patches.list_capacity()}
+                if method == "DELETE":
+                    patches.clear_capacity()
+                    return 200, {"capacity": []}
+                if method == "POST":
+                    return 200, patches.set_capacity(args)
             if parts == "agent/sync" and method == "POST":
                 with emu.lock:
                     return 200, agent.sync()
