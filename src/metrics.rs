@@ -35,8 +35,23 @@ struct CapacityLabels {
     kind: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AwsLabels {
+    service: String,
+    operation: String,
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FleetLabels {
+    compute_environment: String,
+    lifecycle: String,
+}
+
 struct Metrics {
     registry: Registry,
+    aws_calls: Family<AwsLabels, Counter>,
+    fleet: Family<FleetLabels, Gauge>,
     capacity: Family<CapacityLabels, Gauge>,
     api_calls: Family<ApiLabels, Counter>,
     transitions: Family<TransitionLabels, Counter>,
@@ -71,8 +86,22 @@ fn metrics() -> &'static Metrics {
             "Capacity of each compute environment: kind total or used; resource milli_vcpus, memory_mib or gpus",
             capacity.clone(),
         );
+        let aws_calls = Family::<AwsLabels, Counter>::default();
+        registry.register(
+            "aws_calls",
+            "Calls Flotilla made to AWS, by service, operation and outcome (ok, throttled, error)",
+            aws_calls.clone(),
+        );
+        let fleet = Family::<FleetLabels, Gauge>::default();
+        registry.register(
+            "fleet_instances",
+            "EC2 instances of each managed compute environment, by lifecycle (spot, on-demand)",
+            fleet.clone(),
+        );
         Metrics {
             registry,
+            aws_calls,
+            fleet,
             capacity,
             api_calls,
             transitions,
@@ -89,6 +118,29 @@ pub fn api_call(operation: &str, code: u16) {
             code: code.to_string(),
         })
         .inc();
+}
+
+pub fn aws_call(service: &str, operation: &str, outcome: &str) {
+    metrics()
+        .aws_calls
+        .get_or_create(&AwsLabels {
+            service: service.to_string(),
+            operation: operation.to_string(),
+            outcome: outcome.to_string(),
+        })
+        .inc();
+}
+
+pub fn fleet_instances(env: &str, spot: i64, on_demand: i64) {
+    let m = metrics();
+    for (lifecycle, v) in [("spot", spot), ("on-demand", on_demand)] {
+        m.fleet
+            .get_or_create(&FleetLabels {
+                compute_environment: env.to_string(),
+                lifecycle: lifecycle.to_string(),
+            })
+            .set(v);
+    }
 }
 
 pub fn job_transition(from: &str, to: &str, n: u64) {

@@ -41,6 +41,46 @@ pub struct ServerArgs {
     /// Seconds between SIGTERM and SIGKILL when a job is terminated or times out (AWS: 30).
     #[arg(long, default_value_t = 30)]
     pub kill_grace_seconds: u64,
+    #[command(flatten)]
+    pub aws: AwsArgs,
+}
+
+/// The AWS compute driver (MANAGED EC2/SPOT and UNMANAGED compute environments).
+#[derive(Debug, Clone, clap::Args)]
+pub struct AwsArgs {
+    /// Drive EC2 and ECS in the AWS account of the standard credential chain (environment,
+    /// profile, instance role). Implied by --aws-endpoint-url.
+    #[arg(long, env = "FLOTILLA_AWS")]
+    pub aws: bool,
+    /// An AWS endpoint for EC2, ECS and CloudWatch Logs, e.g. the emulator's
+    /// `http://127.0.0.1:4566`.
+    #[arg(long, env = "FLOTILLA_AWS_ENDPOINT_URL")]
+    pub aws_endpoint_url: Option<String>,
+    /// Region of the EC2 and ECS calls (default: --region).
+    #[arg(long, env = "FLOTILLA_AWS_REGION")]
+    pub aws_region: Option<String>,
+    /// Milliseconds between fleet refreshes and DescribeTasks rounds.
+    #[arg(long, default_value_t = 1000, env = "FLOTILLA_AWS_POLL_MS")]
+    pub aws_poll_ms: u64,
+    /// Seconds an instance stays idle before it is drained and terminated.
+    #[arg(long, default_value_t = 300, env = "FLOTILLA_AWS_IDLE_SECONDS")]
+    pub aws_idle_seconds: u64,
+    /// Spot interruptions of one job retried without spending its attempts; then it moves to
+    /// the queue's non-Spot environments.
+    #[arg(long, default_value_t = 3)]
+    pub spot_max_interruptions: u32,
+    /// AMI of Flotilla's launch templates (an ECS-optimized AMI of the region), unless the
+    /// environment sets `computeResources.imageId`. Without either, managed environments are
+    /// INVALID.
+    #[arg(long, env = "FLOTILLA_AWS_AMI")]
+    pub aws_ami: Option<String>,
+    /// Seconds a pool (instance type, subnet) that ran out of capacity is left out of plans.
+    #[arg(long, default_value_t = 120)]
+    pub aws_capacity_backoff_seconds: u64,
+    /// Attempts per AWS call, the first included (throttling and 5xx are retried with jittered
+    /// exponential backoff).
+    #[arg(long, default_value_t = 5)]
+    pub aws_max_attempts: u32,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -122,22 +162,60 @@ pub async fn run(
     }
     let logs = Arc::new(crate::logs::LogStore::open(args.data_dir.join("logs"))?);
     let (events_tx, events_rx) = tokio::sync::mpsc::channel(10_000);
-    let runtime =
-        crate::compute::local::connect(args.local_runtime, &args.data_dir, logs.clone(), events_tx)
-            .await
-            .map_err(|e| ServerError::Config(format!("local runtime: {e}")))?;
+    let local = crate::compute::local::connect(
+        args.local_runtime,
+        &args.data_dir,
+        logs.clone(),
+        events_tx.clone(),
+    )
+    .await
+    .map_err(|e| ServerError::Config(format!("local runtime: {e}")))?;
     let (stop_engine, engine_shutdown) = tokio::sync::watch::channel(false);
+    let aws = if args.aws.aws || args.aws.aws_endpoint_url.is_some() {
+        let a = &args.aws;
+        let driver = crate::compute::aws::AwsDriver::connect(
+            batch.clone(),
+            crate::compute::aws::AwsOptions {
+                api: crate::compute::aws::ApiOptions {
+                    endpoint_url: a.aws_endpoint_url.clone(),
+                    region: a.aws_region.clone().unwrap_or_else(|| args.region.clone()),
+                    call_timeout: std::time::Duration::from_secs(30),
+                    max_attempts: a.aws_max_attempts,
+                },
+                poll_interval: std::time::Duration::from_millis(a.aws_poll_ms.max(50)),
+                idle_timeout: std::time::Duration::from_secs(a.aws_idle_seconds),
+                spot_max_interruptions: a.spot_max_interruptions,
+                image_id: a.aws_ami.clone(),
+                capacity_backoff: std::time::Duration::from_secs(a.aws_capacity_backoff_seconds),
+            },
+            events_tx,
+        )
+        .await;
+        tracing::info!(endpoint = ?a.aws_endpoint_url, "aws compute driver on");
+        Some(driver)
+    } else {
+        None
+    };
+    let runtime = Arc::new(crate::compute::Router {
+        local,
+        aws: aws.clone(),
+    });
     let (_engine, engine_task) = crate::engine::Engine::start(
         batch.clone(),
         runtime,
         events_rx,
         crate::engine::EngineConfig {
             kill_grace: std::time::Duration::from_secs(args.kill_grace_seconds),
+            fleet: aws.as_ref().map(|d| d.fleet()),
+            spot_max_interruptions: args.aws.spot_max_interruptions,
             ..Default::default()
         },
-        engine_shutdown,
+        engine_shutdown.clone(),
     )
     .await?;
+    if let Some(driver) = &aws {
+        driver.spawn(engine_shutdown);
+    }
     let state = Arc::new(AppState {
         batch,
         credentials,

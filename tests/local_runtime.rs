@@ -6,7 +6,7 @@ use bollard::Docker;
 use flotilla::compute::local::HOST_LOST_REASON;
 use flotilla::compute::local::docker::{DockerRuntime, container_name};
 use flotilla::compute::local::process::ProcessRuntime;
-use flotilla::compute::{AttemptSpec, ExpectedAttempt, Runtime, RuntimeEvent, StopSignal};
+use flotilla::compute::{AttemptSpec, ExpectedAttempt, Runtime, RuntimeEvent, StopSignal, Target};
 use flotilla::logs::{GetLogEvents, JOB_LOG_GROUP, LogStore};
 use std::path::Path;
 use std::sync::Arc;
@@ -93,6 +93,8 @@ fn spec(kind: Kind, command: &[&str]) -> AttemptSpec {
         milli_vcpus: 500,
         memory_mib: 64,
         log_group: JOB_LOG_GROUP.into(),
+        job_definition: "arn:aws:batch:us-east-1:000000000000:job-definition/test-def:1".into(),
+        target: Target::Local,
     }
 }
 
@@ -378,12 +380,14 @@ fn process_recover_kills_and_reports_orphans() {
             job_id: "vanished-job".into(),
             attempt: 2,
             task_id: "vanished-task".into(),
+            target: Target::Local,
         };
         rt.recover(vec![
             ExpectedAttempt {
                 job_id: s.job_id.clone(),
                 attempt: s.attempt,
                 task_id: s.task_id.clone(),
+                target: Target::Local,
             },
             vanished,
         ])
@@ -564,6 +568,7 @@ fn docker_recover_adopts_running_containers() {
             job_id: s.job_id.clone(),
             attempt: s.attempt,
             task_id: s.task_id.clone(),
+            target: Target::Local,
         };
         rt.recover(vec![
             expected(&long),
@@ -572,6 +577,7 @@ fn docker_recover_adopts_running_containers() {
                 job_id: "vanished-job".into(),
                 attempt: 1,
                 task_id: "vanished-task".into(),
+                target: Target::Local,
             },
         ])
         .await

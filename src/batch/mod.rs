@@ -35,6 +35,9 @@ pub struct Batch {
     /// The engine that owns unfinished jobs, once started. Without one (a control plane alone),
     /// jobs are only stored.
     engine: std::sync::OnceLock<crate::engine::EngineHandle>,
+    /// Set when the server runs the AWS compute driver: MANAGED EC2/SPOT and UNMANAGED
+    /// environments then start CREATING instead of INVALID.
+    aws: std::sync::atomic::AtomicBool,
 }
 
 /// The ARN resource types of AWS Batch.
@@ -199,7 +202,44 @@ impl Batch {
             catalog: RwLock::new(catalog),
             host_cpus,
             engine: std::sync::OnceLock::new(),
+            aws: std::sync::atomic::AtomicBool::new(false),
         })
+    }
+
+    pub fn enable_aws(&self) {
+        self.aws.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn aws_enabled(&self) -> bool {
+        self.aws.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Changes what the compute driver owns of an environment (status, reason, ECS cluster,
+    /// desiredvCpus) and persists it. Returns false when the environment is gone or `f` changed
+    /// nothing.
+    pub async fn update_ce_runtime(
+        &self,
+        name: &str,
+        f: impl FnOnce(&mut ComputeEnvironmentDetail),
+    ) -> BatchResult<bool> {
+        let mut cat = self.catalog.write().await;
+        let Some(ce) = cat.compute_environments.get(name) else {
+            return Ok(false);
+        };
+        let mut next = ce.clone();
+        f(&mut next);
+        if &next == ce {
+            return Ok(false);
+        }
+        self.persist(
+            ResourceKind::ComputeEnvironment,
+            &next.compute_environment_arn,
+            &next.compute_environment_name,
+            to_json(&next)?,
+        )
+        .await?;
+        cat.compute_environments.insert(name.to_string(), next);
+        Ok(true)
     }
 
     pub fn attach_engine(&self, engine: crate::engine::EngineHandle) {

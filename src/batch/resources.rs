@@ -42,12 +42,17 @@ impl Batch {
         let local = cr.and_then(|c| c.cr_type.as_deref()) == Some(CR_TYPE_LOCAL);
         if ce_type == "MANAGED" && local {
             ("VALID".into(), Some("ComputeEnvironment Healthy".into()))
+        } else if self.aws_enabled() {
+            (
+                "CREATING".into(),
+                Some("creating the ECS cluster and launch template".into()),
+            )
         } else {
             (
                 "INVALID".into(),
                 Some(
-                    "Flotilla cannot drive EC2/ECS capacity yet: the AWS compute driver is not built; \
-                     jobs routed here stay RUNNABLE. Use a LOCAL compute environment."
+                    "this Flotilla server runs without the AWS compute driver (start it with --aws); \
+                     jobs routed here stay RUNNABLE. Use a LOCAL compute environment or restart with --aws."
                         .into(),
                 ),
             )

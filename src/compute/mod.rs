@@ -2,8 +2,29 @@
 //! lives below this module.
 //!
 //! - [`local`]: the LOCAL compute environment (Docker containers or host processes).
+//! - [`aws`]: MANAGED (EC2 / SPOT) and UNMANAGED environments: EC2 fleets, ECS tasks.
+//!
+//! [`Router`] puts both behind the one [`Runtime`] the engine talks to.
 
+pub mod aws;
 pub mod local;
+mod router;
+
+pub use router::Router;
+
+/// Where an attempt runs.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Target {
+    /// The server's own host (LOCAL environments).
+    #[default]
+    Local,
+    /// An ECS task on one container instance of the environment's cluster.
+    Ecs {
+        env: String,
+        cluster: String,
+        container_instance_arn: String,
+    },
+}
 
 /// Everything a runtime needs to start one attempt of one job.
 #[derive(Debug, Clone)]
@@ -21,6 +42,9 @@ pub struct AttemptSpec {
     pub memory_mib: u64,
     pub log_group: String,
     pub log_stream: String,
+    /// Revision ARN of the job definition (ECS task definitions are derived from it).
+    pub job_definition: String,
+    pub target: Target,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,6 +61,21 @@ pub enum RuntimeEvent {
         exit_code: Option<i32>,
         /// The container-level reason (`attempts[].container.reason`), e.g. why it could not start.
         reason: Option<String>,
+    },
+    /// The attempt never started and nothing of it runs (no room on the chosen instance after
+    /// all, or the launch was lost in a restart): the job goes back to RUNNABLE without spending
+    /// an attempt.
+    NotStarted {
+        job_id: String,
+        attempt: u32,
+        reason: String,
+    },
+    /// The attempt's host was reclaimed by EC2 Spot. The engine retries it without spending the
+    /// user's attempts (up to a limit, then away from Spot).
+    Interrupted {
+        job_id: String,
+        attempt: u32,
+        reason: String,
     },
 }
 
@@ -66,6 +105,7 @@ pub struct ExpectedAttempt {
     pub job_id: String,
     pub attempt: u32,
     pub task_id: String,
+    pub target: Target,
 }
 
 /// A place that runs attempts. Implementations report progress as [`RuntimeEvent`]s on the

@@ -15,7 +15,8 @@ pub mod limits;
 pub mod retry;
 
 use crate::batch::{Batch, job_row, now_ms};
-use crate::compute::{AttemptSpec, ExpectedAttempt, Runtime, RuntimeEvent, StopSignal};
+use crate::compute::aws::{EnvFleet, FleetView};
+use crate::compute::{AttemptSpec, ExpectedAttempt, Runtime, RuntimeEvent, StopSignal, Target};
 use crate::error::{BatchError, BatchResult};
 use crate::model::*;
 use crate::scheduler::{self, EnvView, FairShareView, JobView, QueueView, Resources, ShareWeight};
@@ -45,6 +46,12 @@ pub struct EngineConfig {
     pub kill_grace: Duration,
     /// Memory a LOCAL compute environment offers.
     pub host_memory_mib: u64,
+    /// The AWS driver's fleets, when the server runs one: MANAGED EC2/SPOT and UNMANAGED
+    /// environments schedule onto their registered container instances.
+    pub fleet: Option<Arc<FleetView>>,
+    /// Spot interruptions of one job retried without spending its attempts; past this, the job
+    /// skips SPOT environments.
+    pub spot_max_interruptions: u32,
 }
 
 impl Default for EngineConfig {
@@ -52,6 +59,8 @@ impl Default for EngineConfig {
         EngineConfig {
             kill_grace: Duration::from_secs(30),
             host_memory_mib: host_memory_mib(),
+            fleet: None,
+            spot_max_interruptions: 3,
         }
     }
 }
@@ -257,7 +266,7 @@ fn name_from_arn(arn: &str) -> &str {
 }
 
 /// `NAME` from `...:job-definition/NAME:REV`.
-fn definition_name(arn: &str) -> &str {
+pub(crate) fn definition_name(arn: &str) -> &str {
     let n = name_from_arn(arn);
     n.rsplit_once(':').map(|(n, _)| n).unwrap_or(n)
 }
@@ -277,6 +286,8 @@ enum Reply {
 /// with 100,000 jobs waiting those look-ups were most of the engine's time).
 struct Waiting {
     share: Option<String>,
+    /// Interrupted too often on Spot: only non-SPOT environments of the queue.
+    avoid_spot: bool,
     priority: i32,
     created_at: i64,
     need: Resources,
@@ -292,6 +303,7 @@ impl Runnable {
     fn insert(&mut self, id: &str, job: &Job) {
         let w = Waiting {
             share: job.d.share_identifier.clone(),
+            avoid_spot: job.d.internal.avoid_spot == Some(true),
             priority: job.d.scheduling_priority.unwrap_or(0),
             created_at: job.d.created_at,
             need: job.need,
@@ -339,6 +351,8 @@ pub struct Engine {
     running: HashSet<String>,
     /// Resources in use per compute environment name.
     used: HashMap<String, Resources>,
+    /// Resources in use per ECS container instance ARN (AWS environments).
+    on_instance: HashMap<String, Resources>,
     /// Jobs that finished this round, kept until written (dependents registered in the same round
     /// must see their final status, which the store does not have yet).
     done: HashMap<String, Job>,
@@ -376,6 +390,7 @@ impl Engine {
             runnable: Runnable::default(),
             running: HashSet::new(),
             used: HashMap::new(),
+            on_instance: HashMap::new(),
             done: HashMap::new(),
             dirty: HashSet::new(),
             replies: Vec::new(),
@@ -461,12 +476,30 @@ impl Engine {
             jobs.push((d, parent));
         }
         let mut expected = Vec::new();
+        let cat = self.batch.catalog().await;
         for (d, _) in &jobs {
             if matches!(d.status.as_str(), "STARTING" | "RUNNING") {
+                let target = match (
+                    &d.internal.container_instance,
+                    &d.internal.compute_environment,
+                ) {
+                    (Some(ci), Some(env)) => Target::Ecs {
+                        env: env.clone(),
+                        cluster: cat
+                            .compute_environments
+                            .get(env)
+                            .and_then(|ce| ce.ecs_cluster_arn.as_deref())
+                            .map(|a| name_from_arn(a).to_string())
+                            .unwrap_or_default(),
+                        container_instance_arn: ci.clone(),
+                    },
+                    _ => Target::Local,
+                };
                 expected.push(ExpectedAttempt {
                     job_id: d.job_id.clone(),
                     attempt: d.attempts.len() as u32 + 1,
                     task_id: d.internal.task_id.clone().unwrap_or_default(),
+                    target,
                 });
             }
         }
@@ -554,6 +587,10 @@ impl Engine {
                 "STARTING" | "RUNNING" => {
                     if let Some(env) = &job.d.internal.compute_environment {
                         let u = self.used.entry(env.clone()).or_default();
+                        *u = add(*u, job.need);
+                    }
+                    if let Some(ci) = &job.d.internal.container_instance {
+                        let u = self.on_instance.entry(ci.clone()).or_default();
                         *u = add(*u, job.need);
                     }
                     self.running.insert(id.clone());
@@ -770,9 +807,11 @@ impl Engine {
                 }
                 job.d.status = "RUNNING".into();
                 job.d.started_at = Some(now);
+                // ECS reports the task ARN; its last segment is the task ID in the stream name.
                 let stream = format!(
-                    "{}/default/{task_id}",
-                    definition_name(&job.d.job_definition)
+                    "{}/default/{}",
+                    definition_name(&job.d.job_definition),
+                    name_from_arn(&task_id)
                 );
                 if let Some(c) = job.d.container.as_mut() {
                     c.log_stream_name = Some(stream);
@@ -787,8 +826,69 @@ impl Engine {
                 attempt,
                 exit_code,
                 reason,
-            } => self.attempt_ended(&job_id, attempt, exit_code, reason, now),
+            } => self.attempt_ended(&job_id, attempt, exit_code, reason, false, now),
+            RuntimeEvent::Interrupted {
+                job_id,
+                attempt,
+                reason,
+            } => self.attempt_ended(&job_id, attempt, None, Some(reason), true, now),
+            RuntimeEvent::NotStarted {
+                job_id,
+                attempt,
+                reason,
+            } => self.not_started(&job_id, attempt, reason, now),
         }
+    }
+
+    /// Gives back what a job's current attempt held on its environment and instance.
+    fn release(&mut self, id: &str) {
+        let Some(job) = self.jobs.get_mut(id) else {
+            return;
+        };
+        if let Some(env) = job.d.internal.compute_environment.take()
+            && let Some(u) = self.used.get_mut(&env)
+        {
+            *u = sub(*u, job.need);
+        }
+        if let Some(ci) = job.d.internal.container_instance.take()
+            && let Some(u) = self.on_instance.get_mut(&ci)
+        {
+            *u = sub(*u, job.need);
+            if *u == Resources::default() {
+                self.on_instance.remove(&ci);
+            }
+        }
+    }
+
+    fn not_started(&mut self, job_id: &str, attempt: u32, reason: String, now: i64) {
+        let Some(job) = self.jobs.get(job_id) else {
+            return;
+        };
+        if job.attempt_no() != attempt || !matches!(job.d.status.as_str(), "STARTING" | "RUNNING") {
+            return;
+        }
+        let terminated = job.d.is_terminated == Some(true);
+        let why = job.d.status_reason.clone();
+        self.running.remove(job_id);
+        self.release(job_id);
+        self.replan = true;
+        if terminated {
+            let why = why.unwrap_or(reason);
+            self.fail(job_id, why, now);
+            return;
+        }
+        let Some(job) = self.jobs.get_mut(job_id) else {
+            return;
+        };
+        tracing::info!(job_id, attempt, %reason, "attempt did not start; runnable again");
+        crate::metrics::job_transition(&job.d.status, "RUNNABLE", 1);
+        job.d.status = "RUNNABLE".into();
+        job.d.status_reason = Some(reason);
+        job.d.internal.task_id = None;
+        job.d.internal.runnable_since = Some(now);
+        job.d.started_at = None;
+        self.runnable.insert(job_id, job);
+        self.dirty.insert(job_id.to_string());
     }
 
     fn attempt_ended(
@@ -797,20 +897,21 @@ impl Engine {
         attempt: u32,
         exit_code: Option<i32>,
         reason: Option<String>,
+        interrupted: bool,
         now: i64,
     ) {
-        let Some(job) = self.jobs.get_mut(job_id) else {
+        let Some(job) = self.jobs.get(job_id) else {
             return;
         };
         if job.attempt_no() != attempt || !matches!(job.d.status.as_str(), "STARTING" | "RUNNING") {
             return;
         }
+        let instance = job.d.internal.container_instance.clone();
         self.running.remove(job_id);
-        if let Some(env) = job.d.internal.compute_environment.take()
-            && let Some(u) = self.used.get_mut(&env)
-        {
-            *u = sub(*u, job.need);
-        }
+        self.release(job_id);
+        let Some(job) = self.jobs.get_mut(job_id) else {
+            return;
+        };
         self.replan = true;
         let started = job.d.started_at;
         if let (Some(share), Some(s)) = (&job.d.share_identifier, started) {
@@ -830,10 +931,18 @@ impl Engine {
             .container
             .as_ref()
             .and_then(|c| c.log_stream_name.clone());
-        let task = job.d.internal.task_id.take();
+        // The runtime's task (an ECS task ARN) once it started; Flotilla's handle otherwise.
+        let handle = job.d.internal.task_id.take();
+        let task = job
+            .d
+            .container
+            .as_ref()
+            .and_then(|c| c.task_arn.clone())
+            .filter(|_| started.is_some())
+            .or(handle);
         job.d.attempts.push(AttemptDetail {
             container: Some(AttemptContainerDetail {
-                container_instance_arn: None,
+                container_instance_arn: instance,
                 task_arn: task,
                 exit_code,
                 reason: reason.clone(),
@@ -849,12 +958,23 @@ impl Engine {
         }
         job.kill_at = None;
         self.dirty.insert(job_id.to_string());
+        if interrupted {
+            let n = job.d.internal.interruptions.unwrap_or(0) + 1;
+            job.d.internal.interruptions = Some(n);
+            if n >= self.cfg.spot_max_interruptions {
+                job.d.internal.avoid_spot = Some(true);
+            }
+        }
+        // Interrupted attempts are on the record but not on the user's bill.
+        let spent = job.d.attempts.len() - job.d.internal.interruptions.unwrap_or(0) as usize;
         let outcome = if stopped_by_user || timed_out {
             Outcome::Failed
+        } else if interrupted {
+            Outcome::Retry
         } else {
             retry::decide(
                 job.d.retry_strategy.as_ref(),
-                job.d.attempts.len(),
+                spent,
                 AttemptEnd {
                     exit_code,
                     reason: reason.as_deref(),
@@ -924,12 +1044,21 @@ impl Engine {
             job.d.stopped_at = Some(now);
             job.kill_at = None;
             self.runnable.remove(&id);
-            if self.running.remove(&id)
-                && let Some(env) = job.d.internal.compute_environment.take()
-                && let Some(u) = self.used.get_mut(&env)
-            {
-                *u = sub(*u, job.need);
-                self.replan = true;
+            if self.running.remove(&id) {
+                if let Some(env) = job.d.internal.compute_environment.take()
+                    && let Some(u) = self.used.get_mut(&env)
+                {
+                    *u = sub(*u, job.need);
+                    self.replan = true;
+                }
+                if let Some(ci) = job.d.internal.container_instance.take()
+                    && let Some(u) = self.on_instance.get_mut(&ci)
+                {
+                    *u = sub(*u, job.need);
+                    if *u == Resources::default() {
+                        self.on_instance.remove(&ci);
+                    }
+                }
             }
             // An array parent that fails first fails its children (their dependency reason).
             if job.is_parent() && status == "FAILED" {
@@ -1062,8 +1191,53 @@ impl Engine {
 
     // ------------------------------------------------------------ scheduling
 
+    /// The fleet of an AWS environment, if `ce` is one and the server drives AWS.
+    fn aws_fleet(&self, ce: &ComputeEnvironmentDetail) -> Option<EnvFleet> {
+        crate::compute::aws::aws_kind(ce)?;
+        let fleet = self.cfg.fleet.as_ref()?;
+        Some(fleet.env(&ce.compute_environment_name).unwrap_or_default())
+    }
+
+    /// Free room on each ACTIVE container instance of an AWS environment.
+    fn instance_room(&self, fleet: &EnvFleet) -> Vec<Resources> {
+        fleet
+            .instances
+            .iter()
+            .map(|i| {
+                let used = self
+                    .on_instance
+                    .get(&i.container_instance_arn)
+                    .copied()
+                    .unwrap_or_default();
+                sub(i.registered, used)
+            })
+            .collect()
+    }
+
     /// What a compute environment offers and whether it may take new jobs.
     fn env_view(&self, ce: &ComputeEnvironmentDetail) -> EnvView {
+        if let Some(fleet) = self.aws_fleet(ce) {
+            // Capacity that could exist (the largest launchable instance) decides whether a job
+            // can ever fit; what is registered now decides what is free.
+            let total = fleet
+                .instances
+                .iter()
+                .fold(Resources::default(), |a, i| add(a, i.registered));
+            let free = self
+                .instance_room(&fleet)
+                .into_iter()
+                .fold(Resources::default(), add);
+            return EnvView {
+                name: ce.compute_environment_name.clone(),
+                usable: ce.state == "ENABLED" && ce.status == "VALID",
+                capacity: Resources {
+                    milli_vcpus: total.milli_vcpus.max(fleet.largest.milli_vcpus),
+                    memory_mib: total.memory_mib.max(fleet.largest.memory_mib),
+                    gpus: total.gpus.max(fleet.largest.gpus),
+                },
+                free,
+            };
+        }
         let local = ce
             .compute_resources
             .as_ref()
@@ -1124,6 +1298,18 @@ impl Engine {
             );
             envs.push(view);
         }
+        let spot_envs: HashSet<usize> = cat
+            .compute_environments
+            .values()
+            .enumerate()
+            .filter(|(_, ce)| {
+                ce.compute_resources
+                    .as_ref()
+                    .and_then(|c| c.cr_type.as_deref())
+                    == Some("SPOT")
+            })
+            .map(|(i, _)| i)
+            .collect();
         let mut queues = Vec::new();
         let mut queue_idx: HashMap<&str, usize> = HashMap::new();
         for q in cat.queues.values() {
@@ -1166,6 +1352,7 @@ impl Engine {
         let mut ids: Vec<&str> = Vec::with_capacity(waiting);
         let mut views = Vec::with_capacity(waiting);
         let mut orphans = Vec::new();
+        let mut avoid_spot = Vec::with_capacity(waiting);
         for (queue, members) in &self.runnable.by_queue {
             let Some(&qi) = queue_idx.get(queue.as_str()) else {
                 orphans.extend(members.keys().cloned());
@@ -1173,6 +1360,7 @@ impl Engine {
             };
             for (id, w) in members {
                 ids.push(id.as_str());
+                avoid_spot.push(w.avoid_spot);
                 views.push(JobView {
                     queue: qi,
                     share: w.share.clone(),
@@ -1180,6 +1368,21 @@ impl Engine {
                     created_at: w.created_at,
                     need: w.need,
                 });
+            }
+        }
+        // Jobs that must avoid Spot go through a copy of their queue without its SPOT
+        // environments; same name and priority, so the pass orders it right after the original.
+        let mut shadow: HashMap<usize, usize> = HashMap::new();
+        for (ji, view) in views.iter_mut().enumerate() {
+            if avoid_spot[ji] {
+                let qi = view.queue;
+                let si = *shadow.entry(qi).or_insert_with(|| {
+                    let mut q = queues[qi].clone();
+                    q.envs.retain(|e| !spot_envs.contains(e));
+                    queues.push(q);
+                    queues.len() - 1
+                });
+                view.queue = si;
             }
         }
         let mut share_usage = HashMap::new();
@@ -1248,12 +1451,93 @@ impl Engine {
                 )
             })
             .collect();
+        // AWS environments: demand for the provisioner. Each job that stays RUNNABLE counts
+        // once, for the first ENABLED and VALID AWS environment of its queue, so that two
+        // environments of one queue never scale for the same job.
+        let cat_envs: Vec<&ComputeEnvironmentDetail> = cat.compute_environments.values().collect();
+        let mut demand: HashMap<String, Vec<Resources>> = HashMap::new();
+        if self.cfg.fleet.is_some() {
+            let placed_set: HashSet<usize> = plan.placements.iter().map(|&(ji, _)| ji).collect();
+            for (ji, view) in snapshot.jobs.iter().enumerate() {
+                if placed_set.contains(&ji) {
+                    continue;
+                }
+                let q = &snapshot.queues[view.queue];
+                if !q.enabled {
+                    continue;
+                }
+                if let Some(&e) = q.envs.iter().find(|&&e| {
+                    snapshot.envs[e].usable
+                        && crate::compute::aws::aws_kind(cat_envs[e]) == Some(true)
+                }) {
+                    demand
+                        .entry(snapshot.envs[e].name.clone())
+                        .or_default()
+                        .push(view.need);
+                }
+            }
+        }
         drop(ids);
         if let Ok(mut h) = self.heads.write() {
             *h = heads;
         }
+        let mut fleets: HashMap<String, (EnvFleet, Vec<Resources>)> = HashMap::new();
+        for ce in &cat_envs {
+            if let Some(f) = self.aws_fleet(ce) {
+                let room = self.instance_room(&f);
+                fleets.insert(ce.compute_environment_name.clone(), (f, room));
+            }
+        }
         for (id, env, queue) in placed {
-            self.start_attempt(&id, &env, &queue);
+            let target = match fleets.get_mut(&env) {
+                None => Target::Local,
+                Some((fleet, room)) => {
+                    let need = self.jobs.get(&id).map(|j| j.need).unwrap_or_default();
+                    // Best fit: the instance the job leaves least room on, so that whole
+                    // instances stay free to be retired.
+                    let best = room
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, r)| need.fits_within(r))
+                        .min_by_key(|(i, r)| (r.milli_vcpus - need.milli_vcpus, *i))
+                        .map(|(i, _)| i);
+                    match best {
+                        Some(i) => {
+                            room[i] = sub(room[i], need);
+                            Target::Ecs {
+                                env: env.clone(),
+                                cluster: fleet.cluster.clone(),
+                                container_instance_arn: fleet.instances[i]
+                                    .container_instance_arn
+                                    .clone(),
+                            }
+                        }
+                        None => {
+                            // The environment has the room in total but no one instance has it.
+                            demand.entry(env.clone()).or_default().push(need);
+                            if let Some(j) = self.jobs.get_mut(&id) {
+                                let text = format!(
+                                    "RESOURCE:WAITING_FOR_INSTANCE - no instance of {env} has {} vCPU and {} MiB free on its own",
+                                    need.milli_vcpus as f64 / 1000.0,
+                                    need.memory_mib
+                                );
+                                if j.d.status_reason.as_deref() != Some(text.as_str()) {
+                                    j.d.status_reason = Some(text);
+                                    self.dirty.insert(id.clone());
+                                }
+                            }
+                            continue;
+                        }
+                    }
+                }
+            };
+            self.start_attempt(&id, &env, &queue, target);
+        }
+        if let Some(fleet) = &self.cfg.fleet {
+            fleet.publish(crate::compute::aws::Demand {
+                by_env: demand,
+                used_by_instance: self.on_instance.clone(),
+            });
         }
         for id in orphans {
             self.fail(
@@ -1296,7 +1580,7 @@ impl Engine {
         }
     }
 
-    fn start_attempt(&mut self, id: &str, env: &str, queue: &str) {
+    fn start_attempt(&mut self, id: &str, env: &str, queue: &str, target: Target) {
         let Some(job) = self.jobs.get_mut(id) else {
             return;
         };
@@ -1310,6 +1594,18 @@ impl Engine {
         job.d.internal.runnable_since = None;
         let u = self.used.entry(env.to_string()).or_default();
         *u = add(*u, job.need);
+        if let Target::Ecs {
+            container_instance_arn,
+            ..
+        } = &target
+        {
+            job.d.internal.container_instance = Some(container_instance_arn.clone());
+            let u = self
+                .on_instance
+                .entry(container_instance_arn.clone())
+                .or_default();
+            *u = add(*u, job.need);
+        }
         self.runnable.remove(id);
         self.running.insert(id.to_string());
         self.dirty.insert(id.to_string());
@@ -1348,6 +1644,8 @@ impl Engine {
             memory_mib: job.need.memory_mib,
             log_group: LOG_GROUP.to_string(),
             log_stream: stream,
+            job_definition: job.d.job_definition.clone(),
+            target,
         });
     }
 

@@ -474,6 +474,13 @@ pub struct JobInternal {
     pub runnable_since: Option<i64>,
     /// The current attempt was stopped for exceeding its timeout.
     pub timed_out: Option<bool>,
+    /// ECS container instance ARN the current attempt was placed on (AWS environments).
+    pub container_instance: Option<String>,
+    /// Attempts ended by a Spot interruption. They stay in `attempts` for the record but do not
+    /// count against the retry strategy.
+    pub interruptions: Option<u32>,
+    /// Set once `interruptions` reaches the server's limit: the job skips SPOT environments.
+    pub avoid_spot: Option<bool>,
 }
 
 impl JobInternal {

@@ -1,0 +1,684 @@
+//! MANAGED SPOT compute environments end to end: a real `flotilla server` with its AWS driver
+//! against the AWS emulator (moto plus Flotilla's ECS agent, `localstack/harness`), through the
+//! AWS SDK for Rust. Each test asserts on Flotilla's jobs and on the emulator's EC2 and ECS state.
+
+mod common;
+
+use aws_sdk_batch::types::*;
+use common::emulator::{AMI, Emulator};
+use common::{Server, ServerOptions};
+use serde_json::Value;
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+/// Instance types of the test environments: the largest has 4 vCPUs, so "maxvCpus plus at most
+/// one instance" is maxvCpus + 4.
+const TYPES: &[&str] = &["c5.large", "c5.xlarge", "m5.large", "m5.xlarge"];
+const LARGEST_VCPUS: i64 = 4;
+
+fn start(emu: &Emulator, idle_seconds: u64, extra: &[&str]) -> Server {
+    let mut args: Vec<String> = [
+        "--aws-endpoint-url",
+        emu.endpoint.as_str(),
+        "--aws-ami",
+        AMI,
+        "--aws-poll-ms",
+        "200",
+        "--local-runtime",
+        "process",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.push("--aws-idle-seconds".into());
+    args.push(idle_seconds.to_string());
+    args.extend(extra.iter().map(|s| s.to_string()));
+    Server::start_with(ServerOptions {
+        no_defaults: true,
+        dispatch: true,
+        extra_args: args,
+        ..Default::default()
+    })
+}
+
+/// A MANAGED SPOT environment over [`TYPES`], its queue and a job definition; waits until the
+/// environment is VALID. Returns the queue name.
+async fn spot_setup(
+    client: &aws_sdk_batch::Client,
+    emu: &Emulator,
+    name: &str,
+    min: i32,
+    max: i32,
+) -> String {
+    let mut cr = ComputeResource::builder()
+        .r#type(CrType::Spot)
+        .minv_cpus(min)
+        .maxv_cpus(max)
+        .allocation_strategy(CrAllocationStrategy::SpotPriceCapacityOptimized)
+        .bid_percentage(100)
+        .subnets(default_subnet(emu).await)
+        .instance_role("ecsInstanceRole");
+    for t in TYPES {
+        cr = cr.instance_types(*t);
+    }
+    let ce = client
+        .create_compute_environment()
+        .compute_environment_name(name)
+        .r#type(CeType::Managed)
+        .compute_resources(cr.build())
+        .send()
+        .await
+        .expect("create compute environment")
+        .compute_environment_arn
+        .expect("arn");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let d = describe_ce(client, name).await;
+        match d.status() {
+            Some(CeStatus::Valid) => {
+                assert!(
+                    d.ecs_cluster_arn().is_some_and(|a| a.contains(":cluster/")),
+                    "a VALID environment names its ECS cluster: {d:?}"
+                );
+                break;
+            }
+            Some(CeStatus::Invalid) => panic!("environment INVALID: {:?}", d.status_reason()),
+            _ if Instant::now() > deadline => panic!("environment not VALID in 30 s: {d:?}"),
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    common::create_queue(client, &format!("{name}-q"), &ce).await;
+    client
+        .register_job_definition()
+        .job_definition_name(format!("{name}-def"))
+        .r#type(JobDefinitionType::Container)
+        .container_properties(
+            ContainerProperties::builder()
+                .image("busybox")
+                .command("true")
+                .resource_requirements(res(ResourceType::Vcpu, "1"))
+                .resource_requirements(res(ResourceType::Memory, "1024"))
+                .build(),
+        )
+        .send()
+        .await
+        .expect("register job definition");
+    format!("{name}-q")
+}
+
+/// A subnet of the emulator's default VPC, through the EC2 SDK.
+async fn default_subnet(emu: &Emulator) -> String {
+    let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .endpoint_url(&emu.endpoint)
+        .credentials_provider(aws_credential_types::Credentials::for_tests())
+        .load()
+        .await;
+    let ec2 = aws_sdk_ec2::Client::new(&conf);
+    ec2.describe_subnets()
+        .send()
+        .await
+        .expect("describe subnets")
+        .subnets()
+        .iter()
+        .find_map(|s| s.subnet_id().map(str::to_string))
+        .expect("the emulator's default VPC has subnets")
+}
+
+fn res(t: ResourceType, v: &str) -> ResourceRequirement {
+    ResourceRequirement::builder().r#type(t).value(v).build()
+}
+
+async fn describe_ce(client: &aws_sdk_batch::Client, name: &str) -> ComputeEnvironmentDetail {
+    client
+        .describe_compute_environments()
+        .compute_environments(name)
+        .send()
+        .await
+        .expect("describe compute environments")
+        .compute_environments
+        .unwrap_or_default()
+        .pop()
+        .expect("environment exists")
+}
+
+/// Submits a job of `vcpus` vCPUs with `attempts` attempts.
+async fn submit(
+    client: &aws_sdk_batch::Client,
+    queue: &str,
+    def: &str,
+    name: &str,
+    vcpus: u32,
+    attempts: i32,
+) -> String {
+    client
+        .submit_job()
+        .job_name(name)
+        .job_queue(queue)
+        .job_definition(def)
+        .retry_strategy(RetryStrategy::builder().attempts(attempts).build())
+        .container_overrides(
+            ContainerOverrides::builder()
+                .resource_requirements(res(ResourceType::Vcpu, &vcpus.to_string()))
+                .resource_requirements(res(ResourceType::Memory, &(vcpus * 1024).to_string()))
+                .build(),
+        )
+        .send()
+        .await
+        .expect("submit job")
+        .job_id
+        .expect("jobId")
+}
+
+async fn describe_all(client: &aws_sdk_batch::Client, ids: &[String]) -> Vec<JobDetail> {
+    let mut out = Vec::new();
+    for chunk in ids.chunks(100) {
+        out.extend(
+            client
+                .describe_jobs()
+                .set_jobs(Some(chunk.to_vec()))
+                .send()
+                .await
+                .expect("describe jobs")
+                .jobs
+                .unwrap_or_default(),
+        );
+    }
+    out
+}
+
+fn is_final(j: &JobDetail) -> bool {
+    matches!(j.status, Some(JobStatus::Succeeded | JobStatus::Failed))
+}
+
+/// vCPUs of the emulator's instances that are not terminated (pending, running).
+fn live_vcpus(state: &Value) -> i64 {
+    live_instances(state)
+        .iter()
+        .map(|i| i["resources"]["cpu"].as_i64().unwrap_or(0) / 1024)
+        .sum()
+}
+
+fn live_instances(state: &Value) -> Vec<Value> {
+    state["instances"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|i| matches!(i["state"].as_str(), Some("pending" | "running")))
+        .cloned()
+        .collect()
+}
+
+fn tasks(state: &Value) -> Vec<Value> {
+    state["tasks"].as_array().cloned().unwrap_or_default()
+}
+
+/// Runs the harness side of jobs until every job is final: each RUNNING attempt's task is
+/// completed with the exit code `exit(job name, attempt number)` chooses. Also checks, on every
+/// round, that the fleet stays within `max_vcpus` plus one instance. Returns the final jobs.
+async fn drive(
+    client: &aws_sdk_batch::Client,
+    emu: &Emulator,
+    ids: &[String],
+    max_vcpus: i64,
+    secs: u64,
+    mut exit: impl FnMut(&str, usize) -> Option<i32>,
+) -> Vec<JobDetail> {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let mut completed: HashSet<String> = HashSet::new();
+    loop {
+        let jobs = describe_all(client, ids).await;
+        if jobs.iter().all(is_final) {
+            return jobs;
+        }
+        let state = emu.state().await;
+        let vcpus = live_vcpus(&state);
+        assert!(
+            vcpus <= max_vcpus + LARGEST_VCPUS,
+            "the fleet has {vcpus} vCPUs, more than maxvCpus {max_vcpus} plus one instance"
+        );
+        let running: HashSet<String> = tasks(&state)
+            .iter()
+            .filter(|t| t["lastStatus"] == "RUNNING")
+            .filter_map(|t| t["taskArn"].as_str().map(str::to_string))
+            .collect();
+        for j in &jobs {
+            if j.status != Some(JobStatus::Running) {
+                continue;
+            }
+            let Some(arn) = j.container.as_ref().and_then(|c| c.task_arn.clone()) else {
+                continue;
+            };
+            if completed.contains(&arn) || !running.contains(&arn) {
+                continue;
+            }
+            let attempt = j.attempts.as_ref().map_or(0, Vec::len) + 1;
+            if let Some(code) = exit(j.job_name.as_deref().unwrap_or_default(), attempt) {
+                emu.complete(&arn, code).await;
+                completed.insert(arn);
+            }
+        }
+        if Instant::now() > deadline {
+            let summary: Vec<_> = jobs
+                .iter()
+                .filter(|j| !is_final(j))
+                .map(|j| {
+                    (
+                        j.job_name.clone(),
+                        j.status.clone(),
+                        j.status_reason.clone(),
+                    )
+                })
+                .collect();
+            panic!("jobs not final within {secs} s: {summary:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+}
+
+/// Waits until the emulator has no live instance and the environment reports `desired`
+/// vCPUs.
+async fn wait_drained(client: &aws_sdk_batch::Client, emu: &Emulator, ce: &str, secs: u64) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let state = emu.state().await;
+        let live = live_instances(&state);
+        let d = describe_ce(client, ce).await;
+        let desired = d.compute_resources().and_then(|c| c.desiredv_cpus());
+        if live.is_empty() && desired == Some(0) {
+            return;
+        }
+        if Instant::now() > deadline {
+            panic!(
+                "not drained within {secs} s: {} live instances, desiredvCpus {desired:?}",
+                live.len()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spot_environment_runs_mixed_jobs_then_drains_to_min() {
+    let emu = Emulator::start();
+    let server = start(&emu, 2, &[]);
+    let client = server.client();
+    let max = 24;
+    let queue = spot_setup(&client, &emu, "spot", 0, max as i32).await;
+    // Nothing runs yet: minvCpus 0 launches nothing.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(
+        live_instances(&emu.state().await).is_empty(),
+        "no demand, no instances"
+    );
+
+    let mut ids = Vec::new();
+    for i in 0..50u32 {
+        let vcpus = [1, 2, 4][(i % 3) as usize];
+        // Every 5th job fails its first attempt and succeeds on the retry; every 7th fails
+        // for good (one attempt).
+        let attempts = if i.is_multiple_of(7) { 1 } else { 2 };
+        ids.push(
+            submit(
+                &client,
+                &queue,
+                "spot-def",
+                &format!("job-{i}"),
+                vcpus,
+                attempts,
+            )
+            .await,
+        );
+    }
+    let jobs = drive(&client, &emu, &ids, max, 120, |name, attempt| {
+        let i: u32 = name.trim_start_matches("job-").parse().unwrap_or(0);
+        Some(if i.is_multiple_of(7) {
+            3
+        } else if i.is_multiple_of(5) && attempt == 1 {
+            1
+        } else {
+            0
+        })
+    })
+    .await;
+
+    let mut expected_tasks = 0;
+    for j in &jobs {
+        let name = j.job_name.clone().unwrap_or_default();
+        let i: u32 = name.trim_start_matches("job-").parse().unwrap_or(0);
+        let attempts = j.attempts.clone().unwrap_or_default();
+        expected_tasks += attempts.len();
+        if i.is_multiple_of(7) {
+            assert_eq!(j.status, Some(JobStatus::Failed), "{name}");
+            assert_eq!(attempts.len(), 1, "{name}");
+            assert_eq!(
+                j.status_reason.as_deref(),
+                Some("Essential container in task exited"),
+                "{name}"
+            );
+            assert_eq!(
+                attempts[0].container.as_ref().and_then(|c| c.exit_code),
+                Some(3)
+            );
+        } else {
+            assert_eq!(
+                j.status,
+                Some(JobStatus::Succeeded),
+                "{name}: {:?}",
+                j.status_reason
+            );
+            let want = if i.is_multiple_of(5) { 2 } else { 1 };
+            assert_eq!(attempts.len(), want, "{name}");
+            let codes: Vec<_> = attempts
+                .iter()
+                .map(|a| a.container.as_ref().and_then(|c| c.exit_code))
+                .collect();
+            let last = codes.last().copied().flatten();
+            assert_eq!(last, Some(0), "{name}: {codes:?}");
+        }
+        // Each attempt is an ECS task in the environment's cluster, with the awslogs stream
+        // AWS Batch would name.
+        for a in &attempts {
+            let c = a.container.as_ref().expect("attempt container");
+            assert!(
+                c.task_arn.as_deref().is_some_and(|t| t.contains(":task/")),
+                "{c:?}"
+            );
+            let stream = c.log_stream_name.clone().unwrap_or_default();
+            assert!(stream.starts_with("spot-def/default/"), "{stream}");
+        }
+    }
+    let state = emu.state().await;
+    // One task per attempt: nothing started twice.
+    assert_eq!(tasks(&state).len(), expected_tasks);
+    // Spot capacity only, every instance registered with the environment's cluster.
+    let instances = state["instances"].as_array().cloned().unwrap_or_default();
+    assert!(!instances.is_empty());
+    for i in &instances {
+        assert_eq!(i["lifecycle"], "spot", "{i}");
+        assert!(
+            TYPES.contains(&i["instanceType"].as_str().unwrap_or("")),
+            "{i}"
+        );
+        assert!(
+            i["ecsCluster"]
+                .as_str()
+                .is_some_and(|c| c.starts_with("flotilla-spot-")),
+            "{i}"
+        );
+    }
+    // The queue is empty: after the 2 s idle delay every instance is drained and terminated,
+    // and the environment is back at minvCpus 0.
+    wait_drained(&client, &emu, "spot", 60).await;
+    let state = emu.state().await;
+    for ci in state["containerInstances"].as_array().into_iter().flatten() {
+        assert_eq!(ci["status"], "INACTIVE", "{ci}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spot_interruptions_retry_without_spending_attempts() {
+    let emu = Emulator::start();
+    let server = start(&emu, 300, &[]);
+    let client = server.client();
+    let max = 16;
+    let queue = spot_setup(&client, &emu, "intr", 0, max).await;
+    let mut ids = Vec::new();
+    for i in 0..16 {
+        // One attempt only: an interruption that counted would fail the job.
+        ids.push(submit(&client, &queue, "intr-def", &format!("job-{i}"), 1, 1).await);
+    }
+    // Wait until all 16 run, then interrupt 30% of the instances that host them.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let jobs = describe_all(&client, &ids).await;
+        if jobs.iter().all(|j| j.status == Some(JobStatus::Running)) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "jobs did not all start: {jobs:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    let state = emu.state().await;
+    let hosts: Vec<String> = live_instances(&state)
+        .iter()
+        .filter_map(|i| i["instanceId"].as_str().map(str::to_string))
+        .collect();
+    let ci_host: HashMap<String, String> = state["containerInstances"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| {
+            Some((
+                c["containerInstanceArn"].as_str()?.to_string(),
+                c["instanceId"].as_str()?.to_string(),
+            ))
+        })
+        .collect();
+    let n = ((hosts.len() as f64) * 0.3).ceil() as usize;
+    let victims: Vec<String> = hosts.iter().take(n.max(1)).cloned().collect();
+    let hit_tasks: HashSet<String> = tasks(&state)
+        .iter()
+        .filter(|t| {
+            t["containerInstanceArn"]
+                .as_str()
+                .and_then(|a| ci_host.get(a))
+                .is_some_and(|h| victims.contains(h))
+        })
+        .filter_map(|t| t["taskArn"].as_str().map(str::to_string))
+        .collect();
+    assert!(!hit_tasks.is_empty(), "the victims host running tasks");
+    for v in &victims {
+        emu.interrupt(v).await;
+    }
+    let jobs = drive(&client, &emu, &ids, i64::from(max), 120, |_, _| Some(0)).await;
+    let mut interrupted_jobs = 0;
+    for j in &jobs {
+        let name = j.job_name.clone().unwrap_or_default();
+        assert_eq!(
+            j.status,
+            Some(JobStatus::Succeeded),
+            "{name}: {:?}",
+            j.status_reason
+        );
+        let attempts = j.attempts.clone().unwrap_or_default();
+        let first_task = attempts[0]
+            .container
+            .as_ref()
+            .and_then(|c| c.task_arn.clone());
+        if first_task.is_some_and(|t| hit_tasks.contains(&t)) {
+            interrupted_jobs += 1;
+            assert_eq!(
+                attempts.len(),
+                2,
+                "{name}: the interrupted attempt is on record"
+            );
+            let reason = attempts[0].status_reason.clone().unwrap_or_default();
+            assert!(
+                reason.starts_with("Host EC2 (instance i-"),
+                "{name}: {reason}"
+            );
+            assert!(reason.ends_with(") terminated."), "{name}: {reason}");
+            assert_eq!(
+                attempts[0].container.as_ref().and_then(|c| c.exit_code),
+                None
+            );
+            assert_eq!(
+                attempts[1].container.as_ref().and_then(|c| c.exit_code),
+                Some(0)
+            );
+        } else {
+            assert_eq!(attempts.len(), 1, "{name}");
+        }
+    }
+    assert_eq!(interrupted_jobs, hit_tasks.len());
+    // The retries ran on new capacity, not on the reclaimed hosts.
+    let state = emu.state().await;
+    for i in state["instances"].as_array().into_iter().flatten() {
+        if victims.iter().any(|v| i["instanceId"] == v.as_str()) {
+            assert_eq!(i["state"], "terminated");
+            assert_eq!(i["stateReason"]["code"], "Server.SpotInstanceTermination");
+        }
+    }
+    for j in &jobs {
+        let attempts = j.attempts.clone().unwrap_or_default();
+        let last = attempts.last().and_then(|a| a.container.clone());
+        let host = last
+            .and_then(|c| c.container_instance_arn)
+            .and_then(|a| ci_host.get(&a).cloned());
+        if let Some(h) = host {
+            assert!(!victims.contains(&h), "a retry ran on a reclaimed host");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_finish_through_throttling_and_errors_without_duplicate_launches_or_leaks() {
+    let emu = Emulator::start();
+    let server = start(&emu, 300, &[]);
+    let client = server.client();
+    let max = 12;
+    let queue = spot_setup(&client, &emu, "flaky", 0, max).await;
+    for service in ["ec2", "ecs"] {
+        emu.fault(serde_json::json!({
+            "service": service, "throttle": 0.05, "error": 0.05, "seed": 7
+        }))
+        .await;
+    }
+    let mut ids = Vec::new();
+    for i in 0..20u32 {
+        ids.push(
+            submit(
+                &client,
+                &queue,
+                "flaky-def",
+                &format!("job-{i}"),
+                1 + i % 2,
+                1,
+            )
+            .await,
+        );
+    }
+    let jobs = drive(&client, &emu, &ids, i64::from(max), 180, |_, _| Some(0)).await;
+    for j in &jobs {
+        assert_eq!(
+            j.status,
+            Some(JobStatus::Succeeded),
+            "{:?}: {:?}",
+            j.job_name,
+            j.status_reason
+        );
+    }
+    let state = emu.state().await;
+    // No duplicate launch: everything ever launched fits within maxvCpus plus one instance
+    // (instances stay for 300 s idle, so none was retired and replaced).
+    let launched: i64 = state["instances"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|i| i["resources"]["cpu"].as_i64().unwrap_or(0) / 1024)
+        .sum();
+    assert!(
+        launched <= i64::from(max) + LARGEST_VCPUS,
+        "launched {launched} vCPUs"
+    );
+    // And every job ran as exactly one task.
+    let mut per_job: HashMap<String, usize> = HashMap::new();
+    for j in &jobs {
+        for a in j.attempts.clone().unwrap_or_default() {
+            if let Some(t) = a.container.and_then(|c| c.task_arn) {
+                *per_job.entry(t).or_default() += 1;
+            }
+        }
+    }
+    assert_eq!(tasks(&state).len(), per_job.len());
+    // No leaked instance: deleting the environment terminates its fleet.
+    emu.clear_faults().await;
+    client
+        .update_job_queue()
+        .job_queue(&queue)
+        .state(JqState::Disabled)
+        .send()
+        .await
+        .expect("disable queue");
+    client
+        .delete_job_queue()
+        .job_queue(&queue)
+        .send()
+        .await
+        .expect("delete queue");
+    client
+        .update_compute_environment()
+        .compute_environment("flaky")
+        .state(CeState::Disabled)
+        .send()
+        .await
+        .expect("disable environment");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match client
+            .delete_compute_environment()
+            .compute_environment("flaky")
+            .send()
+            .await
+        {
+            Ok(_) => break,
+            Err(e) if Instant::now() < deadline => {
+                // The queue deletion may still be settling.
+                let _ = e;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("delete environment: {e:?}"),
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !live_instances(&emu.state().await).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "instances leaked after the environment was deleted"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_server_adopts_running_tasks_after_restart() {
+    let emu = Emulator::start();
+    let mut server = start(&emu, 300, &[]);
+    let client = server.client();
+    let queue = spot_setup(&client, &emu, "adopt", 0, 16).await;
+    let mut ids = Vec::new();
+    for i in 0..10 {
+        ids.push(submit(&client, &queue, "adopt-def", &format!("job-{i}"), 1, 1).await);
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let jobs = describe_all(&client, &ids).await;
+        if jobs.iter().all(|j| j.status == Some(JobStatus::Running)) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "jobs did not all start");
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    let before = tasks(&emu.state().await).len();
+    assert_eq!(before, 10);
+    server.kill();
+    server.restart();
+    let client = server.client();
+    // While the server was down and after it is back, the tasks keep running; it adopts them.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let jobs = drive(&client, &emu, &ids, 16, 60, |_, _| Some(0)).await;
+    for j in &jobs {
+        assert_eq!(
+            j.status,
+            Some(JobStatus::Succeeded),
+            "{:?}",
+            j.status_reason
+        );
+        assert_eq!(j.attempts.as_ref().map_or(0, Vec::len), 1);
+    }
+    // Nothing was started twice.
+    assert_eq!(tasks(&emu.state().await).len(), 10);
+}
