@@ -220,6 +220,7 @@ pub async fn run(
         batch,
         credentials,
         logs: Some(logs),
+        aws: aws.clone(),
     });
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     let addr = listener.local_addr()?;

@@ -96,7 +96,22 @@ pub async fn respond(
             "ServiceUnavailableException",
             "this server keeps no job logs",
         )),
-        Some(store) => dispatch(store, region.to_string(), account.to_string(), op, body).await,
+        Some(store) => {
+            let local = dispatch(store, region.to_string(), account.to_string(), op, body).await;
+            match (&local, &state.aws) {
+                // A stream this server did not write: a job that ran on ECS, whose awslogs
+                // driver wrote to CloudWatch Logs.
+                (Err(e), Some(aws))
+                    if op == "GetLogEvents" && e.code == "ResourceNotFoundException" =>
+                {
+                    match cloudwatch_get_log_events(aws, body).await {
+                        Ok(v) => Ok(v),
+                        Err(_) => local,
+                    }
+                }
+                _ => local,
+            }
+        }
     };
     let mut resp = match result {
         Ok(v) => (
@@ -303,6 +318,57 @@ async fn dispatch(
              DescribeLogGroups of CloudWatch Logs",
         )),
     }
+}
+
+/// GetLogEvents answered from CloudWatch Logs, within its per-account rate limit (the driver's
+/// client-side bucket) and with its own paging tokens passed through.
+async fn cloudwatch_get_log_events(
+    aws: &crate::compute::aws::AwsDriver,
+    body: &[u8],
+) -> Result<Value, LogsApiError> {
+    let r: GetLogEventsRequest = parse(body)?;
+    let api = aws.api();
+    let out = api
+        .call(
+            "logs",
+            "GetLogEvents",
+            api.logs
+                .get_log_events()
+                .set_log_group_name(r.log_group_name)
+                .set_log_group_identifier(r.log_group_identifier)
+                .log_stream_name(r.log_stream_name)
+                .set_start_time(r.start_time)
+                .set_end_time(r.end_time)
+                .set_next_token(r.next_token)
+                .set_limit(r.limit.map(|l| l.clamp(1, 10_000) as i32))
+                .set_start_from_head(r.start_from_head)
+                .send(),
+        )
+        .await
+        .map_err(|e| {
+            LogsApiError::new(
+                if e.retryable {
+                    StatusCode::SERVICE_UNAVAILABLE
+                } else {
+                    StatusCode::BAD_REQUEST
+                },
+                if e.retryable {
+                    "ServiceUnavailableException"
+                } else {
+                    "ResourceNotFoundException"
+                },
+                e.to_string(),
+            )
+        })?;
+    Ok(json!({
+        "events": out.events().iter().map(|e| json!({
+            "timestamp": e.timestamp(),
+            "message": e.message(),
+            "ingestionTime": e.ingestion_time(),
+        })).collect::<Vec<_>>(),
+        "nextForwardToken": out.next_forward_token(),
+        "nextBackwardToken": out.next_backward_token(),
+    }))
 }
 
 /// `logGroupName` or `logGroupIdentifier` (a name or a log group ARN), exactly one.

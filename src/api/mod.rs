@@ -30,6 +30,9 @@ pub struct AppState {
     pub credentials: Option<sigv4::CredentialStore>,
     /// Job logs, served as CloudWatch Logs (see [`logs`]); `None`: no logs API.
     pub logs: Option<Arc<crate::logs::LogStore>>,
+    /// The AWS driver, when the server runs one: logs of jobs that ran on ECS are read from
+    /// CloudWatch Logs through it.
+    pub aws: Option<Arc<crate::compute::aws::AwsDriver>>,
 }
 
 /// Largest request body read at all; per-operation limits are stricter.

@@ -2,6 +2,7 @@
 //! SDK for Rust Batch client pointed at it.
 #![allow(dead_code)]
 
+pub mod aws;
 pub mod emulator;
 
 use aws_sdk_batch::config::{BehaviorVersion, Credentials, Region};
