@@ -347,3 +347,37 @@ async fn jobs_interrupted_too_often_move_to_the_on_demand_environment() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn insufficient_capacity_falls_through_to_other_instance_types() {
+    let emu = Emulator::start();
+    // Every Spot pool but c5.large is out of capacity.
+    for t in ["c5.xlarge", "m5.large", "m5.xlarge"] {
+        emu.capacity(t, "spot", 0).await;
+    }
+    let server = start(&emu, 300, &[]);
+    let client = server.client();
+    let queue = spot_setup(&client, &emu, "short", 0, 8).await;
+    let mut ids = Vec::new();
+    for i in 0..6 {
+        ids.push(submit(&client, &queue, "short-def", &format!("job-{i}"), 1, 1).await);
+    }
+    let jobs = drive(&client, &emu, &ids, 8, 60, |_, _| Some(0)).await;
+    for j in &jobs {
+        assert_eq!(
+            j.status,
+            Some(JobStatus::Succeeded),
+            "{:?}",
+            j.status_reason
+        );
+    }
+    let state = emu.state().await;
+    let types: Vec<&str> = state["instances"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|i| i["instanceType"].as_str())
+        .collect();
+    assert!(!types.is_empty());
+    assert!(types.iter().all(|t| *t == "c5.large"), "{types:?}");
+}

@@ -111,6 +111,17 @@ impl Emulator {
         self.control(reqwest::Method::POST, "faults", rule).await;
     }
 
+    /// Limits a capacity pool: CreateFleet launches at most `available` more instances of the
+    /// type and lifecycle (`spot`, `on-demand`), then answers InsufficientInstanceCapacity.
+    pub async fn capacity(&self, instance_type: &str, lifecycle: &str, available: u32) {
+        self.control(
+            reqwest::Method::POST,
+            "capacity",
+            json!({ "instanceType": instance_type, "lifecycle": lifecycle, "available": available }),
+        )
+        .await;
+    }
+
     pub async fn clear_faults(&self) {
         self.control(reqwest::Method::DELETE, "faults", json!({}))
             .await;

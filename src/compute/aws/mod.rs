@@ -55,6 +55,9 @@ const LOG_GROUP: &str = "/aws/batch/job";
 const SPOT_TERMINATION: &str = "Server.SpotInstanceTermination";
 /// The orphan sweep looks at the whole account's tagged instances; every this many passes.
 const SWEEP_EVERY: u32 = 20;
+/// Spot prices move slowly; the catalog is refreshed every this many passes (an hour at the
+/// default 1 s poll).
+const CATALOG_EVERY: u32 = 3600;
 
 #[derive(Debug, Clone)]
 pub struct AwsOptions {
@@ -128,7 +131,9 @@ pub struct AwsDriver {
     tasks: Mutex<HashMap<String, Tracked>>,
     taskdefs: tokio::sync::Mutex<HashMap<String, String>>,
     envs: tokio::sync::Mutex<HashMap<String, EnvState>>,
-    catalog: provisioner::Catalog,
+    /// Instance types with their capacity and prices: built in, then refreshed from
+    /// DescribeInstanceTypes and DescribeSpotPriceHistory.
+    catalog: std::sync::RwLock<provisioner::Catalog>,
     /// Instance id → EC2 state reason code, for instances seen going away.
     gone: Mutex<HashMap<String, String>>,
 }
@@ -223,9 +228,123 @@ impl AwsDriver {
             tasks: Mutex::default(),
             taskdefs: tokio::sync::Mutex::default(),
             envs: tokio::sync::Mutex::default(),
-            catalog: provisioner::builtin_catalog(),
+            catalog: std::sync::RwLock::new(provisioner::builtin_catalog()),
             gone: Mutex::default(),
         })
+    }
+
+    pub fn catalog(&self) -> provisioner::Catalog {
+        self.catalog.read().map(|c| c.clone()).unwrap_or_default()
+    }
+
+    /// Replaces the built-in capacities and Spot prices with what the region reports. Types the
+    /// region does not know keep their built-in figures; on-demand prices stay built in (the
+    /// EC2 API has none).
+    async fn refresh_catalog(&self) {
+        let mut types = self.catalog().types().to_vec();
+        let names: Vec<String> = types.iter().map(|t| t.name.clone()).collect();
+        let mut shape: HashMap<String, (u32, u64, u32)> = HashMap::new();
+        let mut spot: HashMap<String, f64> = HashMap::new();
+        for chunk in names.chunks(100) {
+            let r = self
+                .api
+                .call(
+                    "ec2",
+                    "DescribeInstanceTypes",
+                    self.api
+                        .ec2
+                        .describe_instance_types()
+                        .set_instance_types(Some(
+                            chunk
+                                .iter()
+                                .map(|n| ec2t::InstanceType::from(n.as_str()))
+                                .collect(),
+                        ))
+                        .send(),
+                )
+                .await;
+            match r {
+                Ok(out) => {
+                    for it in out.instance_types() {
+                        let Some(name) = it.instance_type().map(|t| t.as_str().to_string()) else {
+                            continue;
+                        };
+                        let vcpus = it
+                            .v_cpu_info()
+                            .and_then(|v| v.default_v_cpus())
+                            .unwrap_or(0);
+                        let mem = it.memory_info().and_then(|m| m.size_in_mib()).unwrap_or(0);
+                        let gpus: i32 = it
+                            .gpu_info()
+                            .map(|g| g.gpus().iter().filter_map(|d| d.count()).sum())
+                            .unwrap_or(0);
+                        if vcpus > 0 && mem > 0 {
+                            shape.insert(name, (vcpus as u32, mem as u64, gpus.max(0) as u32));
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "describe instance types failed; keeping built-in shapes")
+                }
+            }
+            let r = self
+                .api
+                .call(
+                    "ec2",
+                    "DescribeSpotPriceHistory",
+                    self.api
+                        .ec2
+                        .describe_spot_price_history()
+                        .set_instance_types(Some(
+                            chunk
+                                .iter()
+                                .map(|n| ec2t::InstanceType::from(n.as_str()))
+                                .collect(),
+                        ))
+                        .product_descriptions("Linux/UNIX")
+                        .start_time(aws_sdk_ec2::primitives::DateTime::from(
+                            std::time::SystemTime::now(),
+                        ))
+                        .send(),
+                )
+                .await;
+            match r {
+                Ok(out) => {
+                    for p in out.spot_price_history() {
+                        let (Some(t), Some(price)) = (
+                            p.instance_type().map(|t| t.as_str().to_string()),
+                            p.spot_price().and_then(|v| v.parse::<f64>().ok()),
+                        ) else {
+                            continue;
+                        };
+                        // The cheapest Availability Zone's price: CreateFleet may use any.
+                        let e = spot.entry(t).or_insert(price);
+                        *e = e.min(price);
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "spot price history failed; keeping built-in prices")
+                }
+            }
+        }
+        for t in &mut types {
+            if let Some(&(v, m, g)) = shape.get(&t.name) {
+                t.vcpus = v;
+                t.memory_mib = m;
+                t.gpus = g;
+            }
+            if let Some(&p) = spot.get(&t.name) {
+                t.spot_price_per_hour = Some(p);
+            }
+        }
+        tracing::info!(
+            shapes = shape.len(),
+            spot_prices = spot.len(),
+            "instance catalog refreshed"
+        );
+        if let Ok(mut c) = self.catalog.write() {
+            *c = provisioner::Catalog::new(types);
+        }
     }
 
     pub fn fleet(&self) -> Arc<FleetView> {
@@ -283,6 +402,9 @@ impl AwsDriver {
     // ------------------------------------------------------------ environments
 
     async fn control_pass(&self, pass: u32) {
+        if pass.is_multiple_of(CATALOG_EVERY) {
+            self.refresh_catalog().await;
+        }
         let cat = self.batch.catalog().await;
         let demand = self.fleet.demand();
         let mut live = HashSet::new();
@@ -426,8 +548,9 @@ impl AwsDriver {
         let mut largest = Resources::default();
         if managed && let Some(cr) = &ce.compute_resources {
             let types = cr.instance_types.clone().unwrap_or_default();
-            for i in self.catalog.allowed(&types) {
-                largest = max(largest, self.catalog.types()[i].capacity());
+            let catalog = self.catalog();
+            for i in catalog.allowed(&types) {
+                largest = max(largest, catalog.types()[i].capacity());
             }
         }
         let mut instances = Vec::new();
@@ -512,7 +635,7 @@ impl AwsDriver {
                         .into(),
                 ));
             }
-            if self.catalog.allowed(&types).is_empty() {
+            if self.catalog().allowed(&types).is_empty() {
                 return Err(Setup::Invalid(format!(
                     "CLIENT_ERROR - computeResources.instanceTypes: none of {types:?} is an instance type or family Flotilla knows \
                      (for example c5.large, m5, or optimal)"
@@ -617,7 +740,7 @@ impl AwsDriver {
                     .ec2
                     .create_launch_template()
                     .launch_template_name(template)
-                    .launch_template_data(data.build())
+                    .launch_template_data(data.clone().build())
                     .tag_specifications(
                         ec2t::TagSpecification::builder()
                             .resource_type(ec2t::ResourceType::LaunchTemplate)
@@ -631,7 +754,22 @@ impl AwsDriver {
             .await;
         match r {
             Ok(_) => Ok(()),
-            Err(e) if e.code.contains("AlreadyExists") => Ok(()),
+            // Set up again after a restart or an UpdateComputeEnvironment: a new version with
+            // today's settings, which CreateFleet's `$Latest` picks up.
+            Err(e) if e.code.contains("AlreadyExists") => self
+                .api
+                .call(
+                    "ec2",
+                    "CreateLaunchTemplateVersion",
+                    self.api
+                        .ec2
+                        .create_launch_template_version()
+                        .launch_template_name(template)
+                        .launch_template_data(data.build())
+                        .send(),
+                )
+                .await
+                .map(|_| ()),
             Err(e) => Err(e),
         }
     }
@@ -783,6 +921,7 @@ impl AwsDriver {
             return;
         };
         let now = now_ms();
+        let catalog = self.catalog();
         let mut fleet = Vec::new();
         for o in &state.instances {
             let used = o
@@ -793,7 +932,7 @@ impl AwsDriver {
                 .unwrap_or_default();
             let capacity = o
                 .registered
-                .or_else(|| self.catalog.get(&o.instance_type).map(|t| t.capacity()))
+                .or_else(|| catalog.get(&o.instance_type).map(|t| t.capacity()))
                 .unwrap_or_default();
             let idle = used == Resources::default();
             let idle_since = if idle {
@@ -804,7 +943,7 @@ impl AwsDriver {
             };
             // The provisioner retires only instances whose `free` equals the catalog capacity.
             let free = if idle {
-                self.catalog
+                catalog
                     .get(&o.instance_type)
                     .map(|t| t.capacity())
                     .unwrap_or(capacity)
@@ -832,7 +971,7 @@ impl AwsDriver {
         let enabled = ce.state == "ENABLED";
         let snapshot = provisioner::Snapshot {
             env: spec.clone(),
-            catalog: self.catalog.clone(),
+            catalog,
             fleet,
             demand: if enabled {
                 demand.by_env.get(name).cloned().unwrap_or_default()
