@@ -8,11 +8,15 @@
 //!             ▼
 //!  api/ ── parse + validate (model/) ──► batch/ ──► store/ (SQLite | PostgreSQL)
 //!                                                    durable before the reply
-//!                                   │
+//!                                   │ wake-up
 //!                                   ▼
-//!  scheduler/ · provisioner/  pure planning over snapshots            (later issues)
-//!  compute/                   drivers that do I/O: LOCAL, AWS          (later issues)
-//!  reconciler/                observations → job transitions, retries  (later issues)
+//!  engine/      one actor owning unfinished jobs: apply → plan → write → launch
+//!     │  scheduler/    pure: RUNNABLE jobs × free capacity → placements
+//!     │  demand ──►  compute/aws/ control loop ── provisioner/ (pure: demand × fleet → plan)
+//!     ▼                    │ CreateFleet / TerminateInstances, clusters, launch templates
+//!  compute/ Router ─► local/ (Docker | processes)   aws/ (ECS StartTask, DescribeTasks, StopTask)
+//!     ▲                                                   │
+//!     └──────────── runtime events (started, exited, interrupted) ◄──┘
 //! ```
 //!
 //! Modules:
@@ -24,6 +28,11 @@
 //! - [`server`]: configuration, start-up (defaults, credentials), graceful shutdown.
 //! - [`metrics`]: Prometheus counters and gauges.
 //! - [`logs`]: job output as CloudWatch Logs events, file-backed under `<data-dir>/logs/`.
+//! - [`engine`]: the control loop (the reconciler): job transitions, retries (`evaluateOnExit`),
+//!   timeouts, dependencies, array roll-up, Spot interruptions.
+//! - [`scheduler`]: pure placement of RUNNABLE jobs (priority, fair share, environment order).
+//! - [`compute`]: where attempts run: `local` (Docker or host processes) and `aws` (EC2 fleets,
+//!   ECS tasks, CloudWatch Logs), behind one `Runtime` the engine talks to.
 //! - [`provisioner`]: pure planning of what a managed compute environment launches and retires
 //!   (demand × fleet × instance catalog → launch / retire), with a built-in us-east-1 catalog.
 //! - `cli`: the `flotilla` command line; talks to the server over the signed AWS Batch API.
