@@ -1097,3 +1097,38 @@ async fn metrics_report_api_calls_transitions_queue_depth_and_capacity() {
         cores * 1000.0
     );
 }
+
+#[tokio::test]
+async fn a_queue_deeper_than_one_pass_window_drains_completely() {
+    // A pass looks at the first 2,000 waiting jobs of each share; the rest must follow as those
+    // leave, until the whole queue has run.
+    let s = server("process", &[]);
+    let c = s.client();
+    register(&c, "tiny", &["true"], "0.25", None).await;
+    let parent = c
+        .submit_job()
+        .job_name("deep")
+        .job_queue("default")
+        .job_definition("tiny")
+        .array_properties(ArrayProperties::builder().size(2_500).build())
+        .send()
+        .await
+        .expect("submit array")
+        .job_id
+        .expect("id");
+    let last = submit(&c, "default", "tiny").await;
+    let p = wait_final(&c, &parent, 300).await;
+    assert_eq!(
+        p.status,
+        Some(JobStatus::Succeeded),
+        "{:?}",
+        p.status_reason
+    );
+    let summary = p
+        .array_properties
+        .and_then(|a| a.status_summary)
+        .unwrap_or_default();
+    assert_eq!(summary.get("SUCCEEDED"), Some(&2_500), "{summary:?}");
+    let j = wait_final(&c, &last, 60).await;
+    assert_eq!(j.status, Some(JobStatus::Succeeded));
+}
