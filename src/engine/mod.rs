@@ -1402,9 +1402,8 @@ impl Engine {
                 let group = group_cut.len();
                 group_cut.push(false);
                 let mut share: Option<&str> = None;
-                let mut taken = 0;
                 let mut next = None;
-                for (k, w) in range {
+                for (taken, (k, w)) in range.enumerate() {
                     match share {
                         None => share = Some(k.share.as_str()),
                         Some(s) if s != k.share => {
@@ -1418,7 +1417,6 @@ impl Engine {
                         next = Some(WaitKey::after_share(&k.share));
                         break;
                     }
-                    taken += 1;
                     ids.push(k.id.as_str());
                     avoid_spot.push(w.avoid_spot);
                     view_group.push(group);
