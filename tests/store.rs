@@ -727,6 +727,43 @@ async fn concurrent_upserts_durable_across_reopen(db: &TestDb) {
     assert_eq!(listed.len(), 200);
 }
 
+/// Relaxed and durable writes interleaved, in one group or not: each is visible once it
+/// returns, the later version of a row wins, and a process that drops the store without closing
+/// it (as a crash would) leaves every acknowledged row for the next open.
+async fn relaxed_upserts_commit_and_survive_reopen(db: &TestDb) {
+    let store = Arc::new(db.open().await);
+    let tasks: Vec<_> = (0..100)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let row = job(&format!("r{i:03}"), "RUNNABLE", "r", "d:1", i);
+                if i % 2 == 0 {
+                    store.upsert_jobs_relaxed(vec![row]).await
+                } else {
+                    store.upsert_jobs(vec![row]).await
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.expect("task").expect("upsert acknowledged");
+    }
+    store
+        .upsert_jobs_relaxed(vec![job("r000", "SUCCEEDED", "r", "d:1", 0)])
+        .await
+        .expect("relaxed upsert");
+    let got = store.get_jobs(&["r000".to_string()]).await.unwrap();
+    assert_eq!(got[0].status, "SUCCEEDED", "visible as soon as it returns");
+    drop(store);
+
+    let store = db.open().await;
+    let ids: Vec<String> = (0..100).map(|i| format!("r{i:03}")).collect();
+    let got = store.get_jobs(&ids).await.unwrap();
+    assert_eq!(got.len(), 100);
+    let first = got.iter().find(|r| r.job_id == "r000").expect("r000");
+    assert_eq!(first.status, "SUCCEEDED");
+}
+
 async fn large_array_upsert(db: &TestDb) {
     let store = db.open().await;
     let mut rows = vec![job("big", "PENDING", "big", "d:1", 1)];
@@ -819,6 +856,7 @@ macro_rules! all_store_tests {
             jobs_with_status,
             count_jobs_by_queue_status,
             concurrent_upserts_durable_across_reopen,
+            relaxed_upserts_commit_and_survive_reopen,
             large_array_upsert,
             migrations_rerun_harmlessly,
             concurrent_opens,

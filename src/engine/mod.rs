@@ -1764,9 +1764,19 @@ impl Engine {
                     None => {}
                 }
             }
+            // Transitions the engine made on its own are committed without waiting for the disk:
+            // a process crash keeps them (and a restart re-derives what a power loss takes).
+            // What answers a caller (CancelJob, TerminateJob, tags) waits for the flush.
+            let durable = !self.replies.is_empty();
             let mut backoff = Duration::from_millis(50);
             loop {
-                match self.batch.store().upsert_jobs(rows.clone()).await {
+                let store = self.batch.store();
+                let written = if durable {
+                    store.upsert_jobs(rows.clone()).await
+                } else {
+                    store.upsert_jobs_relaxed(rows.clone()).await
+                };
+                match written {
                     Ok(()) => break,
                     Err(e) if e.is_retryable() => {
                         tracing::warn!(error = %e, rows = rows.len(), "job write failed; retrying");

@@ -158,6 +158,14 @@ pub trait Store: Send + Sync + 'static {
     /// Insert or replace jobs by `job_id`, atomically, committed before returning.
     /// Concurrent calls are group-committed.
     async fn upsert_jobs(&self, jobs: Vec<JobRow>) -> StoreResult<()>;
+    /// Like [`Store::upsert_jobs`], committed before returning (other readers see it, and it
+    /// survives a crash of this process), but not necessarily flushed to disk yet: a power loss
+    /// may undo it, and the next durable commit flushes it along. For the engine's own
+    /// transitions, which a restart re-derives (at worst an attempt runs again, as AWS Batch's
+    /// at-least-once allows); never for what a caller was told is stored.
+    async fn upsert_jobs_relaxed(&self, jobs: Vec<JobRow>) -> StoreResult<()> {
+        self.upsert_jobs(jobs).await
+    }
     /// The jobs with these IDs that exist, in no particular order.
     async fn get_jobs(&self, ids: &[String]) -> StoreResult<Vec<JobRow>>;
     async fn list_jobs(&self, query: &JobListQuery) -> StoreResult<JobPage>;

@@ -235,6 +235,8 @@ impl SqlBuilder {
 
 struct WriteRequest {
     jobs: Vec<JobRow>,
+    /// Flushed to disk before the reply (else committed only; see `upsert_jobs_relaxed`).
+    durable: bool,
     reply: oneshot::Sender<StoreResult<()>>,
 }
 
@@ -247,6 +249,22 @@ pub struct SqlStore {
 }
 
 impl SqlStore {
+    async fn write(&self, jobs: Vec<JobRow>, durable: bool) -> StoreResult<()> {
+        if jobs.is_empty() {
+            return Ok(());
+        }
+        let (reply, answer) = oneshot::channel();
+        self.writer
+            .send(WriteRequest {
+                jobs,
+                durable,
+                reply,
+            })
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
     /// Opens `sqlite://PATH` (created if missing) or `postgres://…`, and migrates the schema.
     pub async fn open(url: &str) -> StoreResult<SqlStore> {
         let started = Instant::now();
@@ -531,35 +549,63 @@ fn chunk_sizes(mut n: usize) -> impl Iterator<Item = usize> {
     })
 }
 
-/// Upserts `rows` (unique job IDs) in one transaction.
-async fn write_rows(pool: &Pool, rows: &[&JobRow]) -> Result<(), sqlx::Error> {
+/// Upserts `rows` (unique job IDs) in one transaction; `durable`: flushed to disk at commit.
+async fn write_rows(pool: &Pool, rows: &[&JobRow], durable: bool) -> Result<(), sqlx::Error> {
     let placeholders = match pool {
         Pool::Sqlite(_) => Placeholders::Positional,
         Pool::Postgres(_) => Placeholders::Numbered,
     };
-    on_pool!(pool, p => {
-        let mut tx = p.begin().await?;
-        let mut rest = rows;
-        for size in chunk_sizes(rows.len()) {
-            let (chunk, tail) = rest.split_at(size);
-            rest = tail;
-            let mut q = sqlx::query(AssertSqlSafe(upsert_sql(size, placeholders)));
-            for r in chunk {
-                q = q
-                    .bind(r.job_id.as_str())
-                    .bind(r.job_queue.as_str())
-                    .bind(r.status.as_str())
-                    .bind(r.job_name.as_str())
-                    .bind(r.job_definition.as_str())
-                    .bind(r.array_parent.as_deref())
-                    .bind(r.array_index)
-                    .bind(r.created_at)
-                    .bind(r.doc.as_str());
+    // SQLite: `synchronous` is per connection and cannot change inside a transaction, so it is
+    // set on the connection first (every time: connections are pooled). NORMAL in WAL mode
+    // commits to the WAL without fsync; the next FULL commit's fsync covers it.
+    // PostgreSQL: `synchronous_commit` for this transaction only.
+    let sqlite_sync = if durable {
+        "PRAGMA synchronous = FULL"
+    } else {
+        "PRAGMA synchronous = NORMAL"
+    };
+    macro_rules! upsert {
+        ($tx:ident) => {{
+            let mut tx = $tx;
+            let mut rest = rows;
+            for size in chunk_sizes(rows.len()) {
+                let (chunk, tail) = rest.split_at(size);
+                rest = tail;
+                let mut q = sqlx::query(AssertSqlSafe(upsert_sql(size, placeholders)));
+                for r in chunk {
+                    q = q
+                        .bind(r.job_id.as_str())
+                        .bind(r.job_queue.as_str())
+                        .bind(r.status.as_str())
+                        .bind(r.job_name.as_str())
+                        .bind(r.job_definition.as_str())
+                        .bind(r.array_parent.as_deref())
+                        .bind(r.array_index)
+                        .bind(r.created_at)
+                        .bind(r.doc.as_str());
+                }
+                q.execute(&mut *tx).await?;
             }
-            q.execute(&mut *tx).await?;
+            tx.commit().await
+        }};
+    }
+    match pool {
+        Pool::Sqlite(p) => {
+            let mut conn = p.acquire().await?;
+            sqlx::query(sqlite_sync).execute(&mut *conn).await?;
+            let tx = sqlx::Connection::begin(&mut *conn).await?;
+            upsert!(tx)
         }
-        tx.commit().await
-    })
+        Pool::Postgres(p) => {
+            let mut tx = p.begin().await?;
+            if !durable {
+                sqlx::query("SET LOCAL synchronous_commit TO OFF")
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            upsert!(tx)
+        }
+    }
 }
 
 /// The rows of `requests` in order, a job ID written twice keeping its last version: the same
@@ -613,7 +659,8 @@ async fn run_writer(pool: Pool, mut rx: mpsc::Receiver<WriteRequest>) {
 async fn commit_group(pool: &Pool, group: Vec<WriteRequest>) {
     let started = Instant::now();
     let rows = dedup(&group);
-    let result = write_rows(pool, &rows).await.map_err(map_err);
+    let durable = group.iter().any(|r| r.durable);
+    let result = write_rows(pool, &rows, durable).await.map_err(map_err);
     let row_count = rows.len();
     drop(rows);
     match result {
@@ -634,7 +681,9 @@ async fn commit_group(pool: &Pool, group: Vec<WriteRequest>) {
             // caller alone so the error reaches only its owner.
             warn!(error = %e, waiters = group.len(), "group commit failed, committing callers one by one");
             for r in group {
-                let result = write_rows(pool, &dedup([&r])).await.map_err(map_err);
+                let result = write_rows(pool, &dedup([&r]), r.durable)
+                    .await
+                    .map_err(map_err);
                 if let Err(e) = &result {
                     warn!(error = %e, rows = r.jobs.len(), "job upsert failed");
                 }
@@ -846,15 +895,11 @@ impl Store for SqlStore {
     }
 
     async fn upsert_jobs(&self, jobs: Vec<JobRow>) -> StoreResult<()> {
-        if jobs.is_empty() {
-            return Ok(());
-        }
-        let (reply, answer) = oneshot::channel();
-        self.writer
-            .send(WriteRequest { jobs, reply })
-            .await
-            .map_err(|_| StoreError::Closed)?;
-        answer.await.map_err(|_| StoreError::Closed)?
+        self.write(jobs, true).await
+    }
+
+    async fn upsert_jobs_relaxed(&self, jobs: Vec<JobRow>) -> StoreResult<()> {
+        self.write(jobs, false).await
     }
 
     async fn get_jobs(&self, ids: &[String]) -> StoreResult<Vec<JobRow>> {
