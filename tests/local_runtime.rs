@@ -341,6 +341,20 @@ fn wait_dead(pid: i32, within: Duration) -> bool {
     false
 }
 
+/// The attempt's record as the process runtime's journal (`run/journal`, JSON lines of `put`
+/// and `del`) last left it, if it is still live.
+fn live_run_record(data: &std::path::Path, task_id: &str) -> Option<serde_json::Value> {
+    let text = std::fs::read_to_string(data.join("run").join("journal")).ok()?;
+    let mut live = None;
+    for line in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).ok()?;
+        if v["task_id"] == task_id {
+            live = (v["op"] == "put").then_some(v);
+        }
+    }
+    live
+}
+
 /// A server "crash": the first runtime lives in a tokio runtime that is torn down without any
 /// clean-up while its attempt runs. A new runtime on the same data dir must kill the orphaned
 /// process group (so nothing runs twice) and report the attempt lost.
@@ -357,11 +371,7 @@ fn process_recover_kills_and_reports_orphans() {
         rt.start(s.clone()).await.expect("start");
         expect_started(&mut rx, &s).await;
         // The run record is how the next server finds the group.
-        let rec: serde_json::Value = serde_json::from_slice(
-            &std::fs::read(data.join("run").join(format!("{}.json", s.task_id)))
-                .expect("run record"),
-        )
-        .expect("record json");
+        let rec = live_run_record(&data, &s.task_id).expect("run record in the journal");
         rec["pid"].as_i64().expect("pid") as i32
     });
     first.shutdown_background();
@@ -423,10 +433,7 @@ fn process_recover_kills_and_reports_orphans() {
         "orphan group leader {pid} still running"
     );
     assert!(
-        !data
-            .join("run")
-            .join(format!("{}.json", s.task_id))
-            .exists(),
+        live_run_record(&data, &s.task_id).is_none(),
         "run record left behind"
     );
     second.shutdown_background();

@@ -5,8 +5,9 @@
 //! What it does, and why:
 //! - Environment: exactly `spec.env`, plus the server's `PATH` and `HOME` unless `spec.env` sets
 //!   them: a container starts from its image's environment, not the server's.
-//! - Working directory: a fresh `<data-dir>/work/<task_id>/`, removed when the attempt ends, as a
-//!   container's writable layer is.
+//! - Working directory: an empty directory under `<data-dir>/work/`, as a container's writable
+//!   layer starts empty. A directory the attempt left empty is reused by a later attempt
+//!   (creating and removing one per attempt costs an inode each); anything else is removed.
 //! - Output: stdout and stderr line by line into the attempt's log stream, each line timestamped
 //!   when it arrives.
 //! - Exit: the exit code, or 128+N for a process killed by signal N (as a shell reports it).
@@ -15,7 +16,10 @@
 //! - A command that cannot be started (not found, not executable) ends the attempt with
 //!   `exit_code: None` and a `CannotStartContainerError: …` reason rather than an error, so the
 //!   job fails with a readable reason.
-//! - Recovery: each attempt's process group is recorded in `<data-dir>/run/<task_id>.json`.
+//! - Recovery: each attempt's process group is recorded in the journal `<data-dir>/run/journal`
+//!   (one JSON line per change, appended; rewritten with only the live records when it grows).
+//!   One append-only file rather than a file per attempt: at thousands of attempts a second,
+//!   creating and deleting files was most of the runtime's cost (ext4 inode allocation).
 //!   After a server crash the processes are no longer the server's children, so their exit codes
 //!   cannot be collected: [`Runtime::recover`] kills each surviving group (so nothing runs
 //!   twice) and reports [`HOST_LOST_REASON`]; the engine retries per the retry strategy. An
@@ -81,6 +85,114 @@ struct Running {
     pgid: i32,
 }
 
+/// One line of the run journal.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "lowercase")]
+enum Entry {
+    Put(RunRecord),
+    Del { task_id: String },
+}
+
+/// The run records: in memory, and appended to `run/journal` on every change.
+struct Journal {
+    path: PathBuf,
+    file: std::fs::File,
+    live: HashMap<String, RunRecord>,
+    /// Lines in the file; rewritten once they outnumber the live records by far.
+    lines: usize,
+}
+
+/// Empty working directories kept for reuse; beyond this many they are removed.
+const WORK_POOL: usize = 64;
+
+impl Journal {
+    fn open(run_dir: &Path) -> std::io::Result<Journal> {
+        let path = run_dir.join("journal");
+        let mut live: HashMap<String, RunRecord> = HashMap::new();
+        if let Ok(text) = std::fs::read_to_string(&path) {
+            for line in text.lines().filter(|l| !l.trim().is_empty()) {
+                // A torn last line (a crash mid-append) is skipped like any unreadable one.
+                match serde_json::from_str::<Entry>(line) {
+                    Ok(Entry::Put(r)) => {
+                        live.insert(r.task_id.clone(), r);
+                    }
+                    Ok(Entry::Del { task_id }) => {
+                        live.remove(&task_id);
+                    }
+                    Err(e) => tracing::warn!(error = %e, "unreadable run journal line ignored"),
+                }
+            }
+        }
+        // Records of earlier versions, one file per attempt.
+        if let Ok(dir) = std::fs::read_dir(run_dir) {
+            for entry in dir.flatten() {
+                let p = entry.path();
+                if p.extension().and_then(|e| e.to_str()) == Some("json") {
+                    if let Ok(r) = std::fs::read(&p).map_err(|e| e.to_string()).and_then(|b| {
+                        serde_json::from_slice::<RunRecord>(&b).map_err(|e| e.to_string())
+                    }) {
+                        live.insert(r.task_id.clone(), r);
+                    }
+                    let _ = std::fs::remove_file(&p);
+                }
+            }
+        }
+        let mut j = Journal {
+            file: std::fs::File::create(run_dir.join("journal.new"))?,
+            path,
+            live,
+            lines: 0,
+        };
+        j.compact()?;
+        Ok(j)
+    }
+
+    /// Rewrites the journal with the live records only (write a new file, rename it over).
+    fn compact(&mut self) -> std::io::Result<()> {
+        use std::io::Write;
+        let tmp = self.path.with_extension("new");
+        let mut out = Vec::new();
+        for r in self.live.values() {
+            serde_json::to_writer(&mut out, &Entry::Put(r.clone()))
+                .map_err(std::io::Error::other)?;
+            out.push(b'\n');
+        }
+        std::fs::write(&tmp, &out)?;
+        std::fs::rename(&tmp, &self.path)?;
+        self.file = std::fs::OpenOptions::new().append(true).open(&self.path)?;
+        self.lines = self.live.len();
+        let _ = self.file.flush();
+        Ok(())
+    }
+
+    fn append(&mut self, entry: &Entry) -> std::io::Result<()> {
+        use std::io::Write;
+        let mut line = serde_json::to_vec(entry).map_err(std::io::Error::other)?;
+        line.push(b'\n');
+        // One write(2) of a whole line to an O_APPEND file: lines never interleave.
+        self.file.write_all(&line)?;
+        self.lines += 1;
+        if self.lines > 10_000 && self.lines > 4 * self.live.len() {
+            self.compact()?;
+        }
+        Ok(())
+    }
+
+    fn put(&mut self, rec: &RunRecord) -> std::io::Result<()> {
+        self.live.insert(rec.task_id.clone(), rec.clone());
+        self.append(&Entry::Put(rec.clone()))
+    }
+
+    fn del(&mut self, task_id: &str) -> std::io::Result<()> {
+        if self.live.remove(task_id).is_none() {
+            return Ok(());
+        }
+        self.append(&Entry::Del {
+            task_id: task_id.to_string(),
+        })
+    }
+}
+
 /// The process runtime. Cheap to clone.
 #[derive(Clone)]
 pub struct ProcessRuntime {
@@ -88,8 +200,10 @@ pub struct ProcessRuntime {
 }
 
 struct Inner {
-    run_dir: PathBuf,
+    journal: Mutex<Journal>,
     work_dir: PathBuf,
+    /// Empty working directories left by finished attempts, ready for the next ones.
+    work_pool: Mutex<Vec<PathBuf>>,
     logs: Arc<LogStore>,
     events: mpsc::Sender<RuntimeEvent>,
     /// (job id, attempt) → its process group, while the attempt runs.
@@ -104,15 +218,22 @@ impl ProcessRuntime {
     ) -> Result<ProcessRuntime, RuntimeError> {
         let run_dir = data_dir.join("run");
         let work_dir = data_dir.join("work");
+        // Working directories of a previous server's attempts: those attempts are killed by
+        // `recover` (an unlinked cwd does not disturb a process meanwhile).
+        let _ = std::fs::remove_dir_all(&work_dir);
         for d in [&run_dir, &work_dir] {
             std::fs::create_dir_all(d).map_err(|e| {
                 RuntimeError::Unavailable(format!("cannot create {}: {e}", d.display()))
             })?;
         }
+        let journal = Journal::open(&run_dir).map_err(|e| {
+            RuntimeError::Unavailable(format!("run journal in {}: {e}", run_dir.display()))
+        })?;
         Ok(ProcessRuntime {
             inner: Arc::new(Inner {
-                run_dir,
+                journal: Mutex::new(journal),
                 work_dir,
+                work_pool: Mutex::new(Vec::new()),
                 logs,
                 events,
                 running: Mutex::new(HashMap::new()),
@@ -127,33 +248,50 @@ impl Inner {
         self.running.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn record_path(&self, task_id: &str) -> PathBuf {
-        self.run_dir
-            .join(format!("{}.json", safe_file_name(task_id)))
+    fn journal(&self) -> std::sync::MutexGuard<'_, Journal> {
+        self.journal.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn write_record(&self, rec: &RunRecord) -> std::io::Result<()> {
-        let path = self.record_path(&rec.task_id);
-        let tmp = path.with_extension("json.tmp");
-        let body = serde_json::to_vec_pretty(rec).map_err(std::io::Error::other)?;
-        std::fs::write(&tmp, body)?;
-        std::fs::rename(&tmp, &path)
+        self.journal().put(rec)
     }
 
-    fn read_record(&self, path: &Path) -> Option<RunRecord> {
-        let text = std::fs::read(path).ok()?;
-        match serde_json::from_slice(&text) {
-            Ok(r) => Some(r),
-            Err(e) => {
-                tracing::warn!(path = %path.display(), error = %e, "unreadable run record ignored");
-                None
-            }
-        }
+    fn read_record(&self, task_id: &str) -> Option<RunRecord> {
+        self.journal().live.get(task_id).cloned()
     }
 
     fn forget(&self, task_id: &str) {
-        let _ = std::fs::remove_file(self.record_path(task_id));
-        let _ = std::fs::remove_dir_all(self.work_dir.join(safe_file_name(task_id)));
+        if let Err(e) = self.journal().del(task_id) {
+            tracing::warn!(error = %e, "cannot append to the run journal");
+        }
+    }
+
+    /// An empty working directory: a reused one, or a new `work/<task_id>`.
+    fn take_work_dir(&self, task_id: &str) -> std::io::Result<PathBuf> {
+        let reused = self
+            .work_pool
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop();
+        if let Some(d) = reused {
+            return Ok(d);
+        }
+        let d = self.work_dir.join(safe_file_name(task_id));
+        std::fs::create_dir_all(&d)?;
+        Ok(d)
+    }
+
+    /// Keeps an attempt's directory for reuse if it left it empty, else removes it.
+    fn give_back_work_dir(&self, dir: PathBuf) {
+        let empty = std::fs::read_dir(&dir).is_ok_and(|mut d| d.next().is_none());
+        if empty {
+            let mut pool = self.work_pool.lock().unwrap_or_else(|p| p.into_inner());
+            if pool.len() < WORK_POOL {
+                pool.push(dir);
+                return;
+            }
+        }
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
 
@@ -190,9 +328,8 @@ impl Runtime for ProcessRuntime {
             );
             return Ok(());
         };
-        let work = inner.work_dir.join(safe_file_name(&spec.task_id));
-        std::fs::create_dir_all(&work).map_err(|e| {
-            RuntimeError::Unavailable(format!("cannot create {}: {e}", work.display()))
+        let work = inner.take_work_dir(&spec.task_id).map_err(|e| {
+            RuntimeError::Unavailable(format!("cannot create a working directory: {e}"))
         })?;
         let mut cmd = tokio::process::Command::new(program);
         cmd.args(args)
@@ -215,7 +352,7 @@ impl Runtime for ProcessRuntime {
         let mut child = match cmd.spawn() {
             Ok(c) => c,
             Err(e) => {
-                let _ = std::fs::remove_dir_all(&work);
+                inner.give_back_work_dir(work);
                 let reason = cannot_start(program, &e);
                 span.in_scope(|| tracing::info!(%reason, "attempt could not start"));
                 send_later(
@@ -229,7 +366,7 @@ impl Runtime for ProcessRuntime {
             // tokio only forgets the pid of a child it has reaped, and this one was never
             // polled: unreachable in practice, and without a pid there is nothing to manage.
             let _ = child.start_kill();
-            let _ = std::fs::remove_dir_all(&work);
+            inner.give_back_work_dir(work);
             return Err(RuntimeError::Unavailable(
                 "spawned process has no pid".into(),
             ));
@@ -304,6 +441,7 @@ impl Runtime for ProcessRuntime {
                 )
                 .await;
                 inner.forget(&spec.task_id);
+                inner.give_back_work_dir(work);
             }
             .instrument(span),
         );
@@ -354,7 +492,7 @@ impl Runtime for ProcessRuntime {
                 task_id = %e.task_id
             );
             let _g = span.enter();
-            match inner.read_record(&inner.record_path(&e.task_id)) {
+            match inner.read_record(&e.task_id) {
                 Some(rec) if rec.exit_code.is_some() => {
                     tracing::info!(
                         exit_code = rec.exit_code,
@@ -390,15 +528,9 @@ impl Runtime for ProcessRuntime {
         }
         // Records nobody expects (the engine already gave up on them): make sure they are dead.
         let ours: HashSet<i32> = inner.running().values().map(|r| r.pgid).collect();
-        if let Ok(dir) = std::fs::read_dir(&inner.run_dir) {
-            for entry in dir.flatten() {
-                let path = entry.path();
-                if path.extension().and_then(|e| e.to_str()) != Some("json") {
-                    continue;
-                }
-                let Some(rec) = inner.read_record(&path) else {
-                    continue;
-                };
+        let records: Vec<RunRecord> = inner.journal().live.values().cloned().collect();
+        {
+            for rec in records {
                 if handled.contains(&rec.task_id) || ours.contains(&rec.pid) {
                     continue;
                 }
