@@ -309,12 +309,10 @@ impl Runtime for ProcessRuntime {
             task_id = %spec.task_id
         );
         let inner = &self.inner;
-        let writer = inner
-            .logs
-            .writer(&spec.log_group, &spec.log_stream)
-            .map_err(|e| RuntimeError::Unavailable(format!("log stream: {e}")))?;
-        let writer = Arc::new(writer);
         let Some((program, args)) = spec.command.split_first() else {
+            if let Err(e) = inner.logs.writer(&spec.log_group, &spec.log_stream) {
+                tracing::warn!(error = %e, "cannot create the attempt's log stream");
+            }
             let reason = "CannotStartContainerError: the process runtime needs a command \
                           (there is no image to take a default from)";
             send_later(
@@ -402,6 +400,29 @@ impl Runtime for ProcessRuntime {
                     },
                 )
                 .await;
+                // Created while the process already runs: the pipes hold its first output, and
+                // creating a file (~0.5 ms here) no longer delays every launch.
+                let writer = match inner.logs.writer(&spec.log_group, &spec.log_stream) {
+                    Ok(w) => Arc::new(w),
+                    Err(e) => {
+                        signal_group(pid, Signal::SIGKILL);
+                        let _ = child.wait().await;
+                        inner.running().remove(&(spec.job_id.clone(), spec.attempt));
+                        inner.forget(&spec.task_id);
+                        inner.give_back_work_dir(work);
+                        send(
+                            &inner.events,
+                            exited(
+                                &spec.job_id,
+                                spec.attempt,
+                                None,
+                                Some(format!("CannotCreateLogStream: {e}")),
+                            ),
+                        )
+                        .await;
+                        return;
+                    }
+                };
                 let mut out = tokio::spawn(copy_lines(stdout, writer.clone()));
                 let mut err = tokio::spawn(copy_lines(stderr, writer.clone()));
                 let status = child.wait().await;
@@ -624,9 +645,15 @@ fn kill_orphan(rec: &RunRecord) -> bool {
 }
 
 fn boot_id() -> Option<String> {
-    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
-        .ok()
-        .map(|s| s.trim().to_string())
+    // Constant until the next boot: read once, not per attempt.
+    static BOOT_ID: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    BOOT_ID
+        .get_or_init(|| {
+            std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+                .ok()
+                .map(|s| s.trim().to_string())
+        })
+        .clone()
 }
 
 /// `/proc/<pid>/stat` field 22 (starttime). The command name (field 2) may hold spaces and
