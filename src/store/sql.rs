@@ -555,15 +555,11 @@ async fn write_rows(pool: &Pool, rows: &[&JobRow], durable: bool) -> Result<(), 
         Pool::Sqlite(_) => Placeholders::Positional,
         Pool::Postgres(_) => Placeholders::Numbered,
     };
-    // SQLite: `synchronous` is per connection and cannot change inside a transaction, so it is
-    // set on the connection first (every time: connections are pooled). NORMAL in WAL mode
-    // commits to the WAL without fsync; the next FULL commit's fsync covers it.
+    // SQLite: `synchronous` is per connection and cannot change inside a transaction. Every
+    // connection opens FULL; a relaxed write switches its connection to NORMAL (WAL: commit
+    // without fsync; the next FULL commit's fsync covers it) and back afterwards, so durable
+    // writes, the submit path's, pay no extra statement.
     // PostgreSQL: `synchronous_commit` for this transaction only.
-    let sqlite_sync = if durable {
-        "PRAGMA synchronous = FULL"
-    } else {
-        "PRAGMA synchronous = NORMAL"
-    };
     macro_rules! upsert {
         ($tx:ident) => {{
             let mut tx = $tx;
@@ -590,11 +586,32 @@ async fn write_rows(pool: &Pool, rows: &[&JobRow], durable: bool) -> Result<(), 
         }};
     }
     match pool {
+        Pool::Sqlite(p) if durable => {
+            let tx = p.begin().await?;
+            upsert!(tx)
+        }
         Pool::Sqlite(p) => {
             let mut conn = p.acquire().await?;
-            sqlx::query(sqlite_sync).execute(&mut *conn).await?;
-            let tx = sqlx::Connection::begin(&mut *conn).await?;
-            upsert!(tx)
+            sqlx::query("PRAGMA synchronous = NORMAL")
+                .execute(&mut *conn)
+                .await?;
+            let result = async {
+                let tx = sqlx::Connection::begin(&mut *conn).await?;
+                upsert!(tx)
+            }
+            .await;
+            // Back to FULL whatever happened: the connection returns to the pool. If even that
+            // fails, the connection is dropped rather than returned.
+            match sqlx::query("PRAGMA synchronous = FULL")
+                .execute(&mut *conn)
+                .await
+            {
+                Ok(_) => result,
+                Err(e) => {
+                    conn.detach();
+                    result.and(Err(e))
+                }
+            }
         }
         Pool::Postgres(p) => {
             let mut tx = p.begin().await?;
