@@ -158,17 +158,7 @@ async fn spot_interruptions_retry_without_spending_attempts() {
         .iter()
         .filter_map(|i| i["instanceId"].as_str().map(str::to_string))
         .collect();
-    let ci_host: HashMap<String, String> = state["containerInstances"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|c| {
-            Some((
-                c["containerInstanceArn"].as_str()?.to_string(),
-                c["instanceId"].as_str()?.to_string(),
-            ))
-        })
-        .collect();
+    let ci_host = instance_of_container_instance(&state);
     let n = ((hosts.len() as f64) * 0.3).ceil() as usize;
     let victims: Vec<String> = hosts.iter().take(n.max(1)).cloned().collect();
     let hit_tasks: HashSet<String> = tasks(&state)

@@ -164,17 +164,7 @@ async fn unmanaged_environment_runs_on_registered_instances_and_never_terminates
     }
     let jobs = drive(&client, &emu, &ids, 4, 60, |_, _| Some(0)).await;
     let state = emu.state().await;
-    let ci_host: HashMap<String, String> = state["containerInstances"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|c| {
-            Some((
-                c["containerInstanceArn"].as_str()?.to_string(),
-                c["instanceId"].as_str()?.to_string(),
-            ))
-        })
-        .collect();
+    let ci_host = instance_of_container_instance(&state);
     for j in &jobs {
         assert_eq!(
             j.status,

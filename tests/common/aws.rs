@@ -242,6 +242,21 @@ pub fn live_instances(state: &Value) -> Vec<Value> {
         .collect()
 }
 
+/// Container instance ARN → EC2 instance ID, from the emulator's state.
+pub fn instance_of_container_instance(state: &Value) -> std::collections::HashMap<String, String> {
+    state["containerInstances"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| {
+            Some((
+                c["containerInstanceArn"].as_str()?.to_string(),
+                c["instanceId"].as_str()?.to_string(),
+            ))
+        })
+        .collect()
+}
+
 pub fn tasks(state: &Value) -> Vec<Value> {
     state["tasks"].as_array().cloned().unwrap_or_default()
 }

@@ -1154,25 +1154,34 @@ impl AwsDriver {
                         .send(),
                 )
                 .await;
-            let _ = self
-                .api
-                .call(
-                    "ecs",
-                    "DeregisterContainerInstance",
-                    self.api
-                        .ecs
-                        .deregister_container_instance()
-                        .cluster(&state.cluster)
-                        .container_instance(&arn)
-                        .force(true)
-                        .send(),
-                )
-                .await;
+            self.deregister(&state.cluster, &arn).await;
         }
         if let Err(e) = self.terminate(&[instance_id.to_string()]).await {
             // Still marked retiring, so not offered to the engine; the next plan retries.
             state.retiring.remove(instance_id);
             tracing::warn!(instance_id, error = %e, "terminate failed");
+        }
+    }
+
+    /// Deregisters a container instance even with tasks on it (they are stopped or already
+    /// gone); best effort: a failure leaves it for the next pass or the orphan sweep.
+    async fn deregister(&self, cluster: &str, container_instance_arn: &str) {
+        let r = self
+            .api
+            .call(
+                "ecs",
+                "DeregisterContainerInstance",
+                self.api
+                    .ecs
+                    .deregister_container_instance()
+                    .cluster(cluster)
+                    .container_instance(container_instance_arn)
+                    .force(true)
+                    .send(),
+            )
+            .await;
+        if let Err(e) = r {
+            tracing::debug!(error = %e, "deregister failed");
         }
     }
 
@@ -1227,20 +1236,7 @@ impl AwsDriver {
         if state.own_cluster && !state.cluster.is_empty() {
             for o in &state.instances {
                 if let Some(arn) = &o.container_instance_arn {
-                    let _ = self
-                        .api
-                        .call(
-                            "ecs",
-                            "DeregisterContainerInstance",
-                            self.api
-                                .ecs
-                                .deregister_container_instance()
-                                .cluster(&state.cluster)
-                                .container_instance(arn)
-                                .force(true)
-                                .send(),
-                        )
-                        .await;
+                    self.deregister(&state.cluster, arn).await;
                 }
             }
             let _ = self
