@@ -36,9 +36,10 @@ const MAX_ROUND_INPUTS: usize = 20_000;
 const TICK: Duration = Duration::from_secs(1);
 const PERIODIC_PASS_MS: i64 = 10_000;
 /// A pass that cannot place anything (no usable environment has a free vCPU) only refreshes the
-/// waiting jobs' reasons; it is put off for up to this long. Building a pass costs O(RUNNABLE),
-/// and without this every submission into a full or DISABLED environment paid it again.
-const IDLE_PASS_INTERVAL_MS: i64 = 1000;
+/// waiting jobs' reasons and the demand the AWS driver provisions for; it is put off for up to
+/// this long, so that a stream of submissions into a full or DISABLED environment does not pay
+/// for one pass each. Short enough that new demand reaches a CreateFleet well within a second.
+const IDLE_PASS_INTERVAL_MS: i64 = 100;
 
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
@@ -455,7 +456,13 @@ impl Engine {
                     _ = shutdown.changed() => break,
                     Some(i) = engine.inputs.recv() => engine.apply_input(i).await,
                     Some(e) = engine.events.recv() => engine.apply_event(e),
-                    _ = tokio::time::sleep(TICK) => {}
+                    // A deferred pass is due within IDLE_PASS_INTERVAL_MS even if nothing else
+                    // happens.
+                    _ = tokio::time::sleep(if engine.replan {
+                        Duration::from_millis(IDLE_PASS_INTERVAL_MS as u64)
+                    } else {
+                        TICK
+                    }) => {}
                 }
                 engine.round().await;
             }
