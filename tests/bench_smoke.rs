@@ -1,6 +1,8 @@
 //! `flotilla bench` at a small size, so that the benchmark cannot rot. No timing is asserted:
 //! only that every scenario ran and reported numbers.
 
+mod common;
+
 use std::process::Command;
 
 #[test]
@@ -81,4 +83,44 @@ fn bench_runs_every_scenario_at_a_small_size() {
 
     let png = std::fs::read(&plot).expect("plot written");
     assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "not a PNG");
+}
+
+#[test]
+fn bench_launch_scenario_runs_against_the_emulator() {
+    let emu = common::emulator::Emulator::start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = Command::new(env!("CARGO_BIN_EXE_flotilla"))
+        .args(["bench", "--scenarios", "launch", "--output", "json"])
+        .arg("--aws-endpoint-url")
+        .arg(&emu.endpoint)
+        .arg("--data-dir")
+        .arg(dir.path())
+        .env("RUST_LOG", "warn")
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_CONFIG_FILE", "/dev/null")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+        .output()
+        .expect("run flotilla bench");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "flotilla bench --scenarios launch failed: {}\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        out.status
+    );
+    let report: serde_json::Value = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("bench output is not JSON ({e}):\n{stdout}"));
+    let figures: Vec<&serde_json::Value> = report["figures"]
+        .as_array()
+        .expect("figures")
+        .iter()
+        .filter(|f| f["scenario"] == "launch")
+        .collect();
+    assert_eq!(figures.len(), 2, "{stdout}");
+    for f in figures {
+        let v = f["value"].as_f64().expect("a number");
+        assert!(v.is_finite() && v > 0.0, "{f}");
+    }
 }

@@ -5,10 +5,12 @@
 //! - [`server`]: the server under test, a child process (its RSS and CPU are read from `/proc`).
 //! - [`client`]: the load generator's signed HTTP/1.1 client.
 //! - [`scenarios`]: submit, array, schedule, e2e, footprint, provision.
+//! - [`launch`]: SubmitJob to EC2 launch through the AWS driver, against an AWS emulator.
 //! - [`report`]: figures, the table and the JSON.
 //! - [`plot`]: the completed-jobs-per-second PNG of the e2e run.
 
 mod client;
+mod launch;
 mod plot;
 mod report;
 mod scenarios;
@@ -37,6 +39,9 @@ pub enum Scenario {
     Footprint,
     /// A provisioner plan over the built-in instance catalog: plan time and cost against a bound.
     Provision,
+    /// SubmitJob to EC2 instance launched through the AWS driver (needs --aws-endpoint-url: an
+    /// AWS emulator). Not in the default set.
+    Launch,
 }
 
 impl Scenario {
@@ -48,6 +53,7 @@ impl Scenario {
             Scenario::E2e => "e2e",
             Scenario::Footprint => "footprint",
             Scenario::Provision => "provision",
+            Scenario::Launch => "launch",
         }
     }
 }
@@ -104,6 +110,16 @@ pub struct BenchArgs {
     /// Draw completed jobs per second over the e2e run into this PNG file.
     #[arg(long, value_name = "FILE")]
     pub plot: Option<PathBuf>,
+
+    /// The AWS emulator the launch scenario runs against (`localstack/run-emulator.sh` prints
+    /// it); AWS credentials come from the environment as usual.
+    #[arg(long, value_name = "URL")]
+    pub aws_endpoint_url: Option<String>,
+
+    /// The AMI the launch scenario's server puts in its launch templates (moto's ECS-optimized
+    /// image by default).
+    #[arg(long, default_value = "ami-05fb4f257abd42992")]
+    pub aws_ami: String,
 
     /// Where the servers keep their data (one fresh subdirectory per scenario), kept afterwards.
     /// Default: a fresh temporary directory, removed at the end.
@@ -210,6 +226,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             }),
             Scenario::Footprint => scenarios::footprint(&args, &work).await,
             Scenario::Provision => Ok(scenarios::provision(args.jobs as usize)),
+            Scenario::Launch => launch::launch(&args, &work).await,
         };
         let seconds = started.elapsed().as_secs_f64();
         match result {
