@@ -136,6 +136,9 @@ pub struct AwsDriver {
     catalog: std::sync::RwLock<provisioner::Catalog>,
     /// Instance id → EC2 state reason code, for instances seen going away.
     gone: Mutex<HashMap<String, String>>,
+    /// Instances Flotilla scaled in. A task that still ended up on one (a placement racing the
+    /// retirement) lost its host through no fault of the job.
+    retired: Mutex<HashSet<String>>,
 }
 
 /// `startedBy` of an attempt: at most 36 characters of `[A-Za-z0-9_-]` (job IDs of array
@@ -207,6 +210,13 @@ fn ecs_tag(k: &str, v: &str) -> ecst::Tag {
     ecst::Tag::builder().key(k).value(v).build()
 }
 
+/// The instance ID in ECS's "Host EC2 (instance i-…) terminated." reason.
+fn host_of(stopped_reason: &str) -> Option<&str> {
+    stopped_reason
+        .strip_prefix("Host EC2 (instance ")
+        .and_then(|r| r.split(')').next())
+}
+
 fn name_of_arn(arn: &str) -> &str {
     arn.rsplit_once('/').map_or(arn, |(_, n)| n)
 }
@@ -230,6 +240,7 @@ impl AwsDriver {
             envs: tokio::sync::Mutex::default(),
             catalog: std::sync::RwLock::new(provisioner::builtin_catalog()),
             gone: Mutex::default(),
+            retired: Mutex::default(),
         })
     }
 
@@ -987,7 +998,7 @@ impl AwsDriver {
             self.launch(ce, state, req, spec.allocation_strategy).await;
         }
         for id in &plan.retire {
-            self.retire(state, id).await;
+            self.retire(name, state, id).await;
         }
         let desired = plan.desired_vcpus.min(i32::MAX as u64) as i32;
         if ce.compute_resources.as_ref().and_then(|c| c.desiredv_cpus) != Some(desired) {
@@ -1131,14 +1142,29 @@ impl AwsDriver {
         }
     }
 
-    async fn retire(&self, state: &mut EnvState, instance_id: &str) {
+    async fn retire(&self, env: &str, state: &mut EnvState, instance_id: &str) {
         let ci = state
             .instances
             .iter()
             .find(|o| o.instance_id == instance_id)
             .and_then(|o| o.container_instance_arn.clone());
+        // The plan saw the engine's demand as published before this pass; the engine may have
+        // placed a job here since. Look again, and take the instance out of the engine's view
+        // before draining it, so that nothing new lands on it.
+        if let Some(arn) = &ci
+            && self.fleet.demand().used_by_instance.contains_key(arn)
+        {
+            return;
+        }
+        if let Some(mut f) = self.fleet.env(env) {
+            f.instances.retain(|i| i.instance_id != instance_id);
+            self.fleet.set_env(env, Some(f));
+        }
         tracing::info!(instance_id, "retiring idle instance");
         state.retiring.insert(instance_id.to_string());
+        if let Ok(mut r) = self.retired.lock() {
+            r.insert(instance_id.to_string());
+        }
         if let Some(arn) = ci {
             let _ = self
                 .api
@@ -1544,10 +1570,10 @@ impl AwsDriver {
                 let stopped = task.stopped_reason().unwrap_or_default().to_string();
                 if exit_code.is_none()
                     && stopped.starts_with("Host EC2 (instance")
-                    && self.spot_reclaimed(&stopped).await
+                    && (self.retired_host(&stopped) || self.spot_reclaimed(&stopped).await)
                 {
                     if self.untrack(job, attempt) {
-                        tracing::warn!(job_id = job, attempt, reason = %stopped, "spot interruption");
+                        tracing::warn!(job_id = job, attempt, reason = %stopped, "host reclaimed (spot interruption or a scale-in race)");
                         self.emit(RuntimeEvent::Interrupted {
                             job_id: job.to_string(),
                             attempt,
@@ -1591,13 +1617,14 @@ impl AwsDriver {
         }
     }
 
+    fn retired_host(&self, stopped_reason: &str) -> bool {
+        host_of(stopped_reason).is_some_and(|id| self.retired.lock().is_ok_and(|r| r.contains(id)))
+    }
+
     /// Whether the host named in a "Host EC2 (instance i-…) terminated." reason was a Spot
     /// instance that EC2 reclaimed (not one Flotilla retired, not an on-demand host lost).
     async fn spot_reclaimed(&self, stopped_reason: &str) -> bool {
-        let Some(id) = stopped_reason
-            .strip_prefix("Host EC2 (instance ")
-            .and_then(|r| r.split(')').next())
-        else {
+        let Some(id) = host_of(stopped_reason) else {
             return false;
         };
         if let Some(code) = self.gone.lock().ok().and_then(|g| g.get(id).cloned()) {
