@@ -59,7 +59,7 @@ fn effective_container(
         props.command = Some(substitute_parameters(cmd, params));
     }
     ContainerDetail {
-        properties: props,
+        properties: std::sync::Arc::new(props),
         ..Default::default()
     }
 }
@@ -193,7 +193,11 @@ impl Batch {
         let container = jd
             .container_properties
             .as_ref()
-            .map(|c| effective_container(c, req.container_overrides.as_ref(), &params));
+            .map(|c| effective_container(c, req.container_overrides.as_ref(), &params))
+            .map(|mut c| {
+                c.properties = self.share_properties(&jd.job_definition_arn, c.properties);
+                c
+            });
         let (status, reason) = match (&failed_dep, unmet, array_size) {
             (Some(id), _, _) => (
                 "FAILED",
@@ -628,7 +632,7 @@ mod tests {
             ..Default::default()
         };
         let params = [("x".to_string(), "hi".to_string())].into();
-        let c = effective_container(&jd, Some(&ov), &params).properties;
+        let c = (*effective_container(&jd, Some(&ov), &params).properties).clone();
         assert_eq!(c.command.unwrap(), vec!["echo", "hi"]);
         let env = c.environment.unwrap();
         assert_eq!(env.len(), 1);

@@ -38,6 +38,10 @@ pub struct Batch {
     /// Set when the server runs the AWS compute driver: MANAGED EC2/SPOT and UNMANAGED
     /// environments then start CREATING instead of INVALID.
     aws: std::sync::atomic::AtomicBool,
+    /// The container properties last submitted per job definition ARN, so that jobs submitted
+    /// with the same effective properties share one copy (see `ContainerDetail::properties`).
+    shared_properties:
+        std::sync::Mutex<std::collections::HashMap<String, Arc<ContainerProperties>>>,
 }
 
 /// The ARN resource types of AWS Batch.
@@ -203,7 +207,26 @@ impl Batch {
             host_cpus,
             engine: std::sync::OnceLock::new(),
             aws: std::sync::atomic::AtomicBool::new(false),
+            shared_properties: std::sync::Mutex::default(),
         })
+    }
+
+    /// `props`, or an equal copy already held by other jobs of the same definition.
+    pub(crate) fn share_properties(
+        &self,
+        definition_arn: &str,
+        props: Arc<ContainerProperties>,
+    ) -> Arc<ContainerProperties> {
+        let Ok(mut shared) = self.shared_properties.lock() else {
+            return props;
+        };
+        if let Some(p) = shared.get(definition_arn)
+            && **p == *props
+        {
+            return p.clone();
+        }
+        shared.insert(definition_arn.to_string(), props.clone());
+        props
     }
 
     pub fn enable_aws(&self) {
