@@ -141,18 +141,7 @@ async fn spot_interruptions_retry_without_spending_attempts() {
         ids.push(submit(&client, &queue, "intr-def", &format!("job-{i}"), 1, 1).await);
     }
     // Wait until all 16 run, then interrupt 30% of the instances that host them.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let jobs = describe_all(&client, &ids).await;
-        if jobs.iter().all(|j| j.status == Some(JobStatus::Running)) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "jobs did not all start: {jobs:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(150)).await;
-    }
+    wait_running(&client, &ids).await;
     let state = emu.state().await;
     let hosts: Vec<String> = live_instances(&state)
         .iter()
@@ -355,15 +344,7 @@ async fn killed_server_adopts_running_tasks_after_restart() {
     for i in 0..10 {
         ids.push(submit(&client, &queue, "adopt-def", &format!("job-{i}"), 1, 1).await);
     }
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let jobs = describe_all(&client, &ids).await;
-        if jobs.iter().all(|j| j.status == Some(JobStatus::Running)) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "jobs did not all start");
-        tokio::time::sleep(Duration::from_millis(150)).await;
-    }
+    wait_running(&client, &ids).await;
     let before = tasks(&emu.state().await).len();
     assert_eq!(before, 10);
     server.kill();

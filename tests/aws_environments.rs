@@ -7,24 +7,9 @@ mod common;
 
 use aws_sdk_batch::types::*;
 use common::aws::*;
-use common::emulator::{AMI, Emulator};
+use common::emulator::Emulator;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
-
-async fn wait_running(client: &aws_sdk_batch::Client, ids: &[String]) -> Vec<JobDetail> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let jobs = describe_all(client, ids).await;
-        if jobs.iter().all(|j| j.status == Some(JobStatus::Running)) {
-            return jobs;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "jobs did not all start: {jobs:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 fn logs_on_emulator(emu: &Emulator) -> aws_sdk_cloudwatchlogs::Client {
     let conf = aws_sdk_cloudwatchlogs::Config::builder()
@@ -139,25 +124,14 @@ async fn unmanaged_environment_runs_on_registered_instances_and_never_terminates
     common::create_queue(&client, "own-q", &ce).await;
     register_def(&client, "own-def").await;
     // The team's own instance, joining the environment's cluster as their user data says.
-    use base64::Engine as _;
-    let user_data = base64::engine::general_purpose::STANDARD.encode(format!(
-        "#!/bin/bash\necho ECS_CLUSTER={cluster} >> /etc/ecs/ecs.config\n"
-    ));
-    let ec2 = ec2_client(&emu).await;
-    let theirs = ec2
-        .run_instances()
-        .image_id(AMI)
-        .instance_type(aws_sdk_ec2::types::InstanceType::C5Xlarge)
-        .min_count(1)
-        .max_count(1)
-        .user_data(user_data)
-        .send()
-        .await
-        .expect("run instances")
-        .instances()
-        .first()
-        .and_then(|i| i.instance_id().map(str::to_string))
-        .expect("instance id");
+    let user_data = format!("#!/bin/bash\necho ECS_CLUSTER={cluster} >> /etc/ecs/ecs.config\n");
+    let theirs = run_instance(
+        &emu,
+        aws_sdk_ec2::types::InstanceType::C5Xlarge,
+        Some(&user_data),
+        &[],
+    )
+    .await;
     let mut ids = Vec::new();
     for i in 0..6 {
         ids.push(submit(&client, "own-q", "own-def", &format!("job-{i}"), 1, 1).await);
@@ -198,32 +172,11 @@ async fn unmanaged_environment_runs_on_registered_instances_and_never_terminates
 async fn orphan_sweeper_terminates_instances_of_unknown_environments_only() {
     let emu = Emulator::start();
     let _server = start(&emu, 300, &[]);
-    let ec2 = ec2_client(&emu).await;
-    let run = |tags: Vec<(&'static str, &'static str)>| {
-        let ec2 = ec2.clone();
-        async move {
-            let mut spec = aws_sdk_ec2::types::TagSpecification::builder()
-                .resource_type(aws_sdk_ec2::types::ResourceType::Instance);
-            for (k, v) in tags {
-                spec = spec.tags(aws_sdk_ec2::types::Tag::builder().key(k).value(v).build());
-            }
-            ec2.run_instances()
-                .image_id(AMI)
-                .instance_type(aws_sdk_ec2::types::InstanceType::C5Large)
-                .min_count(1)
-                .max_count(1)
-                .tag_specifications(spec.build())
-                .send()
-                .await
-                .expect("run instances")
-                .instances()
-                .first()
-                .and_then(|i| i.instance_id().map(str::to_string))
-                .expect("instance id")
-        }
+    let run = |tags: &'static [(&'static str, &'static str)]| {
+        run_instance(&emu, aws_sdk_ec2::types::InstanceType::C5Large, None, tags)
     };
     // Left behind by an environment deleted while its server was down.
-    let orphan = run(vec![
+    let orphan = run(&[
         ("flotilla:managed-by", "flotilla"),
         ("flotilla:compute-environment", "gone"),
         (
@@ -233,7 +186,7 @@ async fn orphan_sweeper_terminates_instances_of_unknown_environments_only() {
     ])
     .await;
     // The team's own instance, not Flotilla's.
-    let theirs = run(vec![("team", "research")]).await;
+    let theirs = run(&[("team", "research")]).await;
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let state = emu.state().await;

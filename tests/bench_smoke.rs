@@ -5,40 +5,47 @@ mod common;
 
 use std::process::Command;
 
-#[test]
-fn bench_runs_every_scenario_at_a_small_size() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let plot = dir.path().join("e2e.png");
-    let out = Command::new(env!("CARGO_BIN_EXE_flotilla"))
-        .args([
-            "bench",
-            "--jobs",
-            "2000",
-            "--array-size",
-            "2000",
-            "--kept",
-            "20000",
-            "--clients",
-            "16",
-            "--output",
-            "json",
-            "--data-dir",
-        ])
-        .arg(dir.path().join("data"))
-        .arg("--plot")
-        .arg(&plot)
+/// Runs `flotilla bench … --output json`, asserts it succeeded, and returns the parsed report
+/// with the raw output (for messages).
+fn run_bench(cmd: &mut Command) -> (serde_json::Value, String) {
+    let out = cmd
+        .args(["--output", "json"])
         .env("RUST_LOG", "warn")
         .output()
         .expect("run flotilla bench");
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         out.status.success(),
         "flotilla bench failed: {}\nstdout:\n{stdout}\nstderr:\n{stderr}",
         out.status
     );
-    let report: serde_json::Value = serde_json::from_str(&stdout)
+    let report = serde_json::from_str(&stdout)
         .unwrap_or_else(|e| panic!("bench output is not JSON ({e}):\n{stdout}"));
+    (report, stdout)
+}
+
+#[test]
+fn bench_runs_every_scenario_at_a_small_size() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let plot = dir.path().join("e2e.png");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_flotilla"));
+    cmd.args([
+        "bench",
+        "--jobs",
+        "2000",
+        "--array-size",
+        "2000",
+        "--kept",
+        "20000",
+        "--clients",
+        "16",
+        "--data-dir",
+    ])
+    .arg(dir.path().join("data"))
+    .arg("--plot")
+    .arg(&plot);
+    let (report, stdout) = run_bench(&mut cmd);
 
     let scenarios = report["scenarios"].as_array().expect("scenarios");
     let figures = report["figures"].as_array().expect("figures");
@@ -89,29 +96,14 @@ fn bench_runs_every_scenario_at_a_small_size() {
 fn bench_launch_scenario_runs_against_the_emulator() {
     let emu = common::emulator::Emulator::start();
     let dir = tempfile::tempdir().expect("temp dir");
-    let out = Command::new(env!("CARGO_BIN_EXE_flotilla"))
-        .args(["bench", "--scenarios", "launch", "--output", "json"])
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_flotilla"));
+    cmd.args(["bench", "--scenarios", "launch"])
         .arg("--aws-endpoint-url")
         .arg(&emu.endpoint)
         .arg("--data-dir")
-        .arg(dir.path())
-        .env("RUST_LOG", "warn")
-        .env("AWS_ACCESS_KEY_ID", "testing")
-        .env("AWS_SECRET_ACCESS_KEY", "testing")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
-        .env("AWS_CONFIG_FILE", "/dev/null")
-        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
-        .output()
-        .expect("run flotilla bench");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "flotilla bench --scenarios launch failed: {}\nstdout:\n{stdout}\nstderr:\n{stderr}",
-        out.status
-    );
-    let report: serde_json::Value = serde_json::from_str(&stdout)
-        .unwrap_or_else(|e| panic!("bench output is not JSON ({e}):\n{stdout}"));
+        .arg(dir.path());
+    common::emulator::with_test_credentials(&mut cmd);
+    let (report, stdout) = run_bench(&mut cmd);
     let figures: Vec<&serde_json::Value> = report["figures"]
         .as_array()
         .expect("figures")

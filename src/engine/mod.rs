@@ -1258,6 +1258,15 @@ impl Engine {
 
     /// What a compute environment offers and whether it may take new jobs.
     fn env_view(&self, ce: &ComputeEnvironmentDetail) -> EnvView {
+        self.env_view_and_fleet(ce).0
+    }
+
+    /// [`Engine::env_view`], and for an AWS environment the fleet it was computed from with the
+    /// room left on each instance.
+    fn env_view_and_fleet(
+        &self,
+        ce: &ComputeEnvironmentDetail,
+    ) -> (EnvView, Option<(EnvFleet, Vec<Resources>)>) {
         if let Some(fleet) = self.aws_fleet(ce) {
             // Capacity that could exist (the largest launchable instance) decides whether a job
             // can ever fit; what is registered now decides what is free.
@@ -1265,20 +1274,15 @@ impl Engine {
                 .instances
                 .iter()
                 .fold(Resources::default(), |a, i| add(a, i.registered));
-            let free = self
-                .instance_room(&fleet)
-                .into_iter()
-                .fold(Resources::default(), add);
-            return EnvView {
+            let room = self.instance_room(&fleet);
+            let free = room.iter().copied().fold(Resources::default(), add);
+            let view = EnvView {
                 name: ce.compute_environment_name.clone(),
                 usable: ce.state == "ENABLED" && ce.status == "VALID",
-                capacity: Resources {
-                    milli_vcpus: total.milli_vcpus.max(fleet.largest.milli_vcpus),
-                    memory_mib: total.memory_mib.max(fleet.largest.memory_mib),
-                    gpus: total.gpus.max(fleet.largest.gpus),
-                },
+                capacity: total.max(&fleet.largest),
                 free,
             };
+            return (view, Some((fleet, room)));
         }
         let local = ce
             .compute_resources
@@ -1305,12 +1309,13 @@ impl Engine {
             .get(&ce.compute_environment_name)
             .copied()
             .unwrap_or_default();
-        EnvView {
+        let view = EnvView {
             name: ce.compute_environment_name.clone(),
             usable: local && ce.state == "ENABLED" && ce.status == "VALID",
             capacity,
             free: sub(capacity, used),
-        }
+        };
+        (view, None)
     }
 
     /// Whether a pass could place anything: some usable environment has a vCPU free.
@@ -1324,9 +1329,15 @@ impl Engine {
     fn schedule(&mut self, cat: &crate::batch::Catalog, now: i64) {
         let mut envs = Vec::new();
         let mut env_idx: HashMap<&str, usize> = HashMap::new();
+        // AWS environments: the fleet each view was computed from, with each instance's room,
+        // for placing jobs on instances after the plan.
+        let mut fleets: HashMap<String, (EnvFleet, Vec<Resources>)> = HashMap::new();
         for ce in cat.compute_environments.values() {
             env_idx.insert(ce.compute_environment_arn.as_str(), envs.len());
-            let view = self.env_view(ce);
+            let (view, fleet) = self.env_view_and_fleet(ce);
+            if let Some(f) = fleet {
+                fleets.insert(ce.compute_environment_name.clone(), f);
+            }
             let used = view.capacity.saturating_sub(&view.free);
             crate::metrics::capacity(
                 &view.name,
@@ -1582,13 +1593,6 @@ impl Engine {
         drop(ids);
         if let Ok(mut h) = self.heads.write() {
             *h = heads;
-        }
-        let mut fleets: HashMap<String, (EnvFleet, Vec<Resources>)> = HashMap::new();
-        for ce in &cat_envs {
-            if let Some(f) = self.aws_fleet(ce) {
-                let room = self.instance_room(&f);
-                fleets.insert(ce.compute_environment_name.clone(), (f, room));
-            }
         }
         for (id, env, queue) in placed {
             let target = match fleets.get_mut(&env) {

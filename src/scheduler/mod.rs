@@ -43,6 +43,15 @@ impl Resources {
         }
     }
 
+    /// The per-dimension maximum.
+    pub fn max(&self, other: &Resources) -> Resources {
+        Resources {
+            milli_vcpus: self.milli_vcpus.max(other.milli_vcpus),
+            memory_mib: self.memory_mib.max(other.memory_mib),
+            gpus: self.gpus.max(other.gpus),
+        }
+    }
+
     /// The per-dimension minimum.
     pub fn min(&self, other: &Resources) -> Resources {
         Resources {

@@ -144,6 +144,56 @@ pub async fn ec2_client(emu: &Emulator) -> aws_sdk_ec2::Client {
     aws_sdk_ec2::Client::new(&conf)
 }
 
+/// One instance launched the way a team would launch its own (RunInstances), with `user_data`
+/// (shell text) and instance tags; returns its ID.
+pub async fn run_instance(
+    emu: &Emulator,
+    instance_type: aws_sdk_ec2::types::InstanceType,
+    user_data: Option<&str>,
+    tags: &[(&str, &str)],
+) -> String {
+    use base64::Engine as _;
+    let mut call = ec2_client(emu)
+        .await
+        .run_instances()
+        .image_id(AMI)
+        .instance_type(instance_type)
+        .min_count(1)
+        .max_count(1)
+        .set_user_data(user_data.map(|u| base64::engine::general_purpose::STANDARD.encode(u)));
+    if !tags.is_empty() {
+        let mut spec = aws_sdk_ec2::types::TagSpecification::builder()
+            .resource_type(aws_sdk_ec2::types::ResourceType::Instance);
+        for (k, v) in tags {
+            spec = spec.tags(aws_sdk_ec2::types::Tag::builder().key(*k).value(*v).build());
+        }
+        call = call.tag_specifications(spec.build());
+    }
+    call.send()
+        .await
+        .expect("run instances")
+        .instances()
+        .first()
+        .and_then(|i| i.instance_id().map(str::to_string))
+        .expect("instance id")
+}
+
+/// Waits until every job is RUNNING and returns them.
+pub async fn wait_running(client: &aws_sdk_batch::Client, ids: &[String]) -> Vec<JobDetail> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let jobs = describe_all(client, ids).await;
+        if jobs.iter().all(|j| j.status == Some(JobStatus::Running)) {
+            return jobs;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "jobs did not all start: {jobs:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// A subnet of the emulator's default VPC.
 pub async fn default_subnet(emu: &Emulator) -> String {
     ec2_client(emu)

@@ -9,6 +9,16 @@ use std::time::Duration;
 /// moto's ECS-optimized Amazon Linux 2023 AMI in us-east-1.
 pub const AMI: &str = "ami-05fb4f257abd42992";
 
+/// The emulator's test credentials for a child process (a server with the AWS driver, the
+/// bench), and no instance metadata service or profile files to look for.
+pub fn with_test_credentials(cmd: &mut Command) -> &mut Command {
+    cmd.env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_CONFIG_FILE", "/dev/null")
+        .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null")
+}
+
 pub struct Emulator {
     child: Child,
     pub endpoint: String,

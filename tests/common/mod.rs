@@ -119,14 +119,9 @@ impl Server {
         cmd.args(&opts.extra_args);
         cmd.env_remove("FLOTILLA_ACCESS_KEY_ID")
             .env_remove("FLOTILLA_SECRET_ACCESS_KEY")
-            .env("RUST_LOG", "warn")
-            // The AWS driver (when a test turns it on) talks to the emulator with its test
-            // credentials, and never looks for an instance metadata service or profile files.
-            .env("AWS_ACCESS_KEY_ID", "testing")
-            .env("AWS_SECRET_ACCESS_KEY", "testing")
-            .env("AWS_EC2_METADATA_DISABLED", "true")
-            .env("AWS_CONFIG_FILE", "/dev/null")
-            .env("AWS_SHARED_CREDENTIALS_FILE", "/dev/null");
+            .env("RUST_LOG", "warn");
+        // The AWS driver, when a test turns it on, talks to the emulator.
+        emulator::with_test_credentials(&mut cmd);
         if opts.auth {
             cmd.env("FLOTILLA_ACCESS_KEY_ID", ACCESS_KEY)
                 .env("FLOTILLA_SECRET_ACCESS_KEY", SECRET_KEY);

@@ -44,12 +44,6 @@ pub struct AwsError {
     pub retryable: bool,
 }
 
-impl AwsError {
-    pub fn is(&self, code: &str) -> bool {
-        self.code == code
-    }
-}
-
 /// Where AWS is and how to reach it.
 #[derive(Debug, Clone)]
 pub struct ApiOptions {

@@ -14,8 +14,6 @@ use tokio::sync::Notify;
 pub struct FleetInstance {
     pub container_instance_arn: String,
     pub instance_id: String,
-    pub instance_type: String,
-    pub spot: bool,
     /// What the ECS agent registered: CPU units / 1024 as vCPUs, memory in MiB.
     pub registered: Resources,
 }
@@ -23,8 +21,6 @@ pub struct FleetInstance {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct EnvFleet {
     pub cluster: String,
-    /// `computeResources.type` SPOT.
-    pub spot: bool,
     /// ACTIVE container instances, in registration order.
     pub instances: Vec<FleetInstance>,
     /// The largest instance the environment may ever launch (per dimension): what a job may ask

@@ -179,26 +179,11 @@ pub fn aws_kind(ce: &ComputeEnvironmentDetail) -> Option<bool> {
     }
 }
 
-fn is_spot(ce: &ComputeEnvironmentDetail) -> bool {
-    ce.compute_resources
-        .as_ref()
-        .and_then(|c| c.cr_type.as_deref())
-        == Some("SPOT")
-}
-
 fn resources(cpu_units: i64, memory_mib: i64, gpus: i64) -> Resources {
     Resources {
         milli_vcpus: (cpu_units.max(0) as u64) * 1000 / 1024,
         memory_mib: memory_mib.max(0) as u64,
         gpus: gpus.max(0) as u64,
-    }
-}
-
-fn max(a: Resources, b: Resources) -> Resources {
-    Resources {
-        milli_vcpus: a.milli_vcpus.max(b.milli_vcpus),
-        memory_mib: a.memory_mib.max(b.memory_mib),
-        gpus: a.gpus.max(b.gpus),
     }
 }
 
@@ -561,7 +546,7 @@ impl AwsDriver {
             let types = cr.instance_types.clone().unwrap_or_default();
             let catalog = self.catalog();
             for i in catalog.allowed(&types) {
-                largest = max(largest, catalog.types()[i].capacity());
+                largest = largest.max(&catalog.types()[i].capacity());
             }
         }
         let mut instances = Vec::new();
@@ -578,13 +563,11 @@ impl AwsDriver {
                 o.ci_status.as_deref(),
             ) {
                 if !managed {
-                    largest = max(largest, reg);
+                    largest = largest.max(&reg);
                 }
                 instances.push(FleetInstance {
                     container_instance_arn: arn.clone(),
                     instance_id: o.instance_id.clone(),
-                    instance_type: o.instance_type.clone(),
-                    spot: o.spot,
                     registered: reg,
                 });
             }
@@ -598,7 +581,6 @@ impl AwsDriver {
         instances.retain(|i| !retiring.contains(&i.instance_id));
         let next = EnvFleet {
             cluster: cluster.clone(),
-            spot: is_spot(ce),
             instances,
             largest,
         };
