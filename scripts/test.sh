@@ -143,6 +143,21 @@ step doctest cargo test --doc --locked
 # The tests start and stop their own emulator on free 127.0.0.1 ports (localstack/tests/conftest.py).
 say "emulator tests: pytest localstack/tests"
 step emulator "${ns[@]}" python3 -m pytest -q localstack/tests
+
+# --- infra/: the Terraform module ---------------------------------------------------------------
+# Terraform cannot be installed here; infra/tests parses the module with python-hcl2 (pinned in
+# infra/tests/requirements.txt) and checks it against src/ and docs/aws.md (docs/infra.md).
+hcl2_pin=$(sed -nE 's/^python-hcl2==([^[:space:]]+).*/\1/p' infra/tests/requirements.txt)
+if python3 -c "import sys, hcl2, importlib.metadata as m; sys.exit(m.version('python-hcl2') != '$hcl2_pin')" >/dev/null 2>&1; then
+  say "python-hcl2: found $hcl2_pin"
+else
+  say "python-hcl2: missing, pip install -r infra/tests/requirements.txt"
+  PIP_ROOT_USER_ACTION=ignore python3 -m pip install --quiet --disable-pip-version-check \
+    -r infra/tests/requirements.txt || say "python-hcl2: pip install failed"
+fi
+step infra python3 -m pytest -q infra/tests
+# --- end infra/ ---------------------------------------------------------------------------------
+
 # Last, so that its summary closes the run's output.
 step nextest "${ns[@]}" cargo nextest run --all-targets --locked --no-fail-fast "$@"
 
