@@ -549,16 +549,44 @@ fn chunk_sizes(mut n: usize) -> impl Iterator<Item = usize> {
     })
 }
 
+/// Writes of at most this many rows go to SQLite as one statement in autocommit, padded to a
+/// power of two by repeating the last row: one round trip to the connection's thread instead of
+/// BEGIN, one statement per chunk and COMMIT. Most engine writes are a handful of rows.
+const SQLITE_ONE_STATEMENT_ROWS: usize = 64;
+
+/// The SQLite connection the writer keeps for relaxed writes, left at `synchronous = NORMAL`
+/// (WAL: commit without fsync; the next FULL commit's fsync covers it). `synchronous` is per
+/// connection and cannot change inside a transaction; keeping one connection for it saves the
+/// two PRAGMA round trips a relaxed write on a shared connection needed.
+type RelaxedConn = Option<sqlx::pool::PoolConnection<sqlx::Sqlite>>;
+
 /// Upserts `rows` (unique job IDs) in one transaction; `durable`: flushed to disk at commit.
-async fn write_rows(pool: &Pool, rows: &[&JobRow], durable: bool) -> Result<(), sqlx::Error> {
+async fn write_rows(
+    pool: &Pool,
+    relaxed: &mut RelaxedConn,
+    rows: &[&JobRow],
+    durable: bool,
+) -> Result<(), sqlx::Error> {
     let placeholders = match pool {
         Pool::Sqlite(_) => Placeholders::Positional,
         Pool::Postgres(_) => Placeholders::Numbered,
     };
-    // SQLite: `synchronous` is per connection and cannot change inside a transaction. Every
-    // connection opens FULL; a relaxed write switches its connection to NORMAL (WAL: commit
-    // without fsync; the next FULL commit's fsync covers it) and back afterwards, so durable
-    // writes, the submit path's, pay no extra statement.
+    macro_rules! bind_rows {
+        ($q:ident, $chunk:expr) => {
+            for r in $chunk {
+                $q = $q
+                    .bind(r.job_id.as_str())
+                    .bind(r.job_queue.as_str())
+                    .bind(r.status.as_str())
+                    .bind(r.job_name.as_str())
+                    .bind(r.job_definition.as_str())
+                    .bind(r.array_parent.as_deref())
+                    .bind(r.array_index)
+                    .bind(r.created_at)
+                    .bind(r.doc.as_str());
+            }
+        };
+    }
     // PostgreSQL: `synchronous_commit` for this transaction only.
     macro_rules! upsert {
         ($tx:ident) => {{
@@ -568,50 +596,61 @@ async fn write_rows(pool: &Pool, rows: &[&JobRow], durable: bool) -> Result<(), 
                 let (chunk, tail) = rest.split_at(size);
                 rest = tail;
                 let mut q = sqlx::query(AssertSqlSafe(upsert_sql(size, placeholders)));
-                for r in chunk {
-                    q = q
-                        .bind(r.job_id.as_str())
-                        .bind(r.job_queue.as_str())
-                        .bind(r.status.as_str())
-                        .bind(r.job_name.as_str())
-                        .bind(r.job_definition.as_str())
-                        .bind(r.array_parent.as_deref())
-                        .bind(r.array_index)
-                        .bind(r.created_at)
-                        .bind(r.doc.as_str());
-                }
+                bind_rows!(q, chunk);
                 q.execute(&mut *tx).await?;
             }
             tx.commit().await
         }};
     }
-    match pool {
-        Pool::Sqlite(p) if durable => {
-            let tx = p.begin().await?;
-            upsert!(tx)
-        }
-        Pool::Sqlite(p) => {
-            let mut conn = p.acquire().await?;
-            sqlx::query("PRAGMA synchronous = NORMAL")
-                .execute(&mut *conn)
-                .await?;
-            let result = async {
-                let tx = sqlx::Connection::begin(&mut *conn).await?;
-                upsert!(tx)
-            }
-            .await;
-            // Back to FULL whatever happened: the connection returns to the pool. If even that
-            // fails, the connection is dropped rather than returned.
-            match sqlx::query("PRAGMA synchronous = FULL")
-                .execute(&mut *conn)
-                .await
-            {
-                Ok(_) => result,
-                Err(e) => {
-                    conn.detach();
-                    result.and(Err(e))
+    // SQLite: a small write is one padded statement, atomic on its own. A row repeated in
+    // one INSERT … ON CONFLICT is upserted twice with the same values (PostgreSQL refuses this).
+    macro_rules! sqlite_write {
+        ($conn:expr) => {{
+            let conn = $conn;
+            match rows.last() {
+                None => Ok(()),
+                Some(last) if rows.len() <= SQLITE_ONE_STATEMENT_ROWS => {
+                    let size = rows.len().next_power_of_two();
+                    let mut q = sqlx::query(AssertSqlSafe(upsert_sql(size, placeholders)));
+                    bind_rows!(
+                        q,
+                        rows.iter()
+                            .chain(std::iter::repeat_n(last, size - rows.len()))
+                    );
+                    q.execute(&mut *conn).await.map(|_| ())
+                }
+                Some(_) => {
+                    let tx = sqlx::Connection::begin(&mut *conn).await?;
+                    upsert!(tx)
                 }
             }
+        }};
+    }
+    match pool {
+        Pool::Sqlite(p) if durable => {
+            let mut conn = p.acquire().await?;
+            sqlite_write!(&mut *conn)
+        }
+        Pool::Sqlite(p) => {
+            if relaxed.is_none() {
+                let mut conn = p.acquire().await?;
+                sqlx::query("PRAGMA synchronous = NORMAL")
+                    .execute(&mut *conn)
+                    .await?;
+                *relaxed = Some(conn);
+            }
+            let Some(conn) = relaxed.as_mut() else {
+                return Err(sqlx::Error::PoolClosed);
+            };
+            let result = sqlite_write!(&mut **conn);
+            if result.is_err() {
+                // It may be in a state of its own (a failed transaction): never reuse it, and
+                // never give it back to the pool at NORMAL.
+                if let Some(c) = relaxed.take() {
+                    c.detach();
+                }
+            }
+            result
         }
         Pool::Postgres(p) => {
             let mut tx = p.begin().await?;
@@ -645,6 +684,7 @@ fn dedup<'a>(requests: impl IntoIterator<Item = &'a WriteRequest>) -> Vec<&'a Jo
 
 async fn run_writer(pool: Pool, mut rx: mpsc::Receiver<WriteRequest>) {
     let mut carried: Option<WriteRequest> = None;
+    let mut relaxed: RelaxedConn = None;
     loop {
         let first = match carried.take() {
             Some(r) => r,
@@ -668,16 +708,22 @@ async fn run_writer(pool: Pool, mut rx: mpsc::Receiver<WriteRequest>) {
                 Err(_) => break,
             }
         }
-        commit_group(&pool, group).await;
+        commit_group(&pool, &mut relaxed, group).await;
+    }
+    if let Some(c) = relaxed.take() {
+        // Closed rather than handed back to the pool at NORMAL.
+        drop(c.detach());
     }
     debug!("store writer stopped");
 }
 
-async fn commit_group(pool: &Pool, group: Vec<WriteRequest>) {
+async fn commit_group(pool: &Pool, relaxed: &mut RelaxedConn, group: Vec<WriteRequest>) {
     let started = Instant::now();
     let rows = dedup(&group);
     let durable = group.iter().any(|r| r.durable);
-    let result = write_rows(pool, &rows, durable).await.map_err(map_err);
+    let result = write_rows(pool, relaxed, &rows, durable)
+        .await
+        .map_err(map_err);
     let row_count = rows.len();
     drop(rows);
     match result {
@@ -698,7 +744,7 @@ async fn commit_group(pool: &Pool, group: Vec<WriteRequest>) {
             // caller alone so the error reaches only its owner.
             warn!(error = %e, waiters = group.len(), "group commit failed, committing callers one by one");
             for r in group {
-                let result = write_rows(pool, &dedup([&r]), r.durable)
+                let result = write_rows(pool, relaxed, &dedup([&r]), r.durable)
                     .await
                     .map_err(map_err);
                 if let Err(e) = &result {
