@@ -1132,3 +1132,83 @@ async fn a_queue_deeper_than_one_pass_window_drains_completely() {
     let j = wait_final(&c, &last, 60).await;
     assert_eq!(j.status, Some(JobStatus::Succeeded));
 }
+
+/// Children of the array `parent` with `status`, counted through ListJobs.
+async fn count_children(c: &aws_sdk_batch::Client, parent: &str, status: JobStatus) -> usize {
+    let mut n = 0;
+    let mut token = None;
+    loop {
+        let page = c
+            .list_jobs()
+            .array_job_id(parent)
+            .job_status(status.clone())
+            .max_results(1000)
+            .set_next_token(token)
+            .send()
+            .await
+            .expect("list children");
+        n += page.job_summary_list().len();
+        token = page.next_token().map(str::to_string);
+        if token.is_none() {
+            return n;
+        }
+    }
+}
+
+/// SubmitJob of an array returns once the parent is durable and writes the children after the
+/// reply: a read right after the reply still sees every child, and children lost with a crash
+/// before they were written are written at the next start, and run.
+#[tokio::test]
+async fn array_children_are_there_at_once_and_after_a_crash_before_they_were_written() {
+    let mut s = server("process", &[]);
+    let c = s.client();
+    register(&c, "quick", &["true"], "1", None).await;
+    // DISABLED: the children wait RUNNABLE until the environment is enabled.
+    let ce = create_local_ce(&c, "held").await;
+    create_queue(&c, "held-q", &ce).await;
+    let parent = c
+        .submit_job()
+        .job_name("family")
+        .job_queue("held-q")
+        .job_definition("quick")
+        .array_properties(ArrayProperties::builder().size(500).build())
+        .send()
+        .await
+        .expect("submit array")
+        .job_id
+        .expect("jobId");
+    assert_eq!(count_children(&c, &parent, JobStatus::Runnable).await, 500);
+
+    // The crash this recovers from: the parent committed, its children not yet.
+    s.terminate();
+    let db = format!("sqlite://{}", s.data_dir.join("flotilla.db").display());
+    let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect(&db)
+        .await
+        .expect("open the server's database");
+    let deleted = sqlx::query("DELETE FROM jobs WHERE array_parent = ?")
+        .bind(&parent)
+        .execute(&mut conn)
+        .await
+        .expect("delete the children")
+        .rows_affected();
+    assert_eq!(deleted, 500);
+    drop(conn);
+
+    s.restart();
+    let c = s.client();
+    assert_eq!(count_children(&c, &parent, JobStatus::Runnable).await, 500);
+    c.update_compute_environment()
+        .compute_environment("held")
+        .state(CeState::Enabled)
+        .send()
+        .await
+        .expect("enable");
+    let p = wait_final(&c, &parent, 120).await;
+    assert_eq!(
+        p.status,
+        Some(JobStatus::Succeeded),
+        "{:?}",
+        p.status_reason
+    );
+    assert_eq!(count_children(&c, &parent, JobStatus::Succeeded).await, 500);
+}

@@ -376,7 +376,7 @@ fn check_content_type(headers: &HeaderMap, body: &[u8]) -> Result<(), ApiError> 
 }
 
 async fn dispatch(
-    batch: &Batch,
+    batch: &Arc<Batch>,
     op: &str,
     arn: Option<String>,
     query: Option<&str>,

@@ -5,6 +5,7 @@ use crate::model::validate as v;
 use crate::store::{JobListQuery, JobScope};
 use serde_json::{Value, json};
 use std::collections::HashMap;
+use tracing::Instrument;
 
 /// Replaces `Ref::name` in each argument with the parameter's value; unknown references stay
 /// as they are, as in AWS Batch.
@@ -81,7 +82,7 @@ fn all_status_summary(counts: &[(String, i64)]) -> BTreeMap<String, i32> {
 
 impl Batch {
     #[tracing::instrument(skip_all, fields(job_name = %req.job_name, job_queue = %req.job_queue))]
-    pub async fn submit_job(&self, req: SubmitJobRequest) -> BatchResult<Value> {
+    pub async fn submit_job(self: &Arc<Self>, req: SubmitJobRequest) -> BatchResult<Value> {
         v::submit_job(&req)?;
         let (queue, jd) = {
             let cat = self.catalog.read().await;
@@ -134,6 +135,9 @@ impl Batch {
         let found: HashMap<String, JobDetail> = if dep_ids.is_empty() {
             HashMap::new()
         } else {
+            // An array dependency's children must exist before this job's own are resolved.
+            self.children_settled(dep_ids.iter().map(String::as_str))
+                .await;
             self.store
                 .get_jobs(&dep_ids)
                 .await?
@@ -143,8 +147,6 @@ impl Batch {
         };
         let mut failed_dep: Option<String> = None;
         let mut unmet = false;
-        let mut n_to_n: Vec<String> = Vec::new();
-        let mut sequential = false;
         for (i, d) in deps.iter().enumerate() {
             match d.dep_type.as_deref() {
                 Some("SEQUENTIAL") => {
@@ -153,7 +155,6 @@ impl Batch {
                             "dependsOn[{i}].type: SEQUENTIAL applies only to array jobs"
                         )));
                     }
-                    sequential = true;
                     continue;
                 }
                 Some("N_TO_N") if array_size.is_none() => {
@@ -175,7 +176,6 @@ impl Batch {
                         array_size.unwrap_or_default()
                     )));
                 }
-                n_to_n.push(id.to_string());
             }
             match dep.status.as_str() {
                 "SUCCEEDED" => {}
@@ -242,54 +242,182 @@ impl Batch {
             },
         };
 
-        let n = 1 + array_size.unwrap_or(0) as usize;
-        let mut rows = Vec::with_capacity(n);
-        let mut details: Vec<(JobDetail, Option<(String, i32)>)> = Vec::with_capacity(n);
-        rows.push(job_row(&base, None)?);
-        details.push((base.clone(), None));
-        if let Some(size) = array_size {
-            let mut child = base.clone();
-            child.array_properties = None;
-            for i in 0..size {
-                let child_id = format!("{job_id}:{i}");
-                child.job_id = child_id.clone();
-                child.job_arn = self.arn(ArnKind::Job, &child_id);
-                let mut child_deps: Vec<JobDependency> = n_to_n
-                    .iter()
-                    .map(|p| JobDependency {
-                        job_id: Some(format!("{p}:{i}")),
-                        dep_type: None,
-                    })
-                    .collect();
-                if sequential && i > 0 {
-                    child_deps.push(JobDependency {
-                        job_id: Some(format!("{job_id}:{}", i - 1)),
-                        dep_type: None,
-                    });
-                }
-                let waits = unmet || !n_to_n.is_empty() || (sequential && i > 0);
-                child.status = match status {
-                    "FAILED" => "FAILED",
-                    _ if waits => "PENDING",
-                    _ => "RUNNABLE",
-                }
-                .into();
-                child.depends_on = (!child_deps.is_empty()).then_some(child_deps);
-                child.array_properties = Some(ArrayPropertiesDetail {
-                    index: Some(i),
-                    ..Default::default()
-                });
-                rows.push(job_row(&child, Some((&job_id, i)))?);
-                details.push((child.clone(), Some((job_id.clone(), i))));
+        if array_size.is_some() && status != "FAILED" {
+            // Accepted once the parent is durable: its children follow from it alone, so they
+            // are written after the reply (and again at the next start if that write is lost).
+            // Reads about the family wait for them (`children_settled`), so none sees it half
+            // written. A 10,000-child array is accepted in a few ms instead of ~200.
+            self.store.upsert_jobs(vec![job_row(&base, None)?]).await?;
+            let gate = self.gate_children(&job_id);
+            if let Some(engine) = self.engine() {
+                engine.submitted(vec![(base.clone(), None)]).await;
             }
-        }
-        self.store.upsert_jobs(rows).await?;
-        if let Some(engine) = self.engine() {
-            engine.submitted(details).await;
+            tokio::spawn(self.clone().materialise_children(base.clone(), unmet, gate));
+        } else {
+            let mut rows = vec![job_row(&base, None)?];
+            let mut details = vec![(base.clone(), None)];
+            if array_size.is_some() {
+                let (r, d) = self.array_children(&base, unmet)?;
+                rows.extend(r);
+                details.extend(d);
+            }
+            self.store.upsert_jobs(rows).await?;
+            if let Some(engine) = self.engine() {
+                engine.submitted(details).await;
+            }
         }
         tracing::info!(%job_id, status, array_size, "job submitted");
         crate::metrics::job_transition("SUBMITTED", status, 1 + array_size.unwrap_or(0) as u64);
         Ok(json!({ "jobArn": base.job_arn, "jobName": base.job_name, "jobId": job_id }))
+    }
+
+    /// The children of array job `parent`, as rows and as the engine takes them. A child waits
+    /// (PENDING) for its N_TO_N and SEQUENTIAL predecessors, and for the parent's own
+    /// dependencies while `parent_deps_unmet`.
+    #[allow(clippy::type_complexity)]
+    pub(crate) fn array_children(
+        &self,
+        parent: &JobDetail,
+        parent_deps_unmet: bool,
+    ) -> BatchResult<(Vec<JobRow>, Vec<(JobDetail, Option<(String, i32)>)>)> {
+        let Some(size) = parent.array_properties.as_ref().and_then(|a| a.size) else {
+            return Ok((Vec::new(), Vec::new()));
+        };
+        let deps = parent.depends_on.as_deref().unwrap_or_default();
+        let n_to_n: Vec<&str> = deps
+            .iter()
+            .filter(|d| d.dep_type.as_deref() == Some("N_TO_N"))
+            .filter_map(|d| d.job_id.as_deref())
+            .collect();
+        let sequential = deps
+            .iter()
+            .any(|d| d.dep_type.as_deref() == Some("SEQUENTIAL"));
+        let job_id = parent.job_id.as_str();
+        let n = size.max(0) as usize;
+        let mut rows = Vec::with_capacity(n);
+        let mut details = Vec::with_capacity(n);
+        let mut child = parent.clone();
+        for i in 0..size {
+            let child_id = format!("{job_id}:{i}");
+            child.job_id = child_id.clone();
+            child.job_arn = self.arn(ArnKind::Job, &child_id);
+            let mut child_deps: Vec<JobDependency> = n_to_n
+                .iter()
+                .map(|p| JobDependency {
+                    job_id: Some(format!("{p}:{i}")),
+                    dep_type: None,
+                })
+                .collect();
+            if sequential && i > 0 {
+                child_deps.push(JobDependency {
+                    job_id: Some(format!("{job_id}:{}", i - 1)),
+                    dep_type: None,
+                });
+            }
+            let waits = parent_deps_unmet || !n_to_n.is_empty() || (sequential && i > 0);
+            child.status = match parent.status.as_str() {
+                "FAILED" => "FAILED",
+                _ if waits => "PENDING",
+                _ => "RUNNABLE",
+            }
+            .into();
+            child.depends_on = (!child_deps.is_empty()).then_some(child_deps);
+            child.array_properties = Some(ArrayPropertiesDetail {
+                index: Some(i),
+                ..Default::default()
+            });
+            rows.push(job_row(&child, Some((job_id, i)))?);
+            details.push((child.clone(), Some((job_id.to_string(), i))));
+        }
+        Ok((rows, details))
+    }
+
+    /// Marks `parent`'s children as being written until the returned gate is dropped.
+    fn gate_children(self: &Arc<Self>, parent: &str) -> ChildrenGate {
+        let (tx, _) = tokio::sync::watch::channel(false);
+        if let Ok(mut m) = self.materialising.lock() {
+            m.insert(parent.to_string(), tx);
+        }
+        ChildrenGate {
+            batch: self.clone(),
+            parent: parent.to_string(),
+        }
+    }
+
+    /// Waits until no array job named by `ids` (as a parent ID or `parent:index`) is still
+    /// having its children written.
+    pub(crate) async fn children_settled<'a>(&self, ids: impl IntoIterator<Item = &'a str>) {
+        let waits: Vec<tokio::sync::watch::Receiver<bool>> = {
+            let Ok(m) = self.materialising.lock() else {
+                return;
+            };
+            if m.is_empty() {
+                return;
+            }
+            ids.into_iter()
+                .filter_map(|id| m.get(id.split(':').next().unwrap_or(id)))
+                .map(|tx| tx.subscribe())
+                .collect()
+        };
+        for mut rx in waits {
+            // An error means the writer is gone without finishing: nothing more to wait for.
+            let _ = rx.wait_for(|done| *done).await;
+        }
+    }
+
+    /// Writes an accepted array job's children and hands them to the engine.
+    async fn materialise_children(
+        self: Arc<Self>,
+        parent: JobDetail,
+        parent_deps_unmet: bool,
+        gate: ChildrenGate,
+    ) {
+        let span = tracing::info_span!("array_children", job_id = %parent.job_id);
+        async move {
+            let _gate = gate;
+            let mut delay = std::time::Duration::from_millis(50);
+            for attempt in 1.. {
+                let this = self.clone();
+                let p = parent.clone();
+                let built = tokio::task::spawn_blocking(move || {
+                    this.array_children(&p, parent_deps_unmet)
+                })
+                .await;
+                let (rows, details) = match built {
+                    Ok(Ok(b)) => b,
+                    Ok(Err(e)) => {
+                        tracing::error!(error = %e, "cannot build array children");
+                        return;
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "building array children panicked");
+                        return;
+                    }
+                };
+                let n = rows.len();
+                // Without an fsync: a lost write is redone from the parent at the next start.
+                match self.store.upsert_jobs_relaxed(rows).await {
+                    Ok(()) => {
+                        if let Some(engine) = self.engine() {
+                            engine.submitted(details).await;
+                        }
+                        tracing::info!(children = n, "array children written");
+                        return;
+                    }
+                    Err(e) if e.is_retryable() && attempt < 8 => {
+                        tracing::warn!(error = %e, attempt, "writing array children failed; retrying");
+                        tokio::time::sleep(delay).await;
+                        delay *= 2;
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot write array children; they are written at the next start");
+                        return;
+                    }
+                }
+            }
+        }
+        .instrument(span)
+        .await
     }
 
     async fn load_jobs(&self, ids: &[String]) -> BatchResult<Vec<JobDetail>> {
@@ -344,6 +472,7 @@ impl Batch {
                 ids.len()
             )));
         }
+        self.children_settled(ids.iter().map(String::as_str)).await;
         let mut by_id: HashMap<String, JobDetail> = self
             .load_jobs(ids)
             .await?
@@ -396,7 +525,9 @@ impl Batch {
                     .clone(),
             )
         } else {
-            JobScope::ArrayParent(req.array_job_id.clone().unwrap_or_default())
+            let parent = req.array_job_id.clone().unwrap_or_default();
+            self.children_settled([parent.as_str()]).await;
+            JobScope::ArrayParent(parent)
         };
         let mut q = JobListQuery {
             scope,
@@ -512,6 +643,7 @@ impl Batch {
         let engine = self
             .engine()
             .ok_or_else(|| BatchError::Unavailable("the engine is not running".into()))?;
+        self.children_settled([job_id]).await;
         match engine.stop(job_id, reason, terminate).await? {
             crate::engine::StopResult::Applied => Ok(json!({})),
             // Finished jobs are left as they are; unknown ones are an error.
@@ -524,6 +656,7 @@ impl Batch {
         job_id: &str,
         f: impl FnOnce(&mut Tags) -> BatchResult<()> + Send + 'static,
     ) -> BatchResult<Tags> {
+        self.children_settled([job_id]).await;
         let f: crate::engine::TagFn = Box::new(f);
         let f = match self.engine() {
             None => f,
@@ -581,6 +714,23 @@ impl Batch {
             })
             .collect();
         Ok(json!({ "frontOfQueue": { "jobs": jobs, "lastUpdatedAt": now_ms() } }))
+    }
+}
+
+/// Held while an array job's children are written; dropping it releases the reads waiting for
+/// them.
+pub(crate) struct ChildrenGate {
+    batch: Arc<Batch>,
+    parent: String,
+}
+
+impl Drop for ChildrenGate {
+    fn drop(&mut self) {
+        if let Ok(mut m) = self.batch.materialising.lock()
+            && let Some(tx) = m.remove(&self.parent)
+        {
+            let _ = tx.send(true);
+        }
     }
 }
 

@@ -29,7 +29,9 @@ pub struct Batch {
     region: String,
     account_id: String,
     store: Arc<dyn Store>,
-    catalog: RwLock<Catalog>,
+    /// Copy on write: readers that outlive the lock (the engine's passes) share a snapshot
+    /// instead of copying every definition and queue per pass.
+    catalog: RwLock<Arc<Catalog>>,
     /// Default `maxvCpus` of a LOCAL compute environment.
     host_cpus: i32,
     /// The engine that owns unfinished jobs, once started. Without one (a control plane alone),
@@ -42,6 +44,10 @@ pub struct Batch {
     /// with the same effective properties share one copy (see `ContainerDetail::properties`).
     shared_properties:
         std::sync::Mutex<std::collections::HashMap<String, Arc<ContainerProperties>>>,
+    /// Array parents accepted whose children are still being written, so that a read about
+    /// them waits instead of seeing a partial family (see `SubmitJob` of an array job).
+    materialising:
+        std::sync::Mutex<std::collections::HashMap<String, tokio::sync::watch::Sender<bool>>>,
 }
 
 /// The ARN resource types of AWS Batch.
@@ -203,11 +209,12 @@ impl Batch {
             region,
             account_id,
             store,
-            catalog: RwLock::new(catalog),
+            catalog: RwLock::new(Arc::new(catalog)),
             host_cpus,
             engine: std::sync::OnceLock::new(),
             aws: std::sync::atomic::AtomicBool::new(false),
             shared_properties: std::sync::Mutex::default(),
+            materialising: std::sync::Mutex::default(),
         })
     }
 
@@ -245,8 +252,8 @@ impl Batch {
         name: &str,
         f: impl FnOnce(&mut ComputeEnvironmentDetail),
     ) -> BatchResult<bool> {
-        let mut cat = self.catalog.write().await;
-        let Some(ce) = cat.compute_environments.get(name) else {
+        let mut guard = self.catalog.write().await;
+        let Some(ce) = guard.compute_environments.get(name) else {
             return Ok(false);
         };
         let mut next = ce.clone();
@@ -261,7 +268,9 @@ impl Batch {
             to_json(&next)?,
         )
         .await?;
-        cat.compute_environments.insert(name.to_string(), next);
+        Arc::make_mut(&mut *guard)
+            .compute_environments
+            .insert(name.to_string(), next);
         Ok(true)
     }
 
@@ -288,8 +297,8 @@ impl Batch {
         &self.region
     }
 
-    /// A consistent copy of the resource catalog, for planners and metrics.
-    pub async fn catalog(&self) -> Catalog {
+    /// A consistent snapshot of the resource catalog, for planners and metrics.
+    pub async fn catalog(&self) -> Arc<Catalog> {
         self.catalog.read().await.clone()
     }
 

@@ -99,7 +99,8 @@ impl Batch {
             v::range("unmanagedvCpus", u.into(), 0, i32::MAX.into())?;
         }
 
-        let mut cat = self.catalog.write().await;
+        let mut guard = self.catalog.write().await;
+        let cat = Arc::make_mut(&mut *guard);
         if cat
             .compute_environments
             .contains_key(&req.compute_environment_name)
@@ -224,9 +225,10 @@ impl Batch {
         &self,
         req: UpdateComputeEnvironmentRequest,
     ) -> BatchResult<Value> {
-        let mut cat = self.catalog.write().await;
+        let mut guard = self.catalog.write().await;
+        let cat = Arc::make_mut(&mut *guard);
         let mut ce = self
-            .resolve_ce(&cat, &req.compute_environment, "computeEnvironment")?
+            .resolve_ce(cat, &req.compute_environment, "computeEnvironment")?
             .clone();
         if let Some(s) = &req.state {
             v::one_of("state", s, &CE_STATES)?;
@@ -327,8 +329,9 @@ impl Batch {
     }
 
     pub async fn delete_compute_environment(&self, value: &str) -> BatchResult<Value> {
-        let mut cat = self.catalog.write().await;
-        let ce = self.resolve_ce(&cat, value, "computeEnvironment")?.clone();
+        let mut guard = self.catalog.write().await;
+        let cat = Arc::make_mut(&mut *guard);
+        let ce = self.resolve_ce(cat, value, "computeEnvironment")?.clone();
         if ce.state != "DISABLED" {
             return Err(BatchError::client(format!(
                 "computeEnvironment: {:?} must be DISABLED before it can be deleted",
@@ -463,13 +466,12 @@ impl Batch {
         if let Some(a) = &req.job_state_time_limit_actions {
             v::job_state_time_limit_actions("jobStateTimeLimitActions", a)?;
         }
-        let mut cat = self.catalog.write().await;
-        let order = self.check_ce_order(
-            &cat,
-            req.compute_environment_order.as_deref().unwrap_or(&[]),
-        )?;
+        let mut guard = self.catalog.write().await;
+        let cat = Arc::make_mut(&mut *guard);
+        let order =
+            self.check_ce_order(cat, req.compute_environment_order.as_deref().unwrap_or(&[]))?;
         if let Some(p) = &req.scheduling_policy_arn {
-            self.check_policy_arn(&cat, p)?;
+            self.check_policy_arn(cat, p)?;
         }
         if cat.queues.contains_key(&req.job_queue_name) {
             return Err(exists("jobQueueName", &req.job_queue_name));
@@ -513,10 +515,9 @@ impl Batch {
     }
 
     pub async fn update_job_queue(&self, req: UpdateJobQueueRequest) -> BatchResult<Value> {
-        let mut cat = self.catalog.write().await;
-        let mut q = self
-            .resolve_queue(&cat, &req.job_queue, "jobQueue")?
-            .clone();
+        let mut guard = self.catalog.write().await;
+        let cat = Arc::make_mut(&mut *guard);
+        let mut q = self.resolve_queue(cat, &req.job_queue, "jobQueue")?.clone();
         if let Some(s) = &req.state {
             v::one_of("state", s, &CE_STATES)?;
             q.state = s.clone();
@@ -526,7 +527,7 @@ impl Batch {
             q.priority = p;
         }
         if let Some(order) = &req.compute_environment_order {
-            q.compute_environment_order = self.check_ce_order(&cat, order)?;
+            q.compute_environment_order = self.check_ce_order(cat, order)?;
         }
         if let Some(p) = &req.scheduling_policy_arn {
             if q.scheduling_policy_arn.is_none() {
@@ -534,7 +535,7 @@ impl Batch {
                     "schedulingPolicyArn: a FIFO job queue (created without a scheduling policy) cannot be given one; create a new queue",
                 ));
             }
-            self.check_policy_arn(&cat, p)?;
+            self.check_policy_arn(cat, p)?;
             q.scheduling_policy_arn = Some(p.clone());
         }
         if let Some(a) = &req.job_state_time_limit_actions {
@@ -559,8 +560,9 @@ impl Batch {
     }
 
     pub async fn delete_job_queue(&self, value: &str) -> BatchResult<Value> {
-        let mut cat = self.catalog.write().await;
-        let q = self.resolve_queue(&cat, value, "jobQueue")?.clone();
+        let mut guard = self.catalog.write().await;
+        let cat = Arc::make_mut(&mut *guard);
+        let q = self.resolve_queue(cat, value, "jobQueue")?.clone();
         if q.state != "DISABLED" {
             return Err(BatchError::client(format!(
                 "jobQueue: {:?} must be DISABLED before it can be deleted",
@@ -605,7 +607,8 @@ impl Batch {
         req: RegisterJobDefinitionRequest,
     ) -> BatchResult<Value> {
         v::register_job_definition(&req)?;
-        let mut cat = self.catalog.write().await;
+        let mut guard = self.catalog.write().await;
+        let cat = Arc::make_mut(&mut *guard);
         let revision = cat
             .job_definitions
             .get(&req.job_definition_name)
@@ -676,7 +679,8 @@ impl Batch {
     }
 
     pub async fn deregister_job_definition(&self, value: &str) -> BatchResult<Value> {
-        let mut cat = self.catalog.write().await;
+        let mut guard = self.catalog.write().await;
+        let cat = Arc::make_mut(&mut *guard);
         if !self
             .name_of(ArnKind::JobDefinition, value)
             .is_some_and(|s| s.contains(':'))
@@ -686,7 +690,7 @@ impl Batch {
             )));
         }
         let mut jd = self
-            .resolve_job_definition(&cat, value, "jobDefinition")?
+            .resolve_job_definition(cat, value, "jobDefinition")?
             .clone();
         jd.status = "INACTIVE".into();
         self.persist(
@@ -770,7 +774,8 @@ impl Batch {
         if let Some(t) = &req.tags {
             v::tags("tags", t)?;
         }
-        let mut cat = self.catalog.write().await;
+        let mut guard = self.catalog.write().await;
+        let cat = Arc::make_mut(&mut *guard);
         if cat.scheduling_policies.contains_key(&req.name) {
             return Err(exists("name", &req.name));
         }
@@ -811,8 +816,9 @@ impl Batch {
                 "quotaSharePolicy: quota-share policies are not supported by Flotilla",
             ));
         }
-        let mut cat = self.catalog.write().await;
-        let mut p = self.resolve_policy(&cat, &req.arn)?.clone();
+        let mut guard = self.catalog.write().await;
+        let cat = Arc::make_mut(&mut *guard);
+        let mut p = self.resolve_policy(cat, &req.arn)?.clone();
         if let Some(f) = req.fairshare_policy {
             p.fairshare_policy = Some(f);
         }
@@ -828,8 +834,9 @@ impl Batch {
     }
 
     pub async fn delete_scheduling_policy(&self, arn: &str) -> BatchResult<Value> {
-        let mut cat = self.catalog.write().await;
-        let p = self.resolve_policy(&cat, arn)?.clone();
+        let mut guard = self.catalog.write().await;
+        let cat = Arc::make_mut(&mut *guard);
+        let p = self.resolve_policy(cat, arn)?.clone();
         if let Some(q) = cat
             .queues
             .values()
@@ -892,7 +899,8 @@ impl Batch {
         if kind == ArnKind::Job {
             return self.with_job_tags(name, f).await;
         }
-        let mut cat = self.catalog.write().await;
+        let mut guard = self.catalog.write().await;
+        let cat = Arc::make_mut(&mut *guard);
         let (tags, rkind, doc) = match kind {
             ArnKind::ComputeEnvironment => {
                 let ce = cat.compute_environments.get_mut(name).ok_or_else(missing)?;
@@ -919,7 +927,7 @@ impl Batch {
                 (t, ResourceKind::SchedulingPolicy, to_json(&updated)?)
             }
             ArnKind::JobDefinition => {
-                let jd = self.resolve_job_definition(&cat, arn, "resourceArn")?;
+                let jd = self.resolve_job_definition(cat, arn, "resourceArn")?;
                 let mut t = jd.tags.clone().unwrap_or_default();
                 f(&mut t)?;
                 let mut updated = jd.clone();

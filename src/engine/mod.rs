@@ -40,6 +40,15 @@ const PERIODIC_PASS_MS: i64 = 10_000;
 /// this long, so that a stream of submissions into a full or DISABLED environment does not pay
 /// for one pass each. Short enough that new demand reaches a CreateFleet well within a second.
 const IDLE_PASS_INTERVAL_MS: i64 = 100;
+/// Waiting jobs' reasons are recomputed at most this often. A reason is a formatted text per
+/// waiting head job (100 per queue), and passes run once per freed slot: at 2,000 jobs/s they
+/// cost more than the placements.
+const REASONS_EVERY_MS: i64 = 500;
+/// The engine's own transitions wait up to this long to be written together. A short job's
+/// STARTING, RUNNING and SUCCEEDED then cost one row write instead of three, and a dozen jobs
+/// share a commit. Anything a caller waits for (a command's answer, an ECS launch) is written at
+/// once.
+const WRITE_COALESCE: Duration = Duration::from_millis(10);
 
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
@@ -334,6 +343,12 @@ struct Waiting {
 /// than this in its share is not backfilled past the ones ahead of it until they move.
 const PASS_WINDOW: usize = 2_000;
 
+/// The window of a pass between two reason passes (every `REASONS_EVERY_MS`), plus four jobs
+/// per free vCPU: such a pass runs once per freed slot and can place only what is free, so
+/// looking 2,000 jobs deep each time cost more than everything else the engine does per job.
+/// A job deeper than this behind a head that does not fit is backfilled by the next full pass.
+const QUICK_WINDOW: usize = 64;
+
 /// The RUNNABLE jobs, by queue ARN, in pass order.
 #[derive(Default)]
 struct Runnable {
@@ -370,6 +385,15 @@ impl Runnable {
     }
 }
 
+/// A relaxed write in flight: its rows, for a retry, and the jobs that finished before it, kept
+/// in `done` until it lands (a dependent registered meanwhile must not read their old status
+/// from the store).
+struct PendingWrite {
+    rows: Vec<JobRow>,
+    finished: Vec<String>,
+    task: tokio::task::JoinHandle<crate::store::StoreResult<()>>,
+}
+
 pub struct Engine {
     batch: Arc<Batch>,
     runtime: Arc<dyn Runtime>,
@@ -399,6 +423,12 @@ pub struct Engine {
     replan: bool,
     /// When the last scheduling pass ran (epoch ms).
     last_pass: i64,
+    /// When the last pass that gave reasons ran (epoch ms).
+    last_reasons: i64,
+    /// The relaxed write the engine did not wait for (at most one in flight).
+    pending: Option<PendingWrite>,
+    /// Since when `dirty` has rows waiting to be written.
+    dirty_since: Option<std::time::Instant>,
     /// Decayed vCPU-seconds per (queue ARN, share), and when it was last decayed.
     share_history: HashMap<(String, String), (f64, i64)>,
     heads: Arc<std::sync::RwLock<HashMap<String, String>>>,
@@ -435,13 +465,16 @@ impl Engine {
             replan: true,
             share_history: HashMap::new(),
             last_pass: 0,
+            last_reasons: 0,
+            pending: None,
+            dirty_since: None,
             heads: Arc::default(),
         };
         let expected = engine.load().await?;
         let n = engine.jobs.len();
         tracing::info!(active_jobs = n, running = expected.len(), "engine loaded");
         // Write what loading decided (e.g. dependents of jobs that failed while we were down).
-        engine.flush().await;
+        engine.flush_all().await;
         // Always, even with nothing expected: the runtime also clears what nobody expects.
         if let Err(e) = engine.runtime.recover(expected).await {
             tracing::error!(error = %e, "runtime recovery failed");
@@ -453,6 +486,7 @@ impl Engine {
         batch.attach_engine(handle.clone());
         let task = tokio::spawn(async move {
             loop {
+                let wake = engine.next_wake();
                 tokio::select! {
                     biased;
                     _ = shutdown.changed() => break,
@@ -460,14 +494,11 @@ impl Engine {
                     Some(e) = engine.events.recv() => engine.apply_event(e),
                     // A deferred pass is due within IDLE_PASS_INTERVAL_MS even if nothing else
                     // happens.
-                    _ = tokio::time::sleep(if engine.replan {
-                        Duration::from_millis(IDLE_PASS_INTERVAL_MS as u64)
-                    } else {
-                        TICK
-                    }) => {}
+                    _ = tokio::time::sleep(wake) => {}
                 }
                 engine.round().await;
             }
+            engine.flush_all().await;
             tracing::info!("engine stopped");
         });
         Ok((handle, task))
@@ -517,6 +548,23 @@ impl Engine {
             let parent = r.array_parent.clone().zip(r.array_index);
             jobs.push((d, parent));
         }
+        // An array job whose children were not yet written when the server stopped gets them
+        // now (SubmitJob returns once the parent alone is durable).
+        let mut born = Vec::new();
+        for (d, parent) in &jobs {
+            let size = d.array_properties.as_ref().and_then(|a| a.size);
+            if parent.is_some() || size.unwrap_or(0) <= 0 {
+                continue;
+            }
+            if store.count_children_by_status(&d.job_id).await?.is_empty() {
+                let deps_unmet = d.depends_on.iter().flatten().any(|x| x.dep_type.is_none());
+                let (rows, details) = self.batch.array_children(d, deps_unmet)?;
+                store.upsert_jobs(rows).await?;
+                tracing::info!(job_id = %d.job_id, children = details.len(), "array children written at start");
+                born.extend(details);
+            }
+        }
+        jobs.extend(born);
         let mut expected = Vec::new();
         let cat = self.batch.catalog().await;
         for (d, _) in &jobs {
@@ -727,6 +775,28 @@ impl Engine {
                 }
             }
         }
+        // Children written after their parent was stopped, or failed through a dependency,
+        // share its fate (they are written after SubmitJob returns, or again at a start).
+        for id in &ids {
+            let Some((p, _)) = self.jobs.get(id).and_then(|j| j.parent.clone()) else {
+                continue;
+            };
+            if let Some(pj) = self.jobs.get(&p)
+                && (pj.d.is_cancelled == Some(true) || pj.d.is_terminated == Some(true))
+            {
+                let reason = pj.d.status_reason.clone().unwrap_or_default();
+                let terminate = pj.d.is_terminated == Some(true);
+                self.stop(id, &reason, terminate, now);
+            } else if let Some(pj) = self.done.get(&p)
+                && pj.d.status == "FAILED"
+            {
+                let reason =
+                    pj.d.status_reason
+                        .clone()
+                        .unwrap_or_else(|| format!("array job {p} failed"));
+                self.fail(id, reason, now);
+            }
+        }
         Ok(())
     }
 
@@ -750,7 +820,12 @@ impl Engine {
                 self.replies.push(Reply::Stop(reply, Ok(r)));
             }
             Input::Tags { job_id, f, reply } => {
-                let r = match self.jobs.get_mut(&job_id) {
+                // A job finished but not yet written is still the engine's to write.
+                let held = match self.jobs.get_mut(&job_id) {
+                    Some(j) => Some(j),
+                    None => self.done.get_mut(&job_id),
+                };
+                let r = match held {
                     None => TagsReply::NotActive(f),
                     Some(job) => {
                         let mut tags = job.d.tags.clone().unwrap_or_default();
@@ -1399,14 +1474,30 @@ impl Engine {
                 fair_share,
             });
         }
+        let with_reasons = now - self.last_reasons >= REASONS_EVERY_MS;
+        let window = if with_reasons {
+            PASS_WINDOW
+        } else {
+            let free_vcpus: u64 = envs
+                .iter()
+                .filter(|e| e.usable)
+                .map(|e| e.free.milli_vcpus.div_ceil(1000))
+                .sum();
+            (QUICK_WINDOW + 4 * free_vcpus as usize).min(PASS_WINDOW)
+        };
         // Borrowed, not cloned: only the few jobs a pass places or gives a reason need an owned
-        // ID afterwards. Each share contributes its first PASS_WINDOW jobs.
-        let mut ids: Vec<&str> = Vec::new();
-        let mut views = Vec::new();
+        // ID afterwards. Each share contributes its first `window` jobs.
+        // Sized up front: growing these by doubling was a third of a quick pass.
+        let expect = self
+            .runnable
+            .len()
+            .min(window.saturating_mul(self.runnable.by_queue.len()));
+        let mut ids: Vec<&str> = Vec::with_capacity(expect);
+        let mut views = Vec::with_capacity(expect);
         let mut orphans = Vec::new();
-        let mut avoid_spot = Vec::new();
+        let mut avoid_spot = Vec::with_capacity(expect);
         // Per view, its (queue, share) group; per group, whether jobs were left outside.
-        let mut view_group: Vec<usize> = Vec::new();
+        let mut view_group: Vec<usize> = Vec::with_capacity(expect);
         let mut group_cut: Vec<bool> = Vec::new();
         for (queue, members) in &self.runnable.by_queue {
             let Some(&qi) = queue_idx.get(queue.as_str()) else {
@@ -1432,7 +1523,7 @@ impl Engine {
                         }
                         Some(_) => {}
                     }
-                    if taken == PASS_WINDOW {
+                    if taken == window {
                         group_cut[group] = true;
                         next = Some(WaitKey::after_share(&k.share));
                         break;
@@ -1508,7 +1599,12 @@ impl Engine {
             jobs: views,
             share_usage,
         };
-        let plan = scheduler::plan(&snapshot);
+        let plan = if with_reasons {
+            self.last_reasons = now;
+            scheduler::plan(&snapshot)
+        } else {
+            scheduler::plan_placements(&snapshot)
+        };
         // A share whose whole window was placed may have more jobs that fit: pass again at once
         // rather than at the next event.
         let mut placed_per_group = vec![0usize; group_cut.len()];
@@ -1518,7 +1614,7 @@ impl Engine {
         if placed_per_group
             .iter()
             .zip(&group_cut)
-            .any(|(&n, &cut)| cut && n >= PASS_WINDOW)
+            .any(|(&n, &cut)| cut && n >= window)
         {
             self.replan = true;
         }
@@ -1591,8 +1687,13 @@ impl Engine {
             }
         }
         drop(ids);
-        if let Ok(mut h) = self.heads.write() {
-            *h = heads;
+        if with_reasons {
+            if let Ok(mut h) = self.heads.write() {
+                *h = heads;
+            }
+        } else if plan.placements.len() < snapshot.jobs.len() {
+            // Jobs still wait: their reasons are due within REASONS_EVERY_MS.
+            self.replan = true;
         }
         for (id, env, queue) in placed {
             let target = match fleets.get_mut(&env) {
@@ -1765,9 +1866,83 @@ impl Engine {
         ))
     }
 
-    /// Writes the round's changes, then answers, launches and signals.
+    /// Waits for the write in flight, retrying it until it lands.
+    async fn settle(&mut self) {
+        let Some(p) = self.pending.take() else {
+            return;
+        };
+        match p.task.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) if !e.is_retryable() => {
+                tracing::error!(error = %e, rows = p.rows.len(), "job write failed permanently");
+            }
+            outcome => {
+                if let Ok(Err(e)) = outcome {
+                    tracing::warn!(error = %e, rows = p.rows.len(), "job write failed; retrying");
+                }
+                write_until_done(self.batch.store().clone(), p.rows, false).await;
+            }
+        }
+        for id in p.finished {
+            // Changed again since (tags): it goes with the next write, from `done`.
+            if !self.dirty.contains(&id) {
+                self.done.remove(&id);
+            }
+        }
+    }
+
+    /// When the loop must run a round even if nothing arrives: a deferred pass, rows waiting to
+    /// be written, or the tick.
+    fn next_wake(&self) -> Duration {
+        let pass = if self.replan {
+            Duration::from_millis(IDLE_PASS_INTERVAL_MS as u64)
+        } else {
+            TICK
+        };
+        match self.dirty_since {
+            Some(t) => {
+                pass.min((t + WRITE_COALESCE).saturating_duration_since(std::time::Instant::now()))
+            }
+            None => pass,
+        }
+    }
+
+    /// Writes everything now and waits for it (start and shutdown).
+    async fn flush_all(&mut self) {
+        self.flush_with(true).await;
+        self.settle().await;
+    }
+
     async fn flush(&mut self) {
-        if !self.dirty.is_empty() {
+        self.flush_with(false).await;
+    }
+
+    /// Writes the round's changes (now if `urgent`, a command waits or an ECS attempt is to
+    /// start; else once they are `WRITE_COALESCE` old), then answers, launches and signals.
+    async fn flush_with(&mut self, urgent: bool) {
+        // Host-runtime attempts start while their STARTING row is being written (see
+        // docs/design.md, "Ordering rule"); ECS attempts only after it.
+        let (early, late): (Vec<AttemptSpec>, Vec<AttemptSpec>) = self
+            .launches
+            .drain(..)
+            .partition(|spec| matches!(spec.target, Target::Local));
+        self.launch(early);
+        let durable = !self.replies.is_empty();
+        let urgent = urgent || durable || !late.is_empty();
+        if urgent {
+            // Writes land in order: the one in flight first.
+            self.settle().await;
+        }
+        let due = self
+            .dirty_since
+            .get_or_insert_with(std::time::Instant::now)
+            .elapsed()
+            >= WRITE_COALESCE;
+        if self.dirty.is_empty() {
+            self.dirty_since = None;
+        } else if urgent || due {
+            self.settle().await;
+            self.dirty_since = None;
             let ids: Vec<String> = self.dirty.drain().collect();
             let mut rows = Vec::with_capacity(ids.len());
             for id in &ids {
@@ -1779,31 +1954,22 @@ impl Engine {
             }
             // Transitions the engine made on its own are committed without waiting for the disk:
             // a process crash keeps them (and a restart re-derives what a power loss takes).
-            // What answers a caller (CancelJob, TerminateJob, tags) waits for the flush.
-            let durable = !self.replies.is_empty();
-            let mut backoff = Duration::from_millis(50);
-            loop {
-                let store = self.batch.store();
-                let written = if durable {
-                    store.upsert_jobs(rows.clone()).await
-                } else {
-                    store.upsert_jobs_relaxed(rows.clone()).await
-                };
-                match written {
-                    Ok(()) => break,
-                    Err(e) if e.is_retryable() => {
-                        tracing::warn!(error = %e, rows = rows.len(), "job write failed; retrying");
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(Duration::from_secs(5));
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %e, rows = rows.len(), "job write failed permanently");
-                        break;
-                    }
-                }
+            // What answers a caller (CancelJob, TerminateJob, tags) waits for the flush, and so
+            // does an ECS launch; otherwise the engine goes on with the next round while the
+            // write lands, and waits for it before the next one.
+            if urgent {
+                write_until_done(self.batch.store().clone(), rows, durable).await;
+                self.done.clear();
+            } else {
+                let store = self.batch.store().clone();
+                let to_write = rows.clone();
+                self.pending = Some(PendingWrite {
+                    rows,
+                    finished: self.done.keys().cloned().collect(),
+                    task: tokio::spawn(async move { store.upsert_jobs_relaxed(to_write).await }),
+                });
             }
         }
-        self.done.clear();
         for r in self.replies.drain(..) {
             match r {
                 Reply::Stop(tx, v) => {
@@ -1814,7 +1980,19 @@ impl Engine {
                 }
             }
         }
-        for spec in self.launches.drain(..) {
+        self.launch(late);
+        for (id, attempt, sig) in self.signals.drain(..) {
+            let rt = self.runtime.clone();
+            tokio::spawn(async move {
+                if let Err(e) = rt.stop(&id, attempt, sig).await {
+                    tracing::warn!(job_id = %id, error = %e, "signal failed");
+                }
+            });
+        }
+    }
+
+    fn launch(&self, specs: Vec<AttemptSpec>) {
+        for spec in specs {
             let rt = self.runtime.clone();
             tokio::spawn(async move {
                 let (job_id, attempt) = (spec.job_id.clone(), spec.attempt);
@@ -1825,13 +2003,29 @@ impl Engine {
                 }
             });
         }
-        for (id, attempt, sig) in self.signals.drain(..) {
-            let rt = self.runtime.clone();
-            tokio::spawn(async move {
-                if let Err(e) = rt.stop(&id, attempt, sig).await {
-                    tracing::warn!(job_id = %id, error = %e, "signal failed");
-                }
-            });
+    }
+}
+
+/// Writes `rows`, retrying with backoff while the store says the error is passing.
+async fn write_until_done(store: Arc<dyn crate::store::Store>, rows: Vec<JobRow>, durable: bool) {
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        let written = if durable {
+            store.upsert_jobs(rows.clone()).await
+        } else {
+            store.upsert_jobs_relaxed(rows.clone()).await
+        };
+        match written {
+            Ok(()) => return,
+            Err(e) if e.is_retryable() => {
+                tracing::warn!(error = %e, rows = rows.len(), "job write failed; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => {
+                tracing::error!(error = %e, rows = rows.len(), "job write failed permanently");
+                return;
+            }
         }
     }
 }

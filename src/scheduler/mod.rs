@@ -192,5 +192,12 @@ pub enum WaitCause {
 ///   keep rotating), which is the order in which they would start. Disabled queues and queues
 ///   without a usable environment report their first jobs by (`created_at`, index).
 pub fn plan(snapshot: &Snapshot) -> Plan {
-    pass::plan(snapshot)
+    pass::plan(snapshot, HEAD_REASONS_PER_QUEUE)
+}
+
+/// [`plan`] without reasons: the same placements, no [`Plan::blocked`] entries. Giving reasons
+/// costs a formatted text per waiting head job; a caller that passes once per freed slot wants
+/// them only now and then.
+pub fn plan_placements(snapshot: &Snapshot) -> Plan {
+    pass::plan(snapshot, 0)
 }

@@ -6,15 +6,13 @@
 use std::cmp::{Ordering, Reverse};
 use std::collections::{BinaryHeap, HashMap};
 
-use super::{
-    Blocked, FairShareView, HEAD_REASONS_PER_QUEUE, Plan, Resources, ShareWeight, Snapshot,
-    WaitCause,
-};
+use super::{Blocked, FairShareView, Plan, Resources, ShareWeight, Snapshot, WaitCause};
 
 /// `Pass::lock` value of an environment no queue holds.
 const NO_LOCK: usize = usize::MAX;
 
-pub(super) fn plan(snap: &Snapshot) -> Plan {
+/// `reasons`: how many waiting jobs per queue get a [`Blocked`] entry.
+pub(super) fn plan(snap: &Snapshot, reasons: usize) -> Plan {
     let nq = snap.queues.len();
 
     // Counting sort into per-queue buckets: one allocation, no per-job work beyond a copy.
@@ -76,7 +74,7 @@ pub(super) fn plan(snap: &Snapshot) -> Plan {
         }
         let queue = &snap.queues[q];
         if !queue.enabled {
-            pass.block_head(jobs, Blocked::QueueDisabled);
+            pass.block_head(jobs, reasons, Blocked::QueueDisabled);
             continue;
         }
         let envs: Vec<usize> = queue
@@ -86,7 +84,7 @@ pub(super) fn plan(snap: &Snapshot) -> Plan {
             .filter(|&e| e < snap.envs.len() && snap.envs[e].usable)
             .collect();
         if envs.is_empty() {
-            pass.block_head(jobs, Blocked::NoUsableEnvironment);
+            pass.block_head(jobs, reasons, Blocked::NoUsableEnvironment);
             continue;
         }
         let mut ctx = QueueCtx {
@@ -94,7 +92,7 @@ pub(super) fn plan(snap: &Snapshot) -> Plan {
             largest: largest_capacity(snap, &envs),
             envs,
             qmin: qmin[q],
-            reasons_left: HEAD_REASONS_PER_QUEUE,
+            reasons_left: reasons,
         };
         match &queue.fair_share {
             None => pass.run_fifo(&mut ctx, jobs),
@@ -142,14 +140,17 @@ struct Pass<'a> {
 impl Pass<'_> {
     /// Disabled queues and queues without a usable environment: reasons for the FIFO head only,
     /// found with a selection rather than a full sort.
-    fn block_head(&mut self, jobs: &[usize], why: Blocked) {
+    fn block_head(&mut self, jobs: &[usize], reasons: usize, why: Blocked) {
+        if reasons == 0 {
+            return;
+        }
         let mut keys: Vec<(i64, usize)> = jobs
             .iter()
             .map(|&j| (self.snap.jobs[j].created_at, j))
             .collect();
-        if keys.len() > HEAD_REASONS_PER_QUEUE {
-            keys.select_nth_unstable(HEAD_REASONS_PER_QUEUE);
-            keys.truncate(HEAD_REASONS_PER_QUEUE);
+        if keys.len() > reasons {
+            keys.select_nth_unstable(reasons);
+            keys.truncate(reasons);
         }
         keys.sort_unstable();
         self.plan
