@@ -10,7 +10,7 @@
 //!                                                    durable before the reply
 //!                                   │ wake-up
 //!                                   ▼
-//!  engine/      one actor owning unfinished jobs: apply → plan → write → launch
+//!  engine/      one actor owning unfinished jobs: apply → plan → launch ∥ write → answer
 //!     │  scheduler/    pure: RUNNABLE jobs × free capacity → placements
 //!     │  demand ──►  compute/aws/ control loop ── provisioner/ (pure: demand × fleet → plan)
 //!     ▼                    │ CreateFleet / TerminateInstances, clusters, launch templates
