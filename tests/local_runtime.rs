@@ -439,6 +439,64 @@ fn process_recover_kills_and_reports_orphans() {
     second.shutdown_background();
 }
 
+/// An attempt that ended just before the server died, before the engine stored its end: the
+/// journal keeps its exit code until `end_stored`, so the next server reports the real end
+/// instead of a lost host. Once stored, the record goes.
+#[test]
+fn process_exit_code_survives_a_crash_until_the_engine_stored_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().to_path_buf();
+    let s = spec(Kind::Process, &["sh", "-c", "exit 3"]);
+    let first = tokio::runtime::Runtime::new().expect("tokio");
+    first.block_on(async {
+        let logs = Arc::new(LogStore::open(data.join("logs")).expect("logs"));
+        let (tx, mut rx) = mpsc::channel(16);
+        let rt = ProcessRuntime::new(&data, logs, tx).expect("runtime");
+        rt.start(s.clone()).await.expect("start");
+        expect_started(&mut rx, &s).await;
+        let (code, reason) = expect_exited(&mut rx, &s).await;
+        assert_eq!((code, reason), (Some(3), None));
+        // The engine has not stored the end yet: the record stays.
+        assert!(live_run_record(&data, &s.task_id).is_some());
+    });
+    first.shutdown_background();
+
+    let second = tokio::runtime::Runtime::new().expect("tokio");
+    second.block_on(async {
+        let logs = Arc::new(LogStore::open(data.join("logs")).expect("logs"));
+        let (tx, mut rx) = mpsc::channel(16);
+        let rt = ProcessRuntime::new(&data, logs, tx).expect("runtime");
+        rt.recover(vec![ExpectedAttempt {
+            job_id: s.job_id.clone(),
+            attempt: s.attempt,
+            task_id: s.task_id.clone(),
+            target: Target::Local,
+        }])
+        .await
+        .expect("recover");
+        let (code, reason) = expect_exited(&mut rx, &s).await;
+        assert_eq!(
+            (code, reason),
+            (Some(3), None),
+            "the real exit code, not a lost host"
+        );
+
+        // A normal end: the record goes once the engine says the end is stored.
+        let again = AttemptSpec {
+            attempt: s.attempt + 1,
+            task_id: format!("{}-again", s.task_id),
+            ..s.clone()
+        };
+        rt.start(again.clone()).await.expect("start");
+        expect_started(&mut rx, &again).await;
+        expect_exited(&mut rx, &again).await;
+        assert!(live_run_record(&data, &again.task_id).is_some());
+        rt.end_stored(&again.job_id, again.attempt);
+        assert!(live_run_record(&data, &again.task_id).is_none());
+    });
+    second.shutdown_background();
+}
+
 // ---------------------------------------------------------------- docker runtime
 
 #[tokio::test]

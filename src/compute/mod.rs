@@ -128,4 +128,7 @@ pub trait Runtime: Send + Sync + 'static {
     /// server was down, and `Exited { exit_code: None, reason: Some(..host failure..) }` for one
     /// that vanished.
     async fn recover(&self, expected: Vec<ExpectedAttempt>) -> Result<(), RuntimeError>;
+    /// The engine has stored how `attempt` of `job_id` ended (after an `Exited`, stale or not):
+    /// what the runtime kept to report that end again after a crash can go.
+    fn end_stored(&self, _job_id: &str, _attempt: u32) {}
 }

@@ -45,6 +45,10 @@ impl Runtime for Router {
         self.local.stop(job_id, attempt, signal).await
     }
 
+    fn end_stored(&self, job_id: &str, attempt: u32) {
+        self.local.end_stored(job_id, attempt);
+    }
+
     async fn recover(&self, expected: Vec<ExpectedAttempt>) -> Result<(), RuntimeError> {
         let (ecs, local): (Vec<_>, Vec<_>) = expected
             .into_iter()

@@ -391,6 +391,8 @@ impl Runnable {
 struct PendingWrite {
     rows: Vec<JobRow>,
     finished: Vec<String>,
+    /// Attempts whose end this write stores (`Runtime::end_stored` once it lands).
+    ended: Vec<(String, u32)>,
     task: tokio::task::JoinHandle<crate::store::StoreResult<()>>,
 }
 
@@ -429,6 +431,8 @@ pub struct Engine {
     pending: Option<PendingWrite>,
     /// Since when `dirty` has rows waiting to be written.
     dirty_since: Option<std::time::Instant>,
+    /// Attempts reported ended since the last write.
+    ended: Vec<(String, u32)>,
     /// Decayed vCPU-seconds per (queue ARN, share), and when it was last decayed.
     share_history: HashMap<(String, String), (f64, i64)>,
     heads: Arc<std::sync::RwLock<HashMap<String, String>>>,
@@ -468,6 +472,7 @@ impl Engine {
             last_reasons: 0,
             pending: None,
             dirty_since: None,
+            ended: Vec::new(),
             heads: Arc::default(),
         };
         let expected = engine.load().await?;
@@ -943,7 +948,10 @@ impl Engine {
                 attempt,
                 exit_code,
                 reason,
-            } => self.attempt_ended(&job_id, attempt, exit_code, reason, false, now),
+            } => {
+                self.attempt_ended(&job_id, attempt, exit_code, reason, false, now);
+                self.ended.push((job_id, attempt));
+            }
             RuntimeEvent::Interrupted {
                 job_id,
                 attempt,
@@ -1883,6 +1891,9 @@ impl Engine {
                 write_until_done(self.batch.store().clone(), p.rows, false).await;
             }
         }
+        for (job, attempt) in &p.ended {
+            self.runtime.end_stored(job, *attempt);
+        }
         for id in p.finished {
             // Changed again since (tags): it goes with the next write, from `done`.
             if !self.dirty.contains(&id) {
@@ -1940,7 +1951,12 @@ impl Engine {
             >= WRITE_COALESCE;
         if self.dirty.is_empty() {
             self.dirty_since = None;
+            // Ends that changed nothing (stale attempts) need no write.
+            for (job, attempt) in std::mem::take(&mut self.ended) {
+                self.runtime.end_stored(&job, attempt);
+            }
         } else if urgent || due {
+            let ended = std::mem::take(&mut self.ended);
             self.settle().await;
             self.dirty_since = None;
             let ids: Vec<String> = self.dirty.drain().collect();
@@ -1960,11 +1976,15 @@ impl Engine {
             if urgent {
                 write_until_done(self.batch.store().clone(), rows, durable).await;
                 self.done.clear();
+                for (job, attempt) in ended {
+                    self.runtime.end_stored(&job, attempt);
+                }
             } else {
                 let store = self.batch.store().clone();
                 let to_write = rows.clone();
                 self.pending = Some(PendingWrite {
                     rows,
+                    ended,
                     finished: self.done.keys().cloned().collect(),
                     task: tokio::spawn(async move { store.upsert_jobs_relaxed(to_write).await }),
                 });

@@ -208,6 +208,10 @@ struct Inner {
     events: mpsc::Sender<RuntimeEvent>,
     /// (job id, attempt) → its process group, while the attempt runs.
     running: Mutex<HashMap<(String, u32), Running>>,
+    /// (job id, attempt) → task id of attempts that ended, whose run record (with the exit code)
+    /// stays in the journal until the engine has stored the end (`Runtime::end_stored`): a
+    /// server that dies in between reports the real exit code at the next start.
+    ended: Mutex<HashMap<(String, u32), String>>,
 }
 
 impl ProcessRuntime {
@@ -237,6 +241,7 @@ impl ProcessRuntime {
                 logs,
                 events,
                 running: Mutex::new(HashMap::new()),
+                ended: Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -299,6 +304,18 @@ impl Inner {
 impl Runtime for ProcessRuntime {
     fn name(&self) -> &'static str {
         "process"
+    }
+
+    fn end_stored(&self, job_id: &str, attempt: u32) {
+        let task = self
+            .inner
+            .ended
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&(job_id.to_string(), attempt));
+        if let Some(task) = task {
+            self.inner.forget(&task);
+        }
     }
 
     async fn start(&self, spec: AttemptSpec) -> Result<(), RuntimeError> {
@@ -464,12 +481,20 @@ impl Runtime for ProcessRuntime {
                 }
                 inner.running().remove(&(spec.job_id.clone(), spec.attempt));
                 tracing::info!(?exit_code, "attempt exited");
+                if exit_code.is_some() {
+                    inner
+                        .ended
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert((spec.job_id.clone(), spec.attempt), spec.task_id.clone());
+                } else {
+                    inner.forget(&spec.task_id);
+                }
                 send(
                     &inner.events,
                     exited(&spec.job_id, spec.attempt, exit_code, reason),
                 )
                 .await;
-                inner.forget(&spec.task_id);
                 inner.give_back_work_dir(work);
             }
             .instrument(span),
