@@ -257,16 +257,9 @@ async fn jobs_interrupted_too_often_move_to_the_on_demand_environment() {
             .flatten()
             .filter_map(|i| Some((i["instanceId"].as_str()?, i["lifecycle"].as_str()?)))
             .collect();
-        state["containerInstances"]
-            .as_array()
+        instance_of_container_instance(&state)
             .into_iter()
-            .flatten()
-            .filter_map(|c| {
-                Some((
-                    c["containerInstanceArn"].as_str()?.to_string(),
-                    by_id.get(c["instanceId"].as_str()?)?.to_string(),
-                ))
-            })
+            .filter_map(|(ci, id)| Some((ci, by_id.get(id.as_str())?.to_string())))
             .collect()
     };
     for j in &jobs {

@@ -61,22 +61,7 @@ pub async fn launch(args: &BenchArgs, work: &Workdir) -> anyhow::Result<Vec<Figu
         addr: server.addr.clone(),
     })
     .await?;
-    conn.call(
-        "RegisterJobDefinition",
-        &json!({
-            "jobDefinitionName": "launch",
-            "type": "container",
-            "containerProperties": {
-                "image": "busybox",
-                "command": ["true"],
-                "resourceRequirements": [
-                    {"type": "VCPU", "value": "1"},
-                    {"type": "MEMORY", "value": "512"}
-                ]
-            }
-        }),
-    )
-    .await?;
+    super::scenarios::register_definition(&mut conn, "launch", "true", 512).await?;
     // Names unique per run: an emulator may be reused between runs.
     let run = &uuid::Uuid::new_v4().simple().to_string()[..8];
     let mut latencies = Vec::new();

@@ -95,23 +95,34 @@ fn micros(d: Duration) -> u32 {
 /// Registers the bench's job definition (`/bin/true`, 1 vCPU, 16 MiB) and, with `hold`, disables
 /// the `local` compute environment so that submitted jobs wait in their queue.
 async fn setup(conn: &mut Conn, hold: bool) -> anyhow::Result<()> {
+    register_definition(conn, DEFINITION, "/bin/true", 16).await?;
+    set_environment(conn, !hold).await
+}
+
+/// Registers a 1-vCPU container job definition running `command` with `memory_mib`.
+pub(super) async fn register_definition(
+    conn: &mut Conn,
+    name: &str,
+    command: &str,
+    memory_mib: u32,
+) -> anyhow::Result<()> {
     conn.call(
         "RegisterJobDefinition",
         &json!({
-            "jobDefinitionName": DEFINITION,
+            "jobDefinitionName": name,
             "type": "container",
             "containerProperties": {
                 "image": "busybox",
-                "command": ["/bin/true"],
+                "command": [command],
                 "resourceRequirements": [
                     {"type": "VCPU", "value": "1"},
-                    {"type": "MEMORY", "value": "16"}
+                    {"type": "MEMORY", "value": memory_mib.to_string()}
                 ]
             }
         }),
     )
     .await?;
-    set_environment(conn, !hold).await
+    Ok(())
 }
 
 async fn set_environment(conn: &mut Conn, enabled: bool) -> anyhow::Result<()> {

@@ -556,12 +556,17 @@ impl Engine {
         // An array job whose children were not yet written when the server stopped gets them
         // now (SubmitJob returns once the parent alone is durable).
         let mut born = Vec::new();
+        // Per array parent, its children by status, for the roll-up below.
+        let mut child_counts: HashMap<String, Vec<(String, i64)>> = HashMap::new();
         for (d, parent) in &jobs {
             let size = d.array_properties.as_ref().and_then(|a| a.size);
             if parent.is_some() || size.unwrap_or(0) <= 0 {
                 continue;
             }
-            if store.count_children_by_status(&d.job_id).await?.is_empty() {
+            let counts = store.count_children_by_status(&d.job_id).await?;
+            if !counts.is_empty() {
+                child_counts.insert(d.job_id.clone(), counts);
+            } else {
                 let deps_unmet = d.depends_on.iter().flatten().any(|x| x.dep_type.is_none());
                 let (rows, details) = self.batch.array_children(d, deps_unmet)?;
                 store.upsert_jobs(rows).await?;
@@ -609,7 +614,10 @@ impl Engine {
             .collect();
         self.register(jobs).await?;
         for p in parents {
-            let counts = store.count_children_by_status(&p).await?;
+            let counts = match child_counts.remove(&p) {
+                Some(c) => c,
+                None => store.count_children_by_status(&p).await?,
+            };
             if let Some(job) = self.jobs.get_mut(&p) {
                 job.children_left = counts
                     .iter()
@@ -1940,24 +1948,25 @@ impl Engine {
         self.launch(early);
         let durable = !self.replies.is_empty();
         let urgent = urgent || durable || !late.is_empty();
-        if urgent {
-            // Writes land in order: the one in flight first.
+        let due = !self.dirty.is_empty()
+            && (urgent
+                || self
+                    .dirty_since
+                    .get_or_insert_with(std::time::Instant::now)
+                    .elapsed()
+                    >= WRITE_COALESCE);
+        if urgent || due {
+            // Writes land in order, and answers follow them: the one in flight first.
             self.settle().await;
         }
-        let due = self
-            .dirty_since
-            .get_or_insert_with(std::time::Instant::now)
-            .elapsed()
-            >= WRITE_COALESCE;
         if self.dirty.is_empty() {
             self.dirty_since = None;
             // Ends that changed nothing (stale attempts) need no write.
             for (job, attempt) in std::mem::take(&mut self.ended) {
                 self.runtime.end_stored(&job, attempt);
             }
-        } else if urgent || due {
+        } else if due {
             let ended = std::mem::take(&mut self.ended);
-            self.settle().await;
             self.dirty_since = None;
             let ids: Vec<String> = self.dirty.drain().collect();
             let mut rows = Vec::with_capacity(ids.len());
