@@ -53,3 +53,4 @@ pub mod provisioner;
 pub mod scheduler;
 pub mod server;
 pub mod store;
+pub mod util;

@@ -4,7 +4,13 @@
 //! (volumes, linuxParameters, eksProperties, …) travel as JSON values so nothing a client sends is
 //! lost. No I/O here.
 
+pub mod arn;
+pub mod status;
 pub mod validate;
+
+pub use status::{
+    DependencyType, JobStatus, ResourceState, ResourceStatus, RetryAction, UnknownValue,
+};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};

@@ -1,0 +1,3 @@
+//! Small things every layer may use: the clock.
+
+pub mod time;
