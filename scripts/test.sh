@@ -6,7 +6,8 @@
 # Installs what is missing (PostgreSQL server, awscli, cargo-nextest, the AWS emulator's
 # moto and pytest), starts a throwaway PostgreSQL (scripts/pg.sh), exports
 # FLOTILLA_TEST_POSTGRES_URL, then runs: cargo fmt --check, cargo clippy -D warnings,
-# cargo nextest run, the AWS emulator's tests (pytest localstack/tests), doctests.
+# the layering check (scripts/layers.sh), cargo nextest run, the AWS emulator's tests
+# (pytest localstack/tests), doctests.
 # Every check runs even if an earlier one failed; the script exits non-zero if
 # any of them failed. An existing CARGO_TARGET_DIR is honoured (cargo reads it).
 set -euo pipefail
@@ -139,6 +140,7 @@ step() {
 
 step fmt     cargo fmt --all -- --check
 step clippy  cargo clippy --all-targets --locked -- -D warnings
+step layers  bash scripts/layers.sh
 step doctest cargo test --doc --locked
 # The tests start and stop their own emulator on free 127.0.0.1 ports (localstack/tests/conftest.py).
 say "emulator tests: pytest localstack/tests"
