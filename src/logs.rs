@@ -32,8 +32,10 @@ use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+use crate::util::time::now_ms;
+
 /// The log group AWS Batch writes job output to.
-pub const JOB_LOG_GROUP: &str = "/aws/batch/job";
+pub use crate::model::arn::JOB_LOG_GROUP;
 /// CloudWatch's cap on events per `GetLogEvents`/`FilterLogEvents` response, and the default.
 pub const MAX_EVENTS: usize = 10_000;
 /// CloudWatch's cap on the size of one response.
@@ -1241,10 +1243,6 @@ fn short_hash(s: &str) -> u64 {
     let mut b = [0u8; 8];
     b.copy_from_slice(&d[..8]);
     u64::from_be_bytes(b)
-}
-
-fn now_ms() -> i64 {
-    crate::batch::now_ms()
 }
 
 #[cfg(test)]

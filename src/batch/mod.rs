@@ -11,6 +11,7 @@ mod resources;
 use crate::error::{BatchError, BatchResult};
 use crate::model::*;
 use crate::store::{JobCursor, JobRow, ResourceKind, ResourceRow, Store};
+use crate::util::time::now_ms;
 use base64::Engine;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -70,13 +71,6 @@ impl ArnKind {
             ArnKind::Job => "job",
         }
     }
-}
-
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 fn to_json<T: serde::Serialize>(v: &T) -> BatchResult<String> {

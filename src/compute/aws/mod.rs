@@ -27,12 +27,14 @@ pub mod fleet;
 pub use api::{Api, ApiOptions, AwsError};
 pub use fleet::{Demand, EnvFleet, FleetInstance, FleetView};
 
-use crate::batch::{Batch, now_ms};
+use crate::batch::Batch;
 use crate::compute::{
     AttemptSpec, ExpectedAttempt, Runtime, RuntimeError, RuntimeEvent, StopSignal, Target,
 };
+use crate::model::arn::{JOB_LOG_GROUP, definition_name, name_of_arn};
 use crate::model::{CR_TYPE_LOCAL, ComputeEnvironmentDetail};
 use crate::provisioner::{self, EnvSpec, Resources};
+use crate::util::time::now_ms;
 use aws_sdk_ec2::types as ec2t;
 use aws_sdk_ecs::types as ecst;
 use sha2::Digest;
@@ -51,7 +53,6 @@ pub const TAG_USE_CLUSTER: &str = "flotilla:ecs-cluster";
 /// The container name in every task definition; the awslogs stream is
 /// `<job definition name>/default/<task id>`, as AWS Batch names it.
 const CONTAINER: &str = "default";
-const LOG_GROUP: &str = "/aws/batch/job";
 const SPOT_TERMINATION: &str = "Server.SpotInstanceTermination";
 /// The orphan sweep looks at the whole account's tagged instances; every this many passes.
 const SWEEP_EVERY: u32 = 20;
@@ -200,10 +201,6 @@ fn host_of(stopped_reason: &str) -> Option<&str> {
     stopped_reason
         .strip_prefix("Host EC2 (instance ")
         .and_then(|r| r.split(')').next())
-}
-
-fn name_of_arn(arn: &str) -> &str {
-    arn.rsplit_once('/').map_or(arn, |(_, n)| n)
 }
 
 impl AwsDriver {
@@ -1302,7 +1299,7 @@ impl AwsDriver {
     // ------------------------------------------------------------ tasks
 
     async fn task_definition(&self, spec: &AttemptSpec) -> Result<String, AwsError> {
-        let def_name = crate::engine::definition_name(&spec.job_definition).to_string();
+        let def_name = definition_name(&spec.job_definition).to_string();
         let family = format!("flotilla-{}", sanitize(&def_name));
         let image = spec
             .image
@@ -1317,7 +1314,7 @@ impl AwsDriver {
         }
         let log = ecst::LogConfiguration::builder()
             .log_driver(ecst::LogDriver::Awslogs)
-            .options("awslogs-group", LOG_GROUP)
+            .options("awslogs-group", JOB_LOG_GROUP)
             .options("awslogs-region", self.opts.api.region.clone())
             .options("awslogs-stream-prefix", def_name.clone())
             .build()
