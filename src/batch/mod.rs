@@ -8,6 +8,8 @@
 mod jobs;
 mod resources;
 
+pub use crate::model::Catalog;
+
 use crate::error::{BatchError, BatchResult};
 use crate::model::*;
 use crate::store::{JobCursor, JobRow, ResourceKind, ResourceRow, Store};
@@ -16,15 +18,6 @@ use base64::Engine;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use tokio::sync::RwLock;
-
-#[derive(Debug, Default, Clone)]
-pub struct Catalog {
-    pub compute_environments: BTreeMap<String, ComputeEnvironmentDetail>,
-    pub queues: BTreeMap<String, JobQueueDetail>,
-    /// Name → revision → definition.
-    pub job_definitions: BTreeMap<String, BTreeMap<i32, JobDefinition>>,
-    pub scheduling_policies: BTreeMap<String, SchedulingPolicyDetail>,
-}
 
 pub struct Batch {
     region: String,

@@ -15,7 +15,7 @@ pub mod limits;
 pub mod retry;
 
 use crate::batch::{Batch, job_row};
-use crate::compute::aws::{EnvFleet, FleetView};
+use crate::compute::fleet::{Demand, EnvFleet, FleetView};
 use crate::compute::{AttemptSpec, ExpectedAttempt, Runtime, RuntimeEvent, StopSignal, Target};
 use crate::error::{BatchError, BatchResult};
 use crate::model::arn::{JOB_LOG_GROUP, name_of_arn, stream_name};
@@ -1313,7 +1313,7 @@ impl Engine {
 
     /// The fleet of an AWS environment, if `ce` is one and the server drives AWS.
     fn aws_fleet(&self, ce: &ComputeEnvironmentDetail) -> Option<EnvFleet> {
-        crate::compute::aws::aws_kind(ce)?;
+        ce.aws_kind()?;
         let fleet = self.cfg.fleet.as_ref()?;
         Some(fleet.env(&ce.compute_environment_name).unwrap_or_default())
     }
@@ -1665,8 +1665,7 @@ impl Engine {
                 q.envs
                     .iter()
                     .find(|&&e| {
-                        snapshot.envs[e].usable
-                            && crate::compute::aws::aws_kind(cat_envs[e]) == Some(true)
+                        snapshot.envs[e].usable && cat_envs[e].aws_kind() == Some(AwsKind::Managed)
                     })
                     .copied()
             };
@@ -1744,7 +1743,7 @@ impl Engine {
             self.start_attempt(&id, &env, &queue, target);
         }
         if let Some(fleet) = &self.cfg.fleet {
-            fleet.publish(crate::compute::aws::Demand {
+            fleet.publish(Demand {
                 by_env: demand,
                 used_by_instance: self.on_instance.clone(),
             });

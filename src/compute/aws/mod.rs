@@ -22,17 +22,16 @@
 //! Nothing here runs inside the engine's loop, and nothing waits on the engine.
 
 mod api;
-pub mod fleet;
 
 pub use api::{Api, ApiOptions, AwsError};
-pub use fleet::{Demand, EnvFleet, FleetInstance, FleetView};
 
 use crate::batch::Batch;
+use crate::compute::fleet::{Demand, EnvFleet, FleetInstance, FleetView};
 use crate::compute::{
     AttemptSpec, ExpectedAttempt, Runtime, RuntimeError, RuntimeEvent, StopSignal, Target,
 };
 use crate::model::arn::{JOB_LOG_GROUP, definition_name, name_of_arn};
-use crate::model::{CR_TYPE_LOCAL, ComputeEnvironmentDetail};
+use crate::model::{AwsKind, ComputeEnvironmentDetail};
 use crate::provisioner::{self, EnvSpec, Resources};
 use crate::util::time::now_ms;
 use aws_sdk_ec2::types as ec2t;
@@ -164,20 +163,6 @@ fn sanitize(name: &str) -> String {
         })
         .take(200)
         .collect()
-}
-
-/// What kind of AWS environment `ce` is, if any: `Some(true)` managed EC2/SPOT, `Some(false)`
-/// unmanaged.
-pub fn aws_kind(ce: &ComputeEnvironmentDetail) -> Option<bool> {
-    match ce.ce_type.as_str() {
-        "UNMANAGED" => Some(false),
-        "MANAGED" => match ce.compute_resources.as_ref()?.cr_type.as_deref()? {
-            "EC2" | "SPOT" => Some(true),
-            t if t == CR_TYPE_LOCAL => None,
-            _ => None,
-        },
-        _ => None,
-    }
 }
 
 fn resources(cpu_units: i64, memory_mib: i64, gpus: i64) -> Resources {
@@ -402,9 +387,10 @@ impl AwsDriver {
         let demand = self.fleet.demand();
         let mut live = HashSet::new();
         for ce in cat.compute_environments.values() {
-            let Some(managed) = aws_kind(ce) else {
+            let Some(kind) = ce.aws_kind() else {
                 continue;
             };
+            let managed = kind == AwsKind::Managed;
             live.insert(ce.compute_environment_name.clone());
             if let Err(e) = self.reconcile_env(ce, managed, &demand).await {
                 tracing::warn!(env = %ce.compute_environment_name, error = %e, "environment reconcile failed");
