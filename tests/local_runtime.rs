@@ -183,7 +183,7 @@ async fn exit_codes(kind: Kind) {
 
 async fn output_lands_in_the_stream(kind: Kind) {
     let mut h = harness(kind).await;
-    let before = flotilla::batch::now_ms();
+    let before = flotilla::util::time::now_ms();
     let s = spec(
         kind,
         &[
@@ -207,7 +207,9 @@ async fn output_lands_in_the_stream(kind: Kind) {
         .expect("events");
     for e in &page.events {
         // Timestamped on arrival (Docker's clock for containers): within this test's run.
-        assert!(e.timestamp >= before - 2_000 && e.timestamp <= flotilla::batch::now_ms() + 2_000);
+        assert!(
+            e.timestamp >= before - 2_000 && e.timestamp <= flotilla::util::time::now_ms() + 2_000
+        );
     }
 }
 

@@ -8,22 +8,16 @@
 mod jobs;
 mod resources;
 
+pub use crate::model::Catalog;
+
 use crate::error::{BatchError, BatchResult};
 use crate::model::*;
 use crate::store::{JobCursor, JobRow, ResourceKind, ResourceRow, Store};
+use crate::util::time::now_ms;
 use base64::Engine;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use tokio::sync::RwLock;
-
-#[derive(Debug, Default, Clone)]
-pub struct Catalog {
-    pub compute_environments: BTreeMap<String, ComputeEnvironmentDetail>,
-    pub queues: BTreeMap<String, JobQueueDetail>,
-    /// Name → revision → definition.
-    pub job_definitions: BTreeMap<String, BTreeMap<i32, JobDefinition>>,
-    pub scheduling_policies: BTreeMap<String, SchedulingPolicyDetail>,
-}
 
 pub struct Batch {
     region: String,
@@ -70,13 +64,6 @@ impl ArnKind {
             ArnKind::Job => "job",
         }
     }
-}
-
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 fn to_json<T: serde::Serialize>(v: &T) -> BatchResult<String> {

@@ -14,6 +14,7 @@ use super::server::{ChildServer, proc_stat};
 use super::{BenchArgs, ClientKind, Workdir, cores, progress};
 use crate::model::JobDetail;
 use crate::store::{SqlStore, Store};
+use crate::util::time::now_ms;
 
 /// Every server of the bench runs jobs as host processes: the e2e scenario measures that
 /// runtime, and the others hold their jobs with a DISABLED compute environment.
@@ -639,7 +640,7 @@ async fn preload(dir: &std::path::Path, template_id: &str, kept: usize) -> anyho
         .strip_suffix(template.job_id.as_str())
         .context("job ARN does not end in its ID")?
         .to_string();
-    let now = crate::batch::now_ms();
+    let now = now_ms();
     let step = (SPAN_MS / kept as i64).max(1);
     let mut written = 0;
     while written < kept {

@@ -7,8 +7,7 @@ use aws_sdk_batch::types::JobStatus;
 
 use super::LogsArgs;
 use super::client::Ctx;
-
-const LOG_GROUP: &str = "/aws/batch/job";
+use crate::model::arn::JOB_LOG_GROUP;
 
 /// The log stream of the chosen attempt, and whether the job has finished.
 async fn stream_of(ctx: &Ctx, args: &LogsArgs) -> anyhow::Result<(Option<String>, bool)> {
@@ -76,7 +75,7 @@ pub async fn print(ctx: &Ctx, args: &LogsArgs) -> anyhow::Result<()> {
                 let out = ctx
                     .logs
                     .get_log_events()
-                    .log_group_name(LOG_GROUP)
+                    .log_group_name(JOB_LOG_GROUP)
                     .log_stream_name(s)
                     .start_from_head(true)
                     .set_next_token(token.clone())

@@ -7,6 +7,7 @@
 //! [`Router`] puts both behind the one [`Runtime`] the engine talks to.
 
 pub mod aws;
+pub mod fleet;
 pub mod local;
 mod router;
 

@@ -14,13 +14,15 @@
 pub mod limits;
 pub mod retry;
 
-use crate::batch::{Batch, job_row, now_ms};
-use crate::compute::aws::{EnvFleet, FleetView};
+use crate::batch::{Batch, job_row};
+use crate::compute::fleet::{Demand, EnvFleet, FleetView};
 use crate::compute::{AttemptSpec, ExpectedAttempt, Runtime, RuntimeEvent, StopSignal, Target};
 use crate::error::{BatchError, BatchResult};
+use crate::model::arn::{JOB_LOG_GROUP, name_of_arn, stream_name};
 use crate::model::*;
 use crate::scheduler::{self, EnvView, FairShareView, JobView, QueueView, Resources, ShareWeight};
 use crate::store::JobRow;
+use crate::util::time::now_ms;
 use retry::{AttemptEnd, Outcome};
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -30,7 +32,6 @@ use tokio::sync::{mpsc, oneshot, watch};
 /// AWS's `statusReason` for an attempt whose container exited.
 const EXITED: &str = "Essential container in task exited";
 const TIMED_OUT: &str = "Job attempt duration exceeded timeout";
-const LOG_GROUP: &str = "/aws/batch/job";
 /// Most inputs applied in one round before writing, so one round's transaction stays bounded.
 const MAX_ROUND_INPUTS: usize = 20_000;
 const TICK: Duration = Duration::from_secs(1);
@@ -269,16 +270,6 @@ fn add(a: Resources, b: Resources) -> Resources {
         memory_mib: a.memory_mib + b.memory_mib,
         gpus: a.gpus + b.gpus,
     }
-}
-
-fn name_from_arn(arn: &str) -> &str {
-    arn.rsplit_once('/').map(|(_, n)| n).unwrap_or(arn)
-}
-
-/// `NAME` from `...:job-definition/NAME:REV`.
-pub(crate) fn definition_name(arn: &str) -> &str {
-    let n = name_from_arn(arn);
-    n.rsplit_once(':').map(|(n, _)| n).unwrap_or(n)
 }
 
 /// A command answered after the round's write.
@@ -589,7 +580,7 @@ impl Engine {
                             .compute_environments
                             .get(env)
                             .and_then(|ce| ce.ecs_cluster_arn.as_deref())
-                            .map(|a| name_from_arn(a).to_string())
+                            .map(|a| name_of_arn(a).to_string())
                             .unwrap_or_default(),
                         container_instance_arn: ci.clone(),
                     },
@@ -938,11 +929,7 @@ impl Engine {
                 job.d.status = "RUNNING".into();
                 job.d.started_at = Some(now);
                 // ECS reports the task ARN; its last segment is the task ID in the stream name.
-                let stream = format!(
-                    "{}/default/{}",
-                    definition_name(&job.d.job_definition),
-                    name_from_arn(&task_id)
-                );
+                let stream = stream_name(&job.d.job_definition, &task_id);
                 if let Some(c) = job.d.container.as_mut() {
                     c.log_stream_name = Some(stream);
                     c.task_arn = Some(task_id);
@@ -1326,7 +1313,7 @@ impl Engine {
 
     /// The fleet of an AWS environment, if `ce` is one and the server drives AWS.
     fn aws_fleet(&self, ce: &ComputeEnvironmentDetail) -> Option<EnvFleet> {
-        crate::compute::aws::aws_kind(ce)?;
+        ce.aws_kind()?;
         let fleet = self.cfg.fleet.as_ref()?;
         Some(fleet.env(&ce.compute_environment_name).unwrap_or_default())
     }
@@ -1678,8 +1665,7 @@ impl Engine {
                 q.envs
                     .iter()
                     .find(|&&e| {
-                        snapshot.envs[e].usable
-                            && crate::compute::aws::aws_kind(cat_envs[e]) == Some(true)
+                        snapshot.envs[e].usable && cat_envs[e].aws_kind() == Some(AwsKind::Managed)
                     })
                     .copied()
             };
@@ -1757,7 +1743,7 @@ impl Engine {
             self.start_attempt(&id, &env, &queue, target);
         }
         if let Some(fleet) = &self.cfg.fleet {
-            fleet.publish(crate::compute::aws::Demand {
+            fleet.publish(Demand {
                 by_env: demand,
                 used_by_instance: self.on_instance.clone(),
             });
@@ -1851,10 +1837,7 @@ impl Engine {
         if let Some((_, i)) = &job.parent {
             env_vars.push(("AWS_BATCH_JOB_ARRAY_INDEX".into(), i.to_string()));
         }
-        let stream = format!(
-            "{}/default/{task_id}",
-            definition_name(&job.d.job_definition)
-        );
+        let stream = stream_name(&job.d.job_definition, &task_id);
         tracing::info!(job_id = id, attempt, env, "job starting");
         self.launches.push(AttemptSpec {
             job_id: id.to_string(),
@@ -1865,7 +1848,7 @@ impl Engine {
             env: env_vars,
             milli_vcpus: job.need.milli_vcpus,
             memory_mib: job.need.memory_mib,
-            log_group: LOG_GROUP.to_string(),
+            log_group: JOB_LOG_GROUP.to_string(),
             log_stream: stream,
             job_definition: job.d.job_definition.clone(),
             target,

@@ -49,7 +49,7 @@ use file::{StreamFile, create_with_header};
 pub use filter::FilterPattern;
 
 /// The log group AWS Batch writes job output to.
-pub const JOB_LOG_GROUP: &str = "/aws/batch/job";
+pub use crate::model::arn::JOB_LOG_GROUP;
 /// CloudWatch's cap on events per `GetLogEvents`/`FilterLogEvents` response, and the default.
 pub const MAX_EVENTS: usize = 10_000;
 /// CloudWatch's cap on the size of one response.

@@ -5,8 +5,11 @@
 //! lost. No I/O here.
 
 pub mod arn;
+mod catalog;
 pub mod status;
 pub mod validate;
+
+pub use catalog::Catalog;
 
 pub use status::{
     DependencyType, JobStatus, ResourceState, ResourceStatus, RetryAction, UnknownValue,
@@ -114,6 +117,29 @@ pub struct ComputeEnvironmentDetail {
     pub container_orchestration_type: Option<String>,
     pub uuid: Option<String>,
     pub context: Option<String>,
+}
+
+/// The two kinds of compute environment the AWS driver runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AwsKind {
+    /// MANAGED EC2 or SPOT: Flotilla launches and retires the instances.
+    Managed,
+    /// UNMANAGED: someone else registers container instances in the ECS cluster.
+    Unmanaged,
+}
+
+impl ComputeEnvironmentDetail {
+    /// What kind of AWS environment this is; `None` for LOCAL (and kinds Flotilla does not run).
+    pub fn aws_kind(&self) -> Option<AwsKind> {
+        match self.ce_type.as_str() {
+            "UNMANAGED" => Some(AwsKind::Unmanaged),
+            "MANAGED" => match self.compute_resources.as_ref()?.cr_type.as_deref()? {
+                "EC2" | "SPOT" => Some(AwsKind::Managed),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
 }
 
 // ---------------------------------------------------------------- job queues

@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgDatabaseError, PgPool, PgPoolOptions};
@@ -23,6 +23,8 @@ use sqlx::{AssertSqlSafe, Connection};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
+
+use crate::util::time::now_ms;
 
 use super::{
     JobCursor, JobListQuery, JobPage, JobRow, JobScope, ResourceKind, ResourceRow, Store,
@@ -424,12 +426,6 @@ async fn open_postgres(url: &str) -> StoreResult<(Pool, usize)> {
         .await
         .map_err(map_err)?;
     Ok((Pool::Postgres(pool), applied))
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// Classifies a driver error: only what a retry can plausibly fix is [`StoreError::Unavailable`].

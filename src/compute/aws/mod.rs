@@ -22,17 +22,18 @@
 //! Nothing here runs inside the engine's loop, and nothing waits on the engine.
 
 mod api;
-pub mod fleet;
 
 pub use api::{Api, ApiOptions, AwsError};
-pub use fleet::{Demand, EnvFleet, FleetInstance, FleetView};
 
-use crate::batch::{Batch, now_ms};
+use crate::batch::Batch;
+use crate::compute::fleet::{Demand, EnvFleet, FleetInstance, FleetView};
 use crate::compute::{
     AttemptSpec, ExpectedAttempt, Runtime, RuntimeError, RuntimeEvent, StopSignal, Target,
 };
-use crate::model::{CR_TYPE_LOCAL, ComputeEnvironmentDetail};
+use crate::model::arn::{JOB_LOG_GROUP, definition_name, name_of_arn};
+use crate::model::{AwsKind, ComputeEnvironmentDetail};
 use crate::provisioner::{self, EnvSpec, Resources};
+use crate::util::time::now_ms;
 use aws_sdk_ec2::types as ec2t;
 use aws_sdk_ecs::types as ecst;
 use sha2::Digest;
@@ -51,7 +52,6 @@ pub const TAG_USE_CLUSTER: &str = "flotilla:ecs-cluster";
 /// The container name in every task definition; the awslogs stream is
 /// `<job definition name>/default/<task id>`, as AWS Batch names it.
 const CONTAINER: &str = "default";
-const LOG_GROUP: &str = "/aws/batch/job";
 const SPOT_TERMINATION: &str = "Server.SpotInstanceTermination";
 /// The orphan sweep looks at the whole account's tagged instances; every this many passes.
 const SWEEP_EVERY: u32 = 20;
@@ -165,20 +165,6 @@ fn sanitize(name: &str) -> String {
         .collect()
 }
 
-/// What kind of AWS environment `ce` is, if any: `Some(true)` managed EC2/SPOT, `Some(false)`
-/// unmanaged.
-pub fn aws_kind(ce: &ComputeEnvironmentDetail) -> Option<bool> {
-    match ce.ce_type.as_str() {
-        "UNMANAGED" => Some(false),
-        "MANAGED" => match ce.compute_resources.as_ref()?.cr_type.as_deref()? {
-            "EC2" | "SPOT" => Some(true),
-            t if t == CR_TYPE_LOCAL => None,
-            _ => None,
-        },
-        _ => None,
-    }
-}
-
 fn resources(cpu_units: i64, memory_mib: i64, gpus: i64) -> Resources {
     Resources {
         milli_vcpus: (cpu_units.max(0) as u64) * 1000 / 1024,
@@ -200,10 +186,6 @@ fn host_of(stopped_reason: &str) -> Option<&str> {
     stopped_reason
         .strip_prefix("Host EC2 (instance ")
         .and_then(|r| r.split(')').next())
-}
-
-fn name_of_arn(arn: &str) -> &str {
-    arn.rsplit_once('/').map_or(arn, |(_, n)| n)
 }
 
 impl AwsDriver {
@@ -405,9 +387,10 @@ impl AwsDriver {
         let demand = self.fleet.demand();
         let mut live = HashSet::new();
         for ce in cat.compute_environments.values() {
-            let Some(managed) = aws_kind(ce) else {
+            let Some(kind) = ce.aws_kind() else {
                 continue;
             };
+            let managed = kind == AwsKind::Managed;
             live.insert(ce.compute_environment_name.clone());
             if let Err(e) = self.reconcile_env(ce, managed, &demand).await {
                 tracing::warn!(env = %ce.compute_environment_name, error = %e, "environment reconcile failed");
@@ -1302,7 +1285,7 @@ impl AwsDriver {
     // ------------------------------------------------------------ tasks
 
     async fn task_definition(&self, spec: &AttemptSpec) -> Result<String, AwsError> {
-        let def_name = crate::engine::definition_name(&spec.job_definition).to_string();
+        let def_name = definition_name(&spec.job_definition).to_string();
         let family = format!("flotilla-{}", sanitize(&def_name));
         let image = spec
             .image
@@ -1317,7 +1300,7 @@ impl AwsDriver {
         }
         let log = ecst::LogConfiguration::builder()
             .log_driver(ecst::LogDriver::Awslogs)
-            .options("awslogs-group", LOG_GROUP)
+            .options("awslogs-group", JOB_LOG_GROUP)
             .options("awslogs-region", self.opts.api.region.clone())
             .options("awslogs-stream-prefix", def_name.clone())
             .build()

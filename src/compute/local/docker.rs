@@ -23,6 +23,7 @@ use crate::compute::{
     AttemptSpec, ExpectedAttempt, Runtime, RuntimeError, RuntimeEvent, StopSignal,
 };
 use crate::logs::{LogStore, LogWriter};
+use crate::util::time::now_ms;
 use bollard::Docker;
 use bollard::errors::Error as DockerError;
 use bollard::models::{ContainerCreateBody, ContainerSummaryStateEnum, HostConfig};
@@ -772,7 +773,7 @@ fn split_timestamp(frame: &[u8]) -> (i64, String) {
     {
         return (ms, msg.to_string());
     }
-    (crate::batch::now_ms(), text.to_string())
+    (now_ms(), text.to_string())
 }
 
 /// `2024-05-01T12:34:56.123456789Z` → milliseconds since the epoch. Docker always writes UTC.
