@@ -25,13 +25,13 @@ mod api;
 
 pub use api::{Api, ApiOptions, AwsError};
 
-use crate::batch::Batch;
 use crate::compute::fleet::{Demand, EnvFleet, FleetInstance, FleetView};
+use crate::compute::ports::ControlPlane;
 use crate::compute::{
     AttemptSpec, ExpectedAttempt, Runtime, RuntimeError, RuntimeEvent, StopSignal, Target,
 };
 use crate::model::arn::{JOB_LOG_GROUP, definition_name, name_of_arn};
-use crate::model::{AwsKind, ComputeEnvironmentDetail};
+use crate::model::{AwsKind, ComputeEnvironmentDetail, ResourceStatus};
 use crate::provisioner::{self, EnvSpec, Resources};
 use crate::util::time::now_ms;
 use aws_sdk_ec2::types as ec2t;
@@ -123,7 +123,7 @@ struct EnvState {
 }
 
 pub struct AwsDriver {
-    batch: Arc<Batch>,
+    control: Arc<dyn ControlPlane>,
     api: Api,
     opts: AwsOptions,
     fleet: Arc<FleetView>,
@@ -190,14 +190,13 @@ fn host_of(stopped_reason: &str) -> Option<&str> {
 
 impl AwsDriver {
     pub async fn connect(
-        batch: Arc<Batch>,
+        control: Arc<dyn ControlPlane>,
         opts: AwsOptions,
         events: mpsc::Sender<RuntimeEvent>,
     ) -> Arc<AwsDriver> {
         let api = Api::connect(&opts.api).await;
-        batch.enable_aws();
         Arc::new(AwsDriver {
-            batch,
+            control,
             api,
             opts,
             fleet: Arc::default(),
@@ -383,7 +382,7 @@ impl AwsDriver {
         if pass.is_multiple_of(CATALOG_EVERY) {
             self.refresh_catalog().await;
         }
-        let cat = self.batch.catalog().await;
+        let cat = self.control.catalog().await;
         let demand = self.fleet.demand();
         let mut live = HashSet::new();
         for ce in cat.compute_environments.values() {
@@ -424,19 +423,19 @@ impl AwsDriver {
         }
     }
 
-    async fn set_status(&self, name: &str, status: &str, reason: String, cluster: Option<String>) {
+    async fn set_status(
+        &self,
+        name: &str,
+        status: ResourceStatus,
+        reason: String,
+        cluster: Option<String>,
+    ) {
         let r = self
-            .batch
-            .update_ce_runtime(name, |ce| {
-                ce.status = status.to_string();
-                ce.status_reason = Some(reason);
-                if cluster.is_some() {
-                    ce.ecs_cluster_arn = cluster;
-                }
-            })
+            .control
+            .set_env_status(name, status, reason, cluster)
             .await;
         match r {
-            Ok(true) => tracing::info!(env = name, status, "compute environment status"),
+            Ok(true) => tracing::info!(env = name, %status, "compute environment status"),
             Ok(false) => {}
             Err(e) => tracing::warn!(env = name, error = %e, "cannot record environment status"),
         }
@@ -488,7 +487,7 @@ impl AwsDriver {
                     drop(envs);
                     self.set_status(
                         &name,
-                        "VALID",
+                        ResourceStatus::Valid,
                         "ComputeEnvironment Healthy".into(),
                         Some(arn),
                     )
@@ -497,17 +496,28 @@ impl AwsDriver {
                 }
                 Err(Setup::Invalid(reason)) => {
                     drop(envs);
-                    self.set_status(&name, "INVALID", reason, None).await;
+                    self.set_status(&name, ResourceStatus::Invalid, reason, None)
+                        .await;
                     return Ok(());
                 }
                 Err(Setup::Aws(e)) => {
                     drop(envs);
                     if e.retryable {
-                        self.set_status(&name, "CREATING", format!("waiting for AWS: {e}"), None)
-                            .await;
+                        self.set_status(
+                            &name,
+                            ResourceStatus::Creating,
+                            format!("waiting for AWS: {e}"),
+                            None,
+                        )
+                        .await;
                     } else {
-                        self.set_status(&name, "INVALID", format!("CLIENT_ERROR - {e}"), None)
-                            .await;
+                        self.set_status(
+                            &name,
+                            ResourceStatus::Invalid,
+                            format!("CLIENT_ERROR - {e}"),
+                            None,
+                        )
+                        .await;
                     }
                     return Ok(());
                 }
@@ -571,14 +581,15 @@ impl AwsDriver {
             self.fleet.set_env(&name, Some(next));
             // New room (or less of it): the engine's next pass should see it now, not at its
             // periodic pass.
-            self.batch.wake_engine();
+            self.control.wake();
         }
         state.instances = observed;
         if managed && state.invalid.is_none() {
             self.scale(ce, state, demand).await;
             if let Some(reason) = state.invalid.clone() {
                 drop(envs);
-                self.set_status(&name, "INVALID", reason, None).await;
+                self.set_status(&name, ResourceStatus::Invalid, reason, None)
+                    .await;
             }
         }
         Ok(())
@@ -967,14 +978,7 @@ impl AwsDriver {
         }
         let desired = plan.desired_vcpus.min(i32::MAX as u64) as i32;
         if ce.compute_resources.as_ref().and_then(|c| c.desiredv_cpus) != Some(desired) {
-            let _ = self
-                .batch
-                .update_ce_runtime(name, |ce| {
-                    if let Some(cr) = ce.compute_resources.as_mut() {
-                        cr.desiredv_cpus = Some(desired);
-                    }
-                })
-                .await;
+            let _ = self.control.set_desired_vcpus(name, desired).await;
         }
     }
 
