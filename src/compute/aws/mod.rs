@@ -14,10 +14,10 @@
 //!   batches of 100, `Started` on RUNNING, `Exited` with the container's exit code and reason on
 //!   STOPPED, `Interrupted` when EC2 reclaimed a Spot host.
 //!
-//! Attempts start through [`Runtime::start`]: a task definition derived from the job definition
-//! (cached by content), then StartTask on the container instance the engine chose, with
-//! `startedBy` naming the attempt, so that after a restart [`Runtime::recover`] finds and adopts
-//! the very task and never starts a second one.
+//! Attempts start through [`Runtime::start`]: a task definition derived from the job
+//! definition (cached by content), then StartTask on the container instance the engine chose,
+//! with `startedBy` naming the attempt, so that after a restart [`Runtime::recover`] finds and
+//! adopts the very task and never starts a second one.
 //!
 //! Nothing here runs inside the engine's loop, and nothing waits on the engine: the driver reads
 //! and reports through [`ControlPlane`] and [`FleetView`] only.
@@ -30,7 +30,11 @@
 //! - `instance_types.rs`: capacities and Spot prices the plans are made with;
 //! - `tasks.rs`: the [`Runtime`] impl (StartTask, StopTask, recover) and the task loop;
 //! - `taskdef.rs`: task definitions, registered once per content;
-//! - `api.rs`: the EC2/ECS clients and how their errors are classified.
+//! - `api.rs`: the EC2/ECS clients and the rate limit, retries and timeout of every call.
+//!
+//! [`Runtime`]: crate::compute::Runtime
+//! [`Runtime::start`]: crate::compute::Runtime::start
+//! [`Runtime::recover`]: crate::compute::Runtime::recover
 
 mod api;
 mod environments;
