@@ -1,7 +1,7 @@
 //! `flotilla server`: configuration, start-up and graceful shutdown.
 
 use crate::api::{self, AppState, sigv4::CredentialStore};
-use crate::batch::Batch;
+use crate::batch::{Batch, BatchOptions};
 use crate::error::BatchError;
 use crate::store::{self, StoreError};
 use std::future::Future;
@@ -156,7 +156,16 @@ pub async fn run(
     };
     let store = store::open(&url).await?;
     tracing::info!(backend = store.backend(), "store open");
-    let batch = Arc::new(Batch::open(store, args.region.clone(), args.account_id.clone()).await?);
+    let aws_driver = args.aws.aws || args.aws.aws_endpoint_url.is_some();
+    let batch = Arc::new(
+        Batch::open(
+            store,
+            args.region.clone(),
+            args.account_id.clone(),
+            BatchOptions { aws_driver },
+        )
+        .await?,
+    );
     if !args.no_defaults {
         batch.create_defaults().await?;
     }
@@ -171,7 +180,7 @@ pub async fn run(
     .await
     .map_err(|e| ServerError::Config(format!("local runtime: {e}")))?;
     let (stop_engine, engine_shutdown) = tokio::sync::watch::channel(false);
-    let aws = if args.aws.aws || args.aws.aws_endpoint_url.is_some() {
+    let aws = if aws_driver {
         let a = &args.aws;
         let driver = crate::compute::aws::AwsDriver::connect(
             batch.clone(),

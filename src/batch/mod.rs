@@ -5,6 +5,7 @@
 //! happens first, under the catalog's write lock, so memory never shows what is not durable). Jobs
 //! live in the store; every accepted `SubmitJob` is committed (group commit) before it returns.
 
+mod control_plane;
 mod jobs;
 mod resources;
 
@@ -31,9 +32,8 @@ pub struct Batch {
     /// The engine that owns unfinished jobs, once started. Without one (a control plane alone),
     /// jobs are only stored.
     engine: std::sync::OnceLock<crate::engine::EngineHandle>,
-    /// Set when the server runs the AWS compute driver: MANAGED EC2/SPOT and UNMANAGED
-    /// environments then start CREATING instead of INVALID.
-    aws: std::sync::atomic::AtomicBool,
+    /// See [`BatchOptions::aws_driver`].
+    aws_driver: bool,
     /// The container properties last submitted per job definition ARN, so that jobs submitted
     /// with the same effective properties share one copy (see `ContainerDetail::properties`).
     shared_properties:
@@ -42,6 +42,14 @@ pub struct Batch {
     /// them waits instead of seeing a partial family (see `SubmitJob` of an array job).
     materialising:
         std::sync::Mutex<std::collections::HashMap<String, tokio::sync::watch::Sender<bool>>>,
+}
+
+/// What the control plane must know of how the server runs, given when it is built.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BatchOptions {
+    /// The server runs the AWS compute driver: MANAGED EC2/SPOT and UNMANAGED environments then
+    /// start CREATING (the driver takes them from there) instead of INVALID.
+    pub aws_driver: bool,
 }
 
 /// The ARN resource types of AWS Batch.
@@ -161,6 +169,7 @@ impl Batch {
         store: Arc<dyn Store>,
         region: String,
         account_id: String,
+        opts: BatchOptions,
     ) -> BatchResult<Self> {
         let mut catalog = Catalog::default();
         for row in store.load_resources().await? {
@@ -199,7 +208,7 @@ impl Batch {
             catalog: RwLock::new(Arc::new(catalog)),
             host_cpus,
             engine: std::sync::OnceLock::new(),
-            aws: std::sync::atomic::AtomicBool::new(false),
+            aws_driver: opts.aws_driver,
             shared_properties: std::sync::Mutex::default(),
             materialising: std::sync::Mutex::default(),
         })
@@ -223,18 +232,10 @@ impl Batch {
         props
     }
 
-    pub fn enable_aws(&self) {
-        self.aws.store(true, std::sync::atomic::Ordering::Relaxed);
-    }
-
-    pub fn aws_enabled(&self) -> bool {
-        self.aws.load(std::sync::atomic::Ordering::Relaxed)
-    }
-
     /// Changes what the compute driver owns of an environment (status, reason, ECS cluster,
     /// desiredvCpus) and persists it. Returns false when the environment is gone or `f` changed
     /// nothing.
-    pub async fn update_ce_runtime(
+    async fn update_ce_runtime(
         &self,
         name: &str,
         f: impl FnOnce(&mut ComputeEnvironmentDetail),

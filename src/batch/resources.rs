@@ -42,7 +42,7 @@ impl Batch {
         let local = cr.and_then(|c| c.cr_type.as_deref()) == Some(CR_TYPE_LOCAL);
         if ce_type == "MANAGED" && local {
             ("VALID".into(), Some("ComputeEnvironment Healthy".into()))
-        } else if self.aws_enabled() {
+        } else if self.aws_driver {
             (
                 "CREATING".into(),
                 Some("creating the ECS cluster and launch template".into()),

@@ -5,10 +5,15 @@
 //! - [`aws`]: MANAGED (EC2 / SPOT) and UNMANAGED environments: EC2 fleets, ECS tasks.
 //!
 //! [`Router`] puts both behind the one [`Runtime`] the engine talks to.
+//!
+//! The drivers reach the layers above only through what this module owns: [`ports`] (traits
+//! `server.rs` hands them an implementation of) and [`fleet`] (the mailbox between the engine and
+//! the AWS driver).
 
 pub mod aws;
 pub mod fleet;
 pub mod local;
+pub mod ports;
 mod router;
 
 pub use router::Router;

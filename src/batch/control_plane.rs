@@ -1,0 +1,45 @@
+//! [`ControlPlane`]: what the AWS compute driver may read and change of the control plane.
+
+use super::Batch;
+use crate::compute::ports::ControlPlane;
+use crate::error::BatchResult;
+use crate::model::{Catalog, ResourceStatus};
+use async_trait::async_trait;
+use std::sync::Arc;
+
+#[async_trait]
+impl ControlPlane for Batch {
+    async fn catalog(&self) -> Arc<Catalog> {
+        Batch::catalog(self).await
+    }
+
+    async fn set_env_status(
+        &self,
+        name: &str,
+        status: ResourceStatus,
+        reason: String,
+        ecs_cluster_arn: Option<String>,
+    ) -> BatchResult<bool> {
+        self.update_ce_runtime(name, |ce| {
+            ce.status = status.to_string();
+            ce.status_reason = Some(reason);
+            if ecs_cluster_arn.is_some() {
+                ce.ecs_cluster_arn = ecs_cluster_arn;
+            }
+        })
+        .await
+    }
+
+    async fn set_desired_vcpus(&self, name: &str, desired: i32) -> BatchResult<bool> {
+        self.update_ce_runtime(name, |ce| {
+            if let Some(cr) = ce.compute_resources.as_mut() {
+                cr.desiredv_cpus = Some(desired);
+            }
+        })
+        .await
+    }
+
+    fn wake(&self) {
+        self.wake_engine();
+    }
+}

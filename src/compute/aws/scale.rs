@@ -1,0 +1,363 @@
+//! The fleet of a managed environment: the provisioner's plan for it carried out as CreateFleet
+//! (one `clientToken` per launch) and drain → deregister → TerminateInstances, and the sweep of
+//! instances whose environment no longer exists.
+
+use super::{AwsDriver, AwsError, EnvState, TAG_ENV, TAG_ENV_UUID, TAG_MANAGED_BY, ec2_tag};
+use crate::compute::fleet::Demand;
+use crate::model::ComputeEnvironmentDetail;
+use crate::provisioner::{self, EnvSpec, Resources};
+use crate::util::time::now_ms;
+use aws_sdk_ec2::types as ec2t;
+use aws_sdk_ecs::types as ecst;
+use std::collections::{BTreeSet, HashSet};
+use std::time::Instant;
+
+impl AwsDriver {
+    pub(super) async fn scale(
+        &self,
+        ce: &ComputeEnvironmentDetail,
+        state: &mut EnvState,
+        demand: &Demand,
+    ) {
+        let name = &ce.compute_environment_name;
+        let Some(spec) = ce
+            .compute_resources
+            .as_ref()
+            .and_then(EnvSpec::from_compute_resource)
+        else {
+            return;
+        };
+        let now = now_ms();
+        let catalog = self.catalog();
+        let mut fleet = Vec::new();
+        for o in &state.instances {
+            let used = o
+                .container_instance_arn
+                .as_ref()
+                .and_then(|a| demand.used_by_instance.get(a))
+                .copied()
+                .unwrap_or_default();
+            let capacity = o
+                .registered
+                .or_else(|| catalog.get(&o.instance_type).map(|t| t.capacity()))
+                .unwrap_or_default();
+            let idle = used == Resources::default();
+            let idle_since = if idle {
+                Some(*state.idle_since.entry(o.instance_id.clone()).or_insert(now))
+            } else {
+                state.idle_since.remove(&o.instance_id);
+                None
+            };
+            // The provisioner retires only instances whose `free` equals the catalog capacity.
+            let free = if idle {
+                catalog
+                    .get(&o.instance_type)
+                    .map(|t| t.capacity())
+                    .unwrap_or(capacity)
+            } else {
+                capacity.saturating_sub(&used)
+            };
+            fleet.push(provisioner::Instance {
+                id: o.instance_id.clone(),
+                instance_type: o.instance_type.clone(),
+                spot: o.spot,
+                free,
+                idle_since_ms: idle_since,
+                draining: o.ci_status.as_deref() == Some("DRAINING")
+                    || state.retiring.contains(&o.instance_id),
+            });
+        }
+        let seen: HashSet<&str> = state
+            .instances
+            .iter()
+            .map(|o| o.instance_id.as_str())
+            .collect();
+        state.idle_since.retain(|id, _| seen.contains(id.as_str()));
+        let clock = Instant::now();
+        state.unavailable.retain(|_, until| *until > clock);
+        let enabled = ce.state == "ENABLED";
+        let snapshot = provisioner::Snapshot {
+            env: spec.clone(),
+            catalog,
+            fleet,
+            demand: if enabled {
+                demand.by_env.get(name).cloned().unwrap_or_default()
+            } else {
+                Vec::new()
+            },
+            now_ms: now,
+            idle_timeout_ms: self.opts.idle_timeout.as_millis() as i64,
+            unavailable_pools: state.unavailable.keys().cloned().collect::<BTreeSet<_>>(),
+        };
+        let plan = provisioner::plan(&snapshot);
+        for req in &plan.launch {
+            self.launch(ce, state, req, spec.allocation_strategy).await;
+        }
+        for id in &plan.retire {
+            self.retire(name, state, id).await;
+        }
+        let desired = plan.desired_vcpus.min(i32::MAX as u64) as i32;
+        if ce.compute_resources.as_ref().and_then(|c| c.desiredv_cpus) != Some(desired) {
+            let _ = self.control.set_desired_vcpus(name, desired).await;
+        }
+    }
+
+    async fn launch(
+        &self,
+        ce: &ComputeEnvironmentDetail,
+        state: &mut EnvState,
+        req: &provisioner::LaunchRequest,
+        strategy: provisioner::AllocationStrategy,
+    ) {
+        let Some(template) = state.template.clone() else {
+            return;
+        };
+        let name = &ce.compute_environment_name;
+        let itype = ec2t::InstanceType::from(req.instance_type.as_str());
+        let mut config = ec2t::FleetLaunchTemplateConfigRequest::builder()
+            .launch_template_specification(
+                ec2t::FleetLaunchTemplateSpecificationRequest::builder()
+                    .launch_template_name(&template)
+                    .version("$Latest")
+                    .build(),
+            );
+        if req.subnets.is_empty() {
+            config = config.overrides(
+                ec2t::FleetLaunchTemplateOverridesRequest::builder()
+                    .instance_type(itype.clone())
+                    .build(),
+            );
+        }
+        for subnet in &req.subnets {
+            config = config.overrides(
+                ec2t::FleetLaunchTemplateOverridesRequest::builder()
+                    .instance_type(itype.clone())
+                    .subnet_id(subnet)
+                    .build(),
+            );
+        }
+        let capacity_type = if req.spot {
+            ec2t::DefaultTargetCapacityType::Spot
+        } else {
+            ec2t::DefaultTargetCapacityType::OnDemand
+        };
+        let mut tags = ec2t::TagSpecification::builder()
+            .resource_type(ec2t::ResourceType::Instance)
+            .tags(ec2_tag(TAG_MANAGED_BY, "flotilla"))
+            .tags(ec2_tag(TAG_ENV, name))
+            .tags(ec2_tag(TAG_ENV_UUID, &state.uuid));
+        if let Some(user) = ce.compute_resources.as_ref().and_then(|c| c.tags.as_ref()) {
+            for (k, v) in user {
+                if !k.starts_with("flotilla:") && !k.starts_with("aws:") {
+                    tags = tags.tags(ec2_tag(k, v));
+                }
+            }
+        }
+        // One token per logical launch: the SDK's retries of this call reuse it, so a retried
+        // request that already landed cannot launch a second set.
+        let token = uuid::Uuid::new_v4().to_string();
+        let mut call = self
+            .api
+            .ec2
+            .create_fleet()
+            .r#type(ec2t::FleetType::Instant)
+            .client_token(&token)
+            .launch_template_configs(config.build())
+            .target_capacity_specification(
+                ec2t::TargetCapacitySpecificationRequest::builder()
+                    .total_target_capacity(req.count as i32)
+                    .default_target_capacity_type(capacity_type)
+                    .build(),
+            )
+            .tag_specifications(tags.build());
+        if req.spot {
+            let alloc = match strategy {
+                provisioner::AllocationStrategy::SpotCapacityOptimized => {
+                    ec2t::SpotAllocationStrategy::CapacityOptimized
+                }
+                provisioner::AllocationStrategy::SpotPriceCapacityOptimized => {
+                    ec2t::SpotAllocationStrategy::PriceCapacityOptimized
+                }
+                _ => ec2t::SpotAllocationStrategy::LowestPrice,
+            };
+            call = call.spot_options(
+                ec2t::SpotOptionsRequest::builder()
+                    .allocation_strategy(alloc)
+                    .build(),
+            );
+        } else {
+            call = call.on_demand_options(
+                ec2t::OnDemandOptionsRequest::builder()
+                    .allocation_strategy(ec2t::FleetOnDemandAllocationStrategy::LowestPrice)
+                    .build(),
+            );
+        }
+        tracing::info!(env = %name, instance_type = %req.instance_type, count = req.count, spot = req.spot, "launching instances");
+        let until = Instant::now() + self.opts.capacity_backoff;
+        match self.api.call("ec2", "CreateFleet", call.send()).await {
+            Ok(out) => {
+                let launched: usize = out.instances().iter().map(|i| i.instance_ids().len()).sum();
+                for e in out.errors() {
+                    let subnet = e
+                        .launch_template_and_overrides()
+                        .and_then(|l| l.overrides())
+                        .and_then(|o| o.subnet_id())
+                        .map(str::to_string);
+                    tracing::warn!(env = %name, code = ?e.error_code(), message = ?e.error_message(), ?subnet, "create fleet error");
+                    state
+                        .unavailable
+                        .insert((req.instance_type.clone(), subnet), until);
+                }
+                if launched < req.count as usize && out.errors().is_empty() {
+                    // Partial fulfilment without a reason: treat the pool as short of capacity.
+                    state
+                        .unavailable
+                        .insert((req.instance_type.clone(), None), until);
+                }
+                tracing::info!(env = %name, launched, wanted = req.count, "instances launched");
+            }
+            Err(e) if e.code.contains("InsufficientInstanceCapacity") => {
+                state
+                    .unavailable
+                    .insert((req.instance_type.clone(), None), until);
+            }
+            Err(e) if !e.retryable => {
+                tracing::warn!(env = %name, error = %e, "create fleet refused; environment invalid");
+                state.invalid = Some(format!(
+                    "CLIENT_ERROR - {e} (fix the environment with UpdateComputeEnvironment)"
+                ));
+            }
+            Err(e) => tracing::warn!(env = %name, error = %e, "create fleet failed"),
+        }
+    }
+
+    async fn retire(&self, env: &str, state: &mut EnvState, instance_id: &str) {
+        let ci = state
+            .instances
+            .iter()
+            .find(|o| o.instance_id == instance_id)
+            .and_then(|o| o.container_instance_arn.clone());
+        // The plan saw the engine's demand as published before this pass; the engine may have
+        // placed a job here since. Look again, and take the instance out of the engine's view
+        // before draining it, so that nothing new lands on it.
+        if let Some(arn) = &ci
+            && self.fleet.demand().used_by_instance.contains_key(arn)
+        {
+            return;
+        }
+        if let Some(mut f) = self.fleet.env(env) {
+            f.instances.retain(|i| i.instance_id != instance_id);
+            self.fleet.set_env(env, Some(f));
+        }
+        tracing::info!(instance_id, "retiring idle instance");
+        state.retiring.insert(instance_id.to_string());
+        if let Ok(mut r) = self.retired.lock() {
+            r.insert(instance_id.to_string());
+        }
+        if let Some(arn) = ci {
+            let _ = self
+                .api
+                .call(
+                    "ecs",
+                    "UpdateContainerInstancesState",
+                    self.api
+                        .ecs
+                        .update_container_instances_state()
+                        .cluster(&state.cluster)
+                        .container_instances(&arn)
+                        .status(ecst::ContainerInstanceStatus::Draining)
+                        .send(),
+                )
+                .await;
+            self.deregister(&state.cluster, &arn).await;
+        }
+        if let Err(e) = self.terminate(&[instance_id.to_string()]).await {
+            // Still marked retiring, so not offered to the engine; the next plan retries.
+            state.retiring.remove(instance_id);
+            tracing::warn!(instance_id, error = %e, "terminate failed");
+        }
+    }
+
+    /// Deregisters a container instance even with tasks on it (they are stopped or already
+    /// gone); best effort: a failure leaves it for the next pass or the orphan sweep.
+    pub(super) async fn deregister(&self, cluster: &str, container_instance_arn: &str) {
+        let r = self
+            .api
+            .call(
+                "ecs",
+                "DeregisterContainerInstance",
+                self.api
+                    .ecs
+                    .deregister_container_instance()
+                    .cluster(cluster)
+                    .container_instance(container_instance_arn)
+                    .force(true)
+                    .send(),
+            )
+            .await;
+        if let Err(e) = r {
+            tracing::debug!(error = %e, "deregister failed");
+        }
+    }
+
+    pub(super) async fn terminate(&self, ids: &[String]) -> Result<(), AwsError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        for chunk in ids.chunks(500) {
+            self.api
+                .call(
+                    "ec2",
+                    "TerminateInstances",
+                    self.api
+                        .ec2
+                        .terminate_instances()
+                        .set_instance_ids(Some(chunk.to_vec()))
+                        .send(),
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Terminates instances tagged as Flotilla's whose environment no longer exists (deleted
+    /// while this server was down, or a launch that landed after the deletion).
+    pub(super) async fn sweep_orphans(&self, live: &HashSet<String>) -> Result<(), AwsError> {
+        let tagged = self
+            .describe_instances(vec![
+                ec2t::Filter::builder()
+                    .name(format!("tag:{TAG_MANAGED_BY}"))
+                    .values("flotilla")
+                    .build(),
+                ec2t::Filter::builder()
+                    .name("instance-state-name")
+                    .values("pending")
+                    .values("running")
+                    .values("stopping")
+                    .values("stopped")
+                    .build(),
+            ])
+            .await?;
+        let orphans: Vec<String> = tagged
+            .iter()
+            .filter(|i| {
+                let uuid = i
+                    .tags()
+                    .iter()
+                    .find(|t| t.key() == Some(TAG_ENV_UUID))
+                    .and_then(|t| t.value());
+                uuid.is_some_and(|u| !live.contains(u))
+            })
+            .filter_map(|i| i.instance_id().map(str::to_string))
+            .collect();
+        if !orphans.is_empty() {
+            tracing::warn!(
+                count = orphans.len(),
+                ?orphans,
+                "terminating orphaned instances"
+            );
+            self.terminate(&orphans).await?;
+        }
+        Ok(())
+    }
+}
