@@ -116,16 +116,7 @@ def top_module(rel):
 
 def main():
     root = sys.argv[1]
-    allow_path = sys.argv[2]
-    allowed = set()
-    if os.path.exists(allow_path):
-        with open(allow_path, encoding="utf-8") as f:
-            for line in f:
-                line = line.split("#", 1)[0].strip()
-                if line:
-                    allowed.add(line)
-
-    violations, unknown, used_allowances = [], [], set()
+    violations, unknown = [], []
     src = os.path.join(root, "src")
     for dirpath, _, files in os.walk(src):
         for file in sorted(files):
@@ -157,10 +148,6 @@ def main():
                     if (line_no, name) in seen:
                         continue
                     seen.add((line_no, name))
-                    key = f"{rel}:{name}"
-                    if key in allowed:
-                        used_allowances.add(key)
-                        continue
                     violations.append(
                         f"{rel}:{line_no}: {module} (L{LAYER[module]}) imports crate::{name} "
                         f"(L{LAYER[name]}): {raw_lines[line_no - 1].strip()}"
@@ -170,18 +157,13 @@ def main():
         print(line)
     for line in violations:
         print(line)
-    stale = sorted(allowed - used_allowances)
-    for key in stale:
-        print(f"note: {os.path.relpath(allow_path, root)}: '{key}' is no longer needed; remove it")
-    known = len(used_allowances)
     if violations or unknown:
         print(
             f"layers: {len(violations)} import(s) from a higher layer, {len(unknown)} file(s) "
-            f"without a layer ({known} known violation(s) allowed by "
-            f"{os.path.relpath(allow_path, root)})"
+            "without a layer"
         )
         return 1
-    print(f"layers: ok ({known} known violation(s) allowed by {os.path.relpath(allow_path, root)})")
+    print("layers: ok")
     return 0
 
 

@@ -3,6 +3,7 @@
 //! One process-wide registry, because the counters are bumped from deep inside the control plane
 //! and threading a handle through every call would buy nothing.
 
+use crate::model::JobStatus;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -143,12 +144,12 @@ pub fn fleet_instances(env: &str, spot: i64, on_demand: i64) {
     }
 }
 
-pub fn job_transition(from: &str, to: &str, n: u64) {
+pub fn job_transition(from: JobStatus, to: JobStatus, n: u64) {
     metrics()
         .transitions
         .get_or_create(&TransitionLabels {
-            from: from.to_string(),
-            to: to.to_string(),
+            from: from.as_str().to_string(),
+            to: to.as_str().to_string(),
         })
         .inc_by(n);
 }

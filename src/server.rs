@@ -157,12 +157,16 @@ pub async fn run(
     let store = store::open(&url).await?;
     tracing::info!(backend = store.backend(), "store open");
     let aws_driver = args.aws.aws || args.aws.aws_endpoint_url.is_some();
+    // The engine's handle goes into the control plane when it is built; the engine itself
+    // starts once the runtimes exist.
+    let (engine, inbox) = crate::engine::channel();
     let batch = Arc::new(
         Batch::open(
             store,
             args.region.clone(),
             args.account_id.clone(),
             BatchOptions { aws_driver },
+            Some(Arc::new(engine)),
         )
         .await?,
     );
@@ -209,7 +213,8 @@ pub async fn run(
         local,
         aws: aws.clone(),
     });
-    let (_engine, engine_task) = crate::engine::Engine::start(
+    let engine_task = crate::engine::Engine::start(
+        inbox,
         batch.clone(),
         runtime,
         events_rx,
@@ -219,6 +224,7 @@ pub async fn run(
             spot_max_interruptions: args.aws.spot_max_interruptions,
             ..Default::default()
         },
+        Arc::new(crate::util::time::SystemClock),
         engine_shutdown.clone(),
     )
     .await?;

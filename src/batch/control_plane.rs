@@ -21,7 +21,7 @@ impl ControlPlane for Batch {
         ecs_cluster_arn: Option<String>,
     ) -> BatchResult<bool> {
         self.update_ce_runtime(name, |ce| {
-            ce.status = status.to_string();
+            ce.status = status;
             ce.status_reason = Some(reason);
             if ecs_cluster_arn.is_some() {
                 ce.ecs_cluster_arn = ecs_cluster_arn;

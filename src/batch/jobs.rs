@@ -1,5 +1,6 @@
 //! SubmitJob, DescribeJobs, ListJobs, CancelJob, TerminateJob, job tags, queue snapshots.
 
+use super::dispatch::{StopResult, TagFn, TagsReply};
 use super::*;
 use crate::model::validate as v;
 use crate::store::{JobListQuery, JobScope};
@@ -200,20 +201,20 @@ impl Batch {
             });
         let (status, reason) = match (&failed_dep, unmet, array_size) {
             (Some(id), _, _) => (
-                "FAILED",
+                JobStatus::Failed,
                 Some(format!(
                     "Dependent Job failed: {id} FAILED before this job could run"
                 )),
             ),
-            (None, true, _) | (None, false, Some(_)) => ("PENDING", None),
-            (None, false, None) => ("RUNNABLE", None),
+            (None, true, _) | (None, false, Some(_)) => (JobStatus::Pending, None),
+            (None, false, None) => (JobStatus::Runnable, None),
         };
         let base = JobDetail {
             job_arn: self.arn(ArnKind::Job, &job_id),
             job_name: req.job_name.clone(),
             job_id: job_id.clone(),
             job_queue: queue.job_queue_arn.clone(),
-            status: status.into(),
+            status,
             share_identifier: req.share_identifier.clone(),
             scheduling_priority: req.scheduling_priority_override.or(jd.scheduling_priority),
             attempts: Vec::new(),
@@ -266,8 +267,12 @@ impl Batch {
                 engine.submitted(details).await;
             }
         }
-        tracing::info!(%job_id, status, array_size, "job submitted");
-        crate::metrics::job_transition("SUBMITTED", status, 1 + array_size.unwrap_or(0) as u64);
+        tracing::info!(%job_id, %status, array_size, "job submitted");
+        crate::metrics::job_transition(
+            JobStatus::Submitted,
+            status,
+            1 + array_size.unwrap_or(0) as u64,
+        );
         Ok(json!({ "jobArn": base.job_arn, "jobName": base.job_name, "jobId": job_id }))
     }
 
@@ -315,12 +320,11 @@ impl Batch {
                 });
             }
             let waits = parent_deps_unmet || !n_to_n.is_empty() || (sequential && i > 0);
-            child.status = match parent.status.as_str() {
-                "FAILED" => "FAILED",
-                _ if waits => "PENDING",
-                _ => "RUNNABLE",
-            }
-            .into();
+            child.status = match parent.status {
+                JobStatus::Failed => JobStatus::Failed,
+                _ if waits => JobStatus::Pending,
+                _ => JobStatus::Runnable,
+            };
             child.depends_on = (!child_deps.is_empty()).then_some(child_deps);
             child.array_properties = Some(ArrayPropertiesDetail {
                 index: Some(i),
@@ -645,9 +649,9 @@ impl Batch {
             .ok_or_else(|| BatchError::Unavailable("the engine is not running".into()))?;
         self.children_settled([job_id]).await;
         match engine.stop(job_id, reason, terminate).await? {
-            crate::engine::StopResult::Applied => Ok(json!({})),
+            StopResult::Applied => Ok(json!({})),
             // Finished jobs are left as they are; unknown ones are an error.
-            crate::engine::StopResult::NotActive => self.load_job(job_id).await.map(|_| json!({})),
+            StopResult::NotActive => self.load_job(job_id).await.map(|_| json!({})),
         }
     }
 
@@ -657,12 +661,12 @@ impl Batch {
         f: impl FnOnce(&mut Tags) -> BatchResult<()> + Send + 'static,
     ) -> BatchResult<Tags> {
         self.children_settled([job_id]).await;
-        let f: crate::engine::TagFn = Box::new(f);
+        let f: TagFn = Box::new(f);
         let f = match self.engine() {
             None => f,
             Some(engine) => match engine.tags(job_id, f).await? {
-                crate::engine::TagsReply::Applied(r) => return r,
-                crate::engine::TagsReply::NotActive(f) => f,
+                TagsReply::Applied(r) => return r,
+                TagsReply::NotActive(f) => f,
             },
         };
         let rows = if may_exist(job_id) {
@@ -697,7 +701,7 @@ impl Batch {
         };
         let mut runnable: Vec<JobRow> = self
             .store
-            .jobs_with_status(&["RUNNABLE"])
+            .jobs_with_status(&[JobStatus::Runnable.as_str()])
             .await?
             .into_iter()
             .filter(|r| r.job_queue == arn)

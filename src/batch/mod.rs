@@ -6,6 +6,7 @@
 //! live in the store; every accepted `SubmitJob` is committed (group commit) before it returns.
 
 mod control_plane;
+pub mod dispatch;
 mod jobs;
 mod resources;
 
@@ -16,6 +17,7 @@ use crate::model::*;
 use crate::store::{JobCursor, JobRow, ResourceKind, ResourceRow, Store};
 use crate::util::time::now_ms;
 use base64::Engine;
+use dispatch::Dispatch;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use tokio::sync::RwLock;
@@ -29,9 +31,9 @@ pub struct Batch {
     catalog: RwLock<Arc<Catalog>>,
     /// Default `maxvCpus` of a LOCAL compute environment.
     host_cpus: i32,
-    /// The engine that owns unfinished jobs, once started. Without one (a control plane alone),
-    /// jobs are only stored.
-    engine: std::sync::OnceLock<crate::engine::EngineHandle>,
+    /// What runs the jobs (the engine). Without one (a control plane alone), jobs are only
+    /// stored.
+    dispatch: Option<Arc<dyn Dispatch>>,
     /// See [`BatchOptions::aws_driver`].
     aws_driver: bool,
     /// The container properties last submitted per job definition ARN, so that jobs submitted
@@ -170,6 +172,7 @@ impl Batch {
         region: String,
         account_id: String,
         opts: BatchOptions,
+        dispatch: Option<Arc<dyn Dispatch>>,
     ) -> BatchResult<Self> {
         let mut catalog = Catalog::default();
         for row in store.load_resources().await? {
@@ -207,7 +210,7 @@ impl Batch {
             store,
             catalog: RwLock::new(Arc::new(catalog)),
             host_cpus,
-            engine: std::sync::OnceLock::new(),
+            dispatch,
             aws_driver: opts.aws_driver,
             shared_properties: std::sync::Mutex::default(),
             materialising: std::sync::Mutex::default(),
@@ -262,17 +265,13 @@ impl Batch {
         Ok(true)
     }
 
-    pub fn attach_engine(&self, engine: crate::engine::EngineHandle) {
-        let _ = self.engine.set(engine);
-    }
-
-    pub(crate) fn engine(&self) -> Option<&crate::engine::EngineHandle> {
-        self.engine.get()
+    pub(crate) fn engine(&self) -> Option<&dyn Dispatch> {
+        self.dispatch.as_deref()
     }
 
     /// Tells the engine that queues, environments or policies changed.
     pub(crate) fn wake_engine(&self) {
-        if let Some(e) = self.engine.get() {
+        if let Some(e) = &self.dispatch {
             e.wake();
         }
     }
@@ -357,7 +356,7 @@ pub(crate) fn job_row(job: &JobDetail, parent: Option<(&str, i32)>) -> BatchResu
     Ok(JobRow {
         job_id: job.job_id.clone(),
         job_queue: job.job_queue.clone(),
-        status: job.status.clone(),
+        status: job.status.as_str().to_string(),
         job_name: job.job_name.clone(),
         job_definition: job.job_definition.clone(),
         array_parent: parent.map(|(p, _)| p.to_string()),

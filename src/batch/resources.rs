@@ -4,7 +4,6 @@ use super::*;
 use crate::model::validate as v;
 use serde_json::{Value, json};
 
-const CE_STATES: [&str; 2] = ["ENABLED", "DISABLED"];
 const ALLOCATION_STRATEGIES: [&str; 4] = [
     "BEST_FIT",
     "BEST_FIT_PROGRESSIVE",
@@ -38,18 +37,25 @@ fn check_vcpus(cr: &ComputeResource) -> BatchResult<()> {
 }
 
 impl Batch {
-    fn ce_status(&self, ce_type: &str, cr: Option<&ComputeResource>) -> (String, Option<String>) {
+    fn ce_status(
+        &self,
+        ce_type: &str,
+        cr: Option<&ComputeResource>,
+    ) -> (ResourceStatus, Option<String>) {
         let local = cr.and_then(|c| c.cr_type.as_deref()) == Some(CR_TYPE_LOCAL);
         if ce_type == "MANAGED" && local {
-            ("VALID".into(), Some("ComputeEnvironment Healthy".into()))
+            (
+                ResourceStatus::Valid,
+                Some("ComputeEnvironment Healthy".into()),
+            )
         } else if self.aws_driver {
             (
-                "CREATING".into(),
+                ResourceStatus::Creating,
                 Some("creating the ECS cluster and launch template".into()),
             )
         } else {
             (
-                "INVALID".into(),
+                ResourceStatus::Invalid,
                 Some(
                     "this Flotilla server runs without the AWS compute driver (start it with --aws); \
                      jobs routed here stay RUNNABLE. Use a LOCAL compute environment or restart with --aws."
@@ -65,8 +71,10 @@ impl Batch {
     ) -> BatchResult<Value> {
         v::name("computeEnvironmentName", &req.compute_environment_name)?;
         v::one_of("type", &req.ce_type, &["MANAGED", "UNMANAGED"])?;
-        let state = req.state.clone().unwrap_or_else(|| "ENABLED".into());
-        v::one_of("state", &state, &CE_STATES)?;
+        let state: ResourceState = match &req.state {
+            Some(s) => v::wire("state", s)?,
+            None => ResourceState::Enabled,
+        };
         if let Some(t) = &req.tags {
             v::tags("tags", t)?;
         }
@@ -231,8 +239,7 @@ impl Batch {
             .resolve_ce(cat, &req.compute_environment, "computeEnvironment")?
             .clone();
         if let Some(s) = &req.state {
-            v::one_of("state", s, &CE_STATES)?;
-            ce.state = s.clone();
+            ce.state = v::wire("state", s)?;
         }
         if let Some(u) = req.unmanagedv_cpus {
             if ce.ce_type != "UNMANAGED" {
@@ -332,7 +339,7 @@ impl Batch {
         let mut guard = self.catalog.write().await;
         let cat = Arc::make_mut(&mut *guard);
         let ce = self.resolve_ce(cat, value, "computeEnvironment")?.clone();
-        if ce.state != "DISABLED" {
+        if ce.state != ResourceState::Disabled {
             return Err(BatchError::client(format!(
                 "computeEnvironment: {:?} must be DISABLED before it can be deleted",
                 ce.compute_environment_name
@@ -450,8 +457,10 @@ impl Batch {
     pub async fn create_job_queue(&self, req: CreateJobQueueRequest) -> BatchResult<Value> {
         v::name("jobQueueName", &req.job_queue_name)?;
         v::range("priority", req.priority.into(), 0, 1000)?;
-        let state = req.state.clone().unwrap_or_else(|| "ENABLED".into());
-        v::one_of("state", &state, &CE_STATES)?;
+        let state: ResourceState = match &req.state {
+            Some(s) => v::wire("state", s)?,
+            None => ResourceState::Enabled,
+        };
         if let Some(t) = &req.job_queue_type {
             v::one_of("jobQueueType", t, &["ECS"])?;
         }
@@ -482,7 +491,7 @@ impl Batch {
             job_queue_arn: arn.clone(),
             state,
             scheduling_policy_arn: req.scheduling_policy_arn,
-            status: "VALID".into(),
+            status: ResourceStatus::Valid,
             status_reason: Some("JobQueue Healthy".into()),
             priority: req.priority,
             compute_environment_order: order,
@@ -519,8 +528,7 @@ impl Batch {
         let cat = Arc::make_mut(&mut *guard);
         let mut q = self.resolve_queue(cat, &req.job_queue, "jobQueue")?.clone();
         if let Some(s) = &req.state {
-            v::one_of("state", s, &CE_STATES)?;
-            q.state = s.clone();
+            q.state = v::wire("state", s)?;
         }
         if let Some(p) = req.priority {
             v::range("priority", p.into(), 0, 1000)?;
@@ -563,7 +571,7 @@ impl Batch {
         let mut guard = self.catalog.write().await;
         let cat = Arc::make_mut(&mut *guard);
         let q = self.resolve_queue(cat, value, "jobQueue")?.clone();
-        if q.state != "DISABLED" {
+        if q.state != ResourceState::Disabled {
             return Err(BatchError::client(format!(
                 "jobQueue: {:?} must be DISABLED before it can be deleted",
                 q.job_queue_name

@@ -12,7 +12,7 @@ use super::client::{Conn, Endpoint, MetricsConn, counter_sum, sdk_client};
 use super::report::{Figure, Target};
 use super::server::{ChildServer, proc_stat};
 use super::{BenchArgs, ClientKind, Workdir, cores, progress};
-use crate::model::JobDetail;
+use crate::model::{JobDetail, JobStatus};
 use crate::store::{SqlStore, Store};
 use crate::util::time::now_ms;
 
@@ -661,7 +661,7 @@ async fn preload(dir: &std::path::Path, template_id: &str, kept: usize) -> anyho
                 job.started_at = Some(created + 1000);
                 job.stopped_at = Some(created + 1000 + run_ms);
                 if i % 10 == 9 {
-                    job.status = "FAILED".into();
+                    job.status = JobStatus::Failed;
                     job.status_reason = Some("Essential container in task exited".into());
                     for a in &mut job.attempts {
                         if let Some(c) = a.container.as_mut() {
@@ -669,7 +669,7 @@ async fn preload(dir: &std::path::Path, template_id: &str, kept: usize) -> anyho
                         }
                     }
                 } else {
-                    job.status = "SUCCEEDED".into();
+                    job.status = JobStatus::Succeeded;
                     job.status_reason = Some("Essential container in task exited".into());
                     for a in &mut job.attempts {
                         if let Some(c) = a.container.as_mut() {

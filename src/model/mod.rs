@@ -107,8 +107,8 @@ pub struct ComputeEnvironmentDetail {
     pub tags: Option<Tags>,
     #[serde(rename = "type")]
     pub ce_type: String,
-    pub state: String,
-    pub status: String,
+    pub state: ResourceState,
+    pub status: ResourceStatus,
     pub status_reason: Option<String>,
     pub compute_resources: Option<ComputeResource>,
     pub service_role: Option<String>,
@@ -194,9 +194,9 @@ pub struct UpdateJobQueueRequest {
 pub struct JobQueueDetail {
     pub job_queue_name: String,
     pub job_queue_arn: String,
-    pub state: String,
+    pub state: ResourceState,
     pub scheduling_policy_arn: Option<String>,
-    pub status: String,
+    pub status: ResourceStatus,
     pub status_reason: Option<String>,
     pub priority: i32,
     /// Always holds ARNs, whatever the request named.
@@ -367,6 +367,13 @@ pub struct JobDependency {
     pub dep_type: Option<String>,
 }
 
+impl JobDependency {
+    /// The dependency's `type`, if it names one AWS Batch knows (validation rejects others).
+    pub fn kind(&self) -> Option<DependencyType> {
+        self.dep_type.as_deref().and_then(|t| t.parse().ok())
+    }
+}
+
 #[skip_serializing_none]
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -465,7 +472,7 @@ pub struct JobDetail {
     pub job_id: String,
     /// ARN of the queue.
     pub job_queue: String,
-    pub status: String,
+    pub status: JobStatus,
     pub share_identifier: Option<String>,
     pub scheduling_priority: Option<i32>,
     #[serde(default)]
@@ -541,7 +548,7 @@ pub struct JobSummary {
     pub job_name: String,
     pub created_at: i64,
     pub share_identifier: Option<String>,
-    pub status: String,
+    pub status: JobStatus,
     pub status_reason: Option<String>,
     pub started_at: Option<i64>,
     pub stopped_at: Option<i64>,
@@ -558,7 +565,7 @@ impl JobSummary {
             job_name: job.job_name.clone(),
             created_at: job.created_at,
             share_identifier: job.share_identifier.clone(),
-            status: job.status.clone(),
+            status: job.status,
             status_reason: job.status_reason.clone(),
             started_at: job.started_at,
             stopped_at: job.stopped_at,

@@ -58,9 +58,12 @@ pub struct UnknownValue {
 }
 
 /// AWS Batch job states, in lifecycle order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize,
+)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum JobStatus {
+    #[default]
     Submitted,
     Pending,
     Runnable,
@@ -138,9 +141,10 @@ wire_enum!(ResourceState {
 });
 
 /// `status` of a compute environment or a job queue: where its own lifecycle stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum ResourceStatus {
+    #[default]
     Creating,
     Updating,
     Deleting,

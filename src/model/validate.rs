@@ -45,6 +45,14 @@ pub fn one_of(field: &str, value: &str, allowed: &[&str]) -> Check {
     }
 }
 
+/// `value` as one of an enum's wire values, with [`one_of`]'s message when it is none.
+pub fn wire<T: std::str::FromStr<Err = UnknownValue>>(
+    field: &str,
+    value: &str,
+) -> Result<T, Invalid> {
+    value.parse().or_else(|e| fail(format!("{field}: {e}")))
+}
+
 pub fn range(field: &str, value: i64, min: i64, max: i64) -> Check {
     if value < min || value > max {
         return fail(format!(

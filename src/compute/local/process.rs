@@ -58,7 +58,7 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// A line longer than this is cut into several events rather than buffered without bound.
 const MAX_LINE: usize = crate::logs::MAX_MESSAGE_BYTES;
 
-/// What `<data-dir>/run/<task_id>.json` holds for one attempt.
+/// One attempt as the run journal (`<data-dir>/run/journal`) records it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 struct RunRecord {
     job_id: String,

@@ -1,0 +1,43 @@
+//! What the control plane needs of whatever runs jobs (the engine), as a port the control plane
+//! owns: `batch` hands over accepted jobs and commands without knowing the engine's type, and
+//! `server.rs` plugs the engine's handle in when it builds [`super::Batch`].
+
+use crate::error::BatchResult;
+use crate::model::{JobDetail, Tags};
+
+/// A job just made durable, with its array parent (id, index) if it is a child.
+pub type NewJob = (JobDetail, Option<(String, i32)>);
+
+/// Changes a job's tags; the runner applies it to the job it holds.
+pub type TagFn = Box<dyn FnOnce(&mut Tags) -> BatchResult<()> + Send>;
+
+pub enum TagsReply {
+    Applied(BatchResult<Tags>),
+    /// The job is not active: the closure comes back and the caller updates the stored job
+    /// itself, which is safe because the engine never writes a finished job again.
+    NotActive(TagFn),
+}
+
+/// What a stop command found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopResult {
+    /// The job is active and the stop was applied.
+    Applied,
+    /// The engine does not hold the job: it is finished, or does not exist.
+    NotActive,
+}
+
+#[async_trait::async_trait]
+pub trait Dispatch: Send + Sync + 'static {
+    /// Jobs the control plane has just committed. Never fails: a job that does not reach the
+    /// engine now is loaded from the store at its next start.
+    async fn submitted(&self, jobs: Vec<NewJob>);
+    /// CancelJob (`terminate` false) or TerminateJob, answered once the result is durable.
+    async fn stop(&self, job_id: &str, reason: &str, terminate: bool) -> BatchResult<StopResult>;
+    /// Changes the tags of a job the engine holds, or hands `f` back.
+    async fn tags(&self, job_id: &str, f: TagFn) -> BatchResult<TagsReply>;
+    /// Why the head of `queue_arn` waits (from the last scheduling pass).
+    fn head_reason(&self, queue_arn: &str) -> Option<String>;
+    /// Queues, environments or policies changed: plan again.
+    fn wake(&self);
+}

@@ -1,0 +1,168 @@
+//! Fair-share scheduling: on a queue with a scheduling policy, shares take turns by their
+//! weighted usage; on a FIFO queue, jobs run in submission order.
+
+use super::Harness;
+use crate::model::JobStatus;
+use serde_json::{Value, json};
+use std::collections::HashMap;
+
+/// A LOCAL environment `solo` of one vCPU (one `step` job at a time) and a queue `q` on it,
+/// with a scheduling policy of `fairshare` (a `fairsharePolicy`) if given.
+async fn one_vcpu_queue(h: &Harness, q: &str, fairshare: Option<Value>) {
+    h.call(
+        "CreateComputeEnvironment",
+        json!({
+            "computeEnvironmentName": "solo",
+            "type": "MANAGED",
+            "computeResources": {"type": "LOCAL", "maxvCpus": 1}
+        }),
+    )
+    .await;
+    let mut queue = json!({
+        "jobQueueName": q,
+        "priority": 1,
+        "computeEnvironmentOrder": [{"order": 1, "computeEnvironment": "solo"}]
+    });
+    if let Some(fs) = fairshare {
+        let created = h
+            .call(
+                "CreateSchedulingPolicy",
+                json!({"name": format!("{q}-policy"), "fairsharePolicy": fs}),
+            )
+            .await;
+        queue["schedulingPolicyArn"] = created["arn"].clone();
+    }
+    h.call("CreateJobQueue", queue).await;
+}
+
+/// A `fairsharePolicy` of `weights` (share identifier, weight factor).
+fn policy(decay_seconds: i32, weights: &[(&str, f64)]) -> Value {
+    let dist: Vec<Value> = weights
+        .iter()
+        .map(|(s, w)| json!({"shareIdentifier": s, "weightFactor": w}))
+        .collect();
+    json!({"shareDecaySeconds": decay_seconds, "shareDistribution": dist})
+}
+
+/// Submits `n` jobs of share `share` to queue `q`; maps each ID to its share.
+async fn submit_share(
+    h: &Harness,
+    q: &str,
+    share: &str,
+    n: usize,
+    into: &mut HashMap<String, String>,
+) {
+    for _ in 0..n {
+        let id = h
+            .submit(share, json!({"jobQueue": q, "shareIdentifier": share}))
+            .await;
+        into.insert(id, share.to_string());
+    }
+}
+
+/// Runs the next `n` jobs the engine launches, each for `run_ms` of the clock; their IDs in
+/// launch order.
+async fn run_in_turn(h: &Harness, n: usize, run_ms: i64) -> Vec<String> {
+    let mut order = Vec::new();
+    for k in 0..n {
+        let id = h.launches(k + 1).await[k].job_id.clone();
+        h.started(&id, 1).await;
+        // Started at this clock reading, not the next one.
+        h.settle().await;
+        h.advance(run_ms);
+        h.exited(&id, 1, 0).await;
+        h.wait_for(&id, JobStatus::Succeeded).await;
+        order.push(id);
+    }
+    order
+}
+
+/// Submits one job of `share` and runs it alone for `ms`. The clock moves without waking the
+/// engine, as real time does: no pass runs while nothing waits.
+async fn run_alone(h: &Harness, share: &str, ms: i64) {
+    let n = h.launches(0).await.len();
+    h.submit(share, json!({"jobQueue": "fair", "shareIdentifier": share}))
+        .await;
+    let id = h.launches(n + 1).await[n].job_id.clone();
+    h.started(&id, 1).await;
+    h.settle().await;
+    h.advance(ms); // TEMP sanity
+    h.settle().await;
+    h.exited(&id, 1, 0).await;
+    h.wait_for(&id, JobStatus::Succeeded).await;
+}
+
+fn shares_of(order: &[String], share: &HashMap<String, String>) -> Vec<String> {
+    order.iter().map(|id| share[id].clone()).collect()
+}
+
+#[tokio::test]
+async fn equal_shares_take_turns_instead_of_first_come_first_served() {
+    let h = Harness::new().await;
+    one_vcpu_queue(&h, "fair", Some(policy(600, &[("a", 1.0), ("b", 1.0)]))).await;
+    let mut share = HashMap::new();
+    submit_share(&h, "fair", "a", 3, &mut share).await;
+    submit_share(&h, "fair", "b", 3, &mut share).await;
+    let order = run_in_turn(&h, 6, 10_000).await;
+    assert_eq!(shares_of(&order, &share), ["a", "b", "a", "b", "a", "b"]);
+}
+
+#[tokio::test]
+async fn a_share_with_a_larger_weight_factor_gets_fewer_turns() {
+    let h = Harness::new().await;
+    // Usage × weight decides the next turn; decay slow enough not to matter here.
+    one_vcpu_queue(&h, "fair", Some(policy(604_800, &[("a", 1.0), ("b", 2.7)]))).await;
+    let mut share = HashMap::new();
+    submit_share(&h, "fair", "a", 6, &mut share).await;
+    submit_share(&h, "fair", "b", 6, &mut share).await;
+    let order = run_in_turn(&h, 12, 10_000).await;
+    // b's turn comes once a's usage passes 2.7 × b's: after 1, 3 and 6 jobs of a.
+    let expect = "a b a a b a a a b b b b";
+    assert_eq!(shares_of(&order, &share).join(" "), expect);
+}
+
+#[tokio::test]
+async fn a_fifo_queue_runs_jobs_in_submission_order() {
+    let h = Harness::new().await;
+    one_vcpu_queue(&h, "fifo", None).await;
+    let mut submitted = Vec::new();
+    for name in ["a", "a", "a", "b", "b", "b"] {
+        submitted.push(h.submit(name, json!({"jobQueue": "fifo"})).await);
+        // Distinct submission times: same-millisecond jobs are ordered by ID.
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    let order = run_in_turn(&h, 6, 10_000).await;
+    assert_eq!(order, submitted);
+}
+
+#[tokio::test]
+async fn a_share_is_charged_in_full_for_a_long_job_that_ran_while_nothing_waited() {
+    let h = Harness::new().await;
+    one_vcpu_queue(
+        &h,
+        "fair",
+        Some(policy(600, &[("a", 1.0), ("b", 1.0), ("c", 1.0)])),
+    )
+    .await;
+    run_alone(&h, "a", 10_000).await;
+    run_alone(&h, "b", 1_000_000).await;
+    // a's 600 vCPU-seconds end now; b's 1,000 ended 600 s ago (e^-1 of them left: 368).
+    run_alone(&h, "a", 600_000).await;
+    // Both shares wait behind a job of a third share; b used less and must go first.
+    let mut next = HashMap::new();
+    let blocker = h
+        .submit("c", json!({"jobQueue": "fair", "shareIdentifier": "c"}))
+        .await;
+    h.launch_of(&blocker, 1).await;
+    submit_share(&h, "fair", "a", 1, &mut next).await;
+    submit_share(&h, "fair", "b", 1, &mut next).await;
+    h.settle().await;
+    h.started(&blocker, 1).await;
+    h.exited(&blocker, 1, 0).await;
+    let n = h.launches(0).await.len();
+    let first = h.launches(n + 1).await[n].job_id.clone();
+    assert_eq!(
+        next[&first], "b",
+        "a's long job was decayed as if it had ended long ago"
+    );
+}
