@@ -197,7 +197,6 @@ pub async fn run(
                 },
                 poll_interval: std::time::Duration::from_millis(a.aws_poll_ms.max(50)),
                 idle_timeout: std::time::Duration::from_secs(a.aws_idle_seconds),
-                spot_max_interruptions: a.spot_max_interruptions,
                 image_id: a.aws_ami.clone(),
                 capacity_backoff: std::time::Duration::from_secs(a.aws_capacity_backoff_seconds),
             },

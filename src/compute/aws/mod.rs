@@ -76,9 +76,6 @@ pub struct AwsOptions {
     pub poll_interval: Duration,
     /// How long an instance stays idle before it is drained and terminated.
     pub idle_timeout: Duration,
-    /// Spot interruptions of one job retried without spending its attempts; past this, the job
-    /// skips SPOT environments.
-    pub spot_max_interruptions: u32,
     /// AMI of the launch templates (an ECS-optimized image), unless the environment names one.
     pub image_id: Option<String>,
     /// How long an (instance type, subnet) pool that reported InsufficientInstanceCapacity is
