@@ -12,16 +12,17 @@ const DEFAULT_DECAY_SECONDS: f64 = 600.0;
 #[derive(Default)]
 pub(in crate::engine) struct ShareHistory {
     used: HashMap<(String, String), (f64, i64)>,
+    /// Attempts ended since the last pass: (queue ARN, share, vCPU-seconds, when). Each decays
+    /// from its own end, not from the last pass: a long job that ended while no pass ran (nothing
+    /// waited) would otherwise be charged only e^(-duration/decay) of what it used.
+    ended: Vec<(String, String, f64, i64)>,
 }
 
 impl ShareHistory {
     /// Adds an ended attempt's vCPU-seconds to its share's history.
     pub fn record(&mut self, queue_arn: &str, share: &str, vcpu_seconds: f64, now: i64) {
-        let e = self
-            .used
-            .entry((queue_arn.to_string(), share.to_string()))
-            .or_insert((0.0, now));
-        e.0 += vcpu_seconds;
+        self.ended
+            .push((queue_arn.to_string(), share.to_string(), vcpu_seconds, now));
     }
 
     /// Each share's usage for the scheduler, keyed by (queue index, share): the history
@@ -33,15 +34,24 @@ impl ShareHistory {
         table: &JobTable,
         now: i64,
     ) -> HashMap<(usize, String), f64> {
+        let decayed = |v: f64, since: i64, decay: f64| {
+            let dt = ((now - since).max(0) as f64) / 1000.0;
+            v * (-dt / decay).exp()
+        };
+        for ((q, _), (v, at)) in self.used.iter_mut() {
+            *v = decayed(*v, *at, decay_seconds(cat, q));
+            *at = now;
+        }
+        for (q, share, v, at) in self.ended.drain(..) {
+            let add = decayed(v, at, decay_seconds(cat, &q));
+            self.used.entry((q, share)).or_insert((0.0, now)).0 += add;
+        }
         let mut usage = HashMap::new();
-        for ((q, share), (v, at)) in self.used.iter_mut() {
+        for ((q, share), (v, _)) in &self.used {
             let Some(&qi) = queue_idx.get(q.as_str()) else {
                 continue;
             };
             let decay = decay_seconds(cat, q);
-            let dt = ((now - *at).max(0) as f64) / 1000.0;
-            *v *= (-dt / decay).exp();
-            *at = now;
             // Average vCPUs over the decay window, comparable with the vCPUs running now.
             usage.insert((qi, share.clone()), *v / decay);
         }

@@ -12,6 +12,17 @@ async fn submit_array(h: &Harness, name: &str, size: i32, extra: serde_json::Val
     h.submit(name, req).await
 }
 
+/// Arrays `a` and `b` of two children, `b` N_TO_N after `a`.
+async fn n_to_n_pair(h: &Harness) -> (String, String) {
+    let a = submit_array(h, "a", 2, json!({})).await;
+    let n_to_n = json!({"dependsOn": [{"jobId": a, "type": "N_TO_N"}]});
+    (a.clone(), submit_array(h, "b", 2, n_to_n).await)
+}
+
+fn sequential() -> serde_json::Value {
+    json!({"dependsOn": [{"type": "SEQUENTIAL"}]})
+}
+
 fn child(parent: &str, i: i32) -> String {
     format!("{parent}:{i}")
 }
@@ -54,13 +65,7 @@ async fn the_parent_fails_with_the_count_of_failed_children() {
 #[tokio::test]
 async fn a_sequential_child_starts_only_after_the_one_before_it_succeeded() {
     let h = Harness::new().await;
-    let p = submit_array(
-        &h,
-        "chain",
-        3,
-        json!({"dependsOn": [{"type": "SEQUENTIAL"}]}),
-    )
-    .await;
+    let p = submit_array(&h, "chain", 3, sequential()).await;
     for i in 0..3 {
         h.launch_of(&child(&p, i), 1).await;
         h.settle().await;
@@ -83,13 +88,7 @@ async fn a_sequential_child_starts_only_after_the_one_before_it_succeeded() {
 #[tokio::test]
 async fn a_failed_sequential_child_fails_the_ones_after_it() {
     let h = Harness::new().await;
-    let p = submit_array(
-        &h,
-        "chain",
-        3,
-        json!({"dependsOn": [{"type": "SEQUENTIAL"}]}),
-    )
-    .await;
+    let p = submit_array(&h, "chain", 3, sequential()).await;
     h.run(&child(&p, 0), 1, 1).await;
     for i in 1..3 {
         let d = h.wait_for(&child(&p, i), JobStatus::Failed).await;
@@ -110,14 +109,7 @@ async fn a_failed_sequential_child_fails_the_ones_after_it() {
 #[tokio::test]
 async fn an_n_to_n_child_waits_for_the_same_index_only() {
     let h = Harness::new().await;
-    let a = submit_array(&h, "a", 2, json!({})).await;
-    let b = submit_array(
-        &h,
-        "b",
-        2,
-        json!({"dependsOn": [{"jobId": a, "type": "N_TO_N"}]}),
-    )
-    .await;
+    let (a, b) = n_to_n_pair(&h).await;
     h.launch_of(&child(&a, 0), 1).await;
     // A's child 1 finishes first: B's child 1 goes, B's child 0 keeps waiting for A's child 0.
     h.run(&child(&a, 1), 1, 0).await;
@@ -139,14 +131,7 @@ async fn an_n_to_n_child_waits_for_the_same_index_only() {
 #[tokio::test]
 async fn an_n_to_n_child_fails_when_its_counterpart_fails() {
     let h = Harness::new().await;
-    let a = submit_array(&h, "a", 2, json!({})).await;
-    let b = submit_array(
-        &h,
-        "b",
-        2,
-        json!({"dependsOn": [{"jobId": a, "type": "N_TO_N"}]}),
-    )
-    .await;
+    let (a, b) = n_to_n_pair(&h).await;
     h.run(&child(&a, 0), 1, 1).await;
     let d = h.wait_for(&child(&b, 0), JobStatus::Failed).await;
     assert_eq!(

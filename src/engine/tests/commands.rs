@@ -18,9 +18,7 @@ async fn terminate(h: &Harness, id: &str, reason: &str) {
 /// A job RUNNING now.
 async fn running(h: &Harness, extra: serde_json::Value) -> String {
     let id = h.submit("busy", extra).await;
-    h.launch_of(&id, 1).await;
-    h.started(&id, 1).await;
-    h.wait_for(&id, JobStatus::Running).await;
+    h.running(&id, 1).await;
     id
 }
 

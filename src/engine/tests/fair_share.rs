@@ -86,8 +86,7 @@ async fn run_alone(h: &Harness, share: &str, ms: i64) {
     let id = h.launches(n + 1).await[n].job_id.clone();
     h.started(&id, 1).await;
     h.settle().await;
-    h.advance(ms); // TEMP sanity
-    h.settle().await;
+    h.clock.advance(ms);
     h.exited(&id, 1, 0).await;
     h.wait_for(&id, JobStatus::Succeeded).await;
 }
@@ -135,6 +134,10 @@ async fn a_fifo_queue_runs_jobs_in_submission_order() {
     assert_eq!(order, submitted);
 }
 
+/// Guards a bug the rewrite inherited: an attempt's vCPU-seconds were added to a total last
+/// decayed at the previous pass, and the next pass decayed the fresh amount for the whole time
+/// since, so a job that ran while nothing waited (no pass) was charged e^(-duration/decay) of
+/// its usage.
 #[tokio::test]
 async fn a_share_is_charged_in_full_for_a_long_job_that_ran_while_nothing_waited() {
     let h = Harness::new().await;

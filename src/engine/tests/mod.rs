@@ -396,6 +396,14 @@ impl Harness {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
+    /// Waits for the launch of `attempt` of `id` and reports it running; the launch.
+    pub async fn running(&self, id: &str, attempt: u32) -> AttemptSpec {
+        let spec = self.launch_of(id, attempt).await;
+        self.started(id, attempt).await;
+        self.wait_for(id, JobStatus::Running).await;
+        spec
+    }
+
     /// Submits a job of definition `wide`, which takes every vCPU of `local`, and runs it
     /// (RUNNING): later jobs of `default` stay RUNNABLE until it ends. Its ID.
     pub async fn fill_local(&self) -> String {
@@ -412,9 +420,7 @@ impl Harness {
         )
         .await;
         let id = self.submit("wide", json!({"jobDefinition": "wide"})).await;
-        self.launch_of(&id, 1).await;
-        self.started(&id, 1).await;
-        self.wait_for(&id, JobStatus::Running).await;
+        self.running(&id, 1).await;
         id
     }
 

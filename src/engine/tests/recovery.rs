@@ -23,6 +23,16 @@ fn expected(id: &str, attempt: u32, task_id: &str) -> ExpectedAttempt {
     }
 }
 
+/// Job `a` RUNNING and `b` waiting for it (PENDING) when the engine restarts: (the new
+/// harness, a, b).
+async fn restarted_with_a_dependent() -> (Harness, String, String) {
+    let h = Harness::new().await;
+    let a = h.submit("a", json!({})).await;
+    let b = h.submit("b", json!({"dependsOn": [{"jobId": a}]})).await;
+    h.running(&a, 1).await;
+    (restart(h).await, a, b)
+}
+
 #[tokio::test]
 async fn an_answered_cancel_is_already_stored() {
     let h = Harness::new().await;
@@ -40,15 +50,13 @@ async fn the_runtime_hears_an_end_is_stored_only_once_it_is() {
     let h = Harness::new().await;
     let id = h.submit("short", json!({})).await;
     h.run(&id, 1, 0).await;
-    // The engine's own write of the end is not waited for; the runtime hears of it once that
-    // write landed, which the engine checks before its next write (here: the next job's).
-    let next = h.submit("next", json!({})).await;
-    h.launch_of(&next, 1).await;
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-    eprintln!("DEBUG ends {:?} id {id}", h.rt.ends_stored.lock().unwrap());
-    h.end_stored(&id, 1).await;
-    // Read once: the runtime may now forget the attempt, so the store must have its end.
-    let d = h.describe(&id).await;
+    // The engine does not wait for its own write of the end; it tells the runtime once it has
+    // checked that write landed, before its next write (here: the one answering a command).
+    let (_, d) = tokio::join!(h.settle(), async {
+        h.end_stored(&id, 1).await;
+        // Read at once: the runtime may now forget the attempt, so the store must have its end.
+        h.describe(&id).await
+    });
     assert_eq!(d.status, JobStatus::Succeeded);
     assert_eq!(d.attempts.len(), 1);
 }
@@ -95,6 +103,7 @@ async fn a_starting_attempt_is_recovered_not_relaunched_as_a_new_attempt() {
     h.launch_of(&other, 1).await;
     h.settle().await;
     assert!(h.launches_of(&id).is_empty());
+    // The runtime adopted it: its events go on as usual.
     h.started(&id, 1).await;
     h.wait_for(&id, JobStatus::Running).await;
     h.exited(&id, 1, 0).await;
@@ -119,9 +128,7 @@ async fn a_starting_attempt_whose_launch_was_lost_runs_again_under_the_same_numb
     .await;
     let again = h.launch_of(&id, 1).await;
     assert_ne!(again.task_id, before.task_id);
-    h.started(&id, 1).await;
-    h.wait_for(&id, JobStatus::Running).await;
-    h.exited(&id, 1, 0).await;
+    h.run(&id, 1, 0).await;
     let d = h.wait_for(&id, JobStatus::Succeeded).await;
     assert_eq!(
         d.attempts.len(),
@@ -149,13 +156,7 @@ async fn a_runnable_job_is_launched_by_the_new_engine() {
 
 #[tokio::test]
 async fn a_dependent_waiting_at_shutdown_is_released_after_the_restart() {
-    let h = Harness::new().await;
-    let a = h.submit("a", json!({})).await;
-    let b = h.submit("b", json!({"dependsOn": [{"jobId": a}]})).await;
-    h.launch_of(&a, 1).await;
-    h.started(&a, 1).await;
-    h.wait_for(&a, JobStatus::Running).await;
-    let h = restart(h).await;
+    let (h, a, b) = restarted_with_a_dependent().await;
     assert_eq!(h.describe(&b).await.status, JobStatus::Pending);
     h.exited(&a, 1, 0).await;
     h.run(&b, 1, 0).await;
@@ -180,13 +181,7 @@ async fn a_dependent_submitted_after_its_dependency_finished_runs_after_a_restar
 
 #[tokio::test]
 async fn a_dependent_of_a_job_that_failed_while_down_fails_after_the_restart() {
-    let h = Harness::new().await;
-    let a = h.submit("a", json!({})).await;
-    let b = h.submit("b", json!({"dependsOn": [{"jobId": a}]})).await;
-    h.launch_of(&a, 1).await;
-    h.started(&a, 1).await;
-    h.wait_for(&a, JobStatus::Running).await;
-    let h = restart(h).await;
+    let (h, a, b) = restarted_with_a_dependent().await;
     // The runtime's recovery finds the attempt gone.
     h.event(RuntimeEvent::Exited {
         job_id: a.clone(),

@@ -154,9 +154,7 @@ async fn a_lost_host_spends_an_attempt() {
         .submit("lost", json!({"retryStrategy": {"attempts": 2}}))
         .await;
     for attempt in 1..=2 {
-        h.launch_of(&id, attempt).await;
-        h.started(&id, attempt).await;
-        h.wait_for(&id, JobStatus::Running).await;
+        h.running(&id, attempt).await;
         ended_for(&h, &id, attempt, HOST_LOST_REASON).await;
     }
     let d = h.wait_for(&id, JobStatus::Failed).await;
@@ -171,9 +169,7 @@ async fn a_spot_interruption_retries_without_spending_an_attempt() {
     let id = h
         .submit("spot", json!({"retryStrategy": {"attempts": 1}}))
         .await;
-    h.launch_of(&id, 1).await;
-    h.started(&id, 1).await;
-    h.wait_for(&id, JobStatus::Running).await;
+    h.running(&id, 1).await;
     interrupted(&h, &id, 1).await;
     h.run(&id, 2, 0).await;
     let d = h.wait_for(&id, JobStatus::Succeeded).await;
@@ -232,9 +228,7 @@ async fn an_attempt_that_never_started_is_relaunched_with_the_same_number() {
         again.task_id, first.task_id,
         "a new run of the same attempt"
     );
-    h.started(&id, 1).await;
-    h.wait_for(&id, JobStatus::Running).await;
-    h.exited(&id, 1, 0).await;
+    h.run(&id, 1, 0).await;
     let d = h.wait_for(&id, JobStatus::Succeeded).await;
     assert_eq!(
         d.attempts.len(),

@@ -18,9 +18,7 @@ async fn running_with_timeout(h: &Harness, attempts: u32) -> String {
             }),
         )
         .await;
-    h.launch_of(&id, 1).await;
-    h.started(&id, 1).await;
-    h.wait_for(&id, JobStatus::Running).await;
+    h.running(&id, 1).await;
     id
 }
 
@@ -89,9 +87,7 @@ async fn the_timeout_counts_from_the_start_of_each_attempt() {
 async fn a_job_without_a_timeout_is_never_signalled() {
     let h = Harness::new().await;
     let id = h.submit("long", json!({})).await;
-    h.launch_of(&id, 1).await;
-    h.started(&id, 1).await;
-    h.wait_for(&id, JobStatus::Running).await;
+    h.running(&id, 1).await;
     h.advance(7 * 24 * 3_600_000);
     h.settle().await;
     assert!(h.signals_of(&id).is_empty());
