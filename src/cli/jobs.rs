@@ -354,7 +354,7 @@ pub async fn list(ctx: &Ctx, a: &JobsListArgs) -> anyhow::Result<()> {
         // With a filter, ListJobs ignores jobStatus and returns every status.
         let mut jobs = list_pages(ctx, queue, array, None, Some(pattern)).await?;
         if let Some(s) = a.status {
-            let wanted = s.sdk();
+            let wanted = super::sdk_status(s);
             jobs.retain(|j| j.status() == Some(&wanted));
         }
         jobs
@@ -371,7 +371,7 @@ pub async fn list(ctx: &Ctx, a: &JobsListArgs) -> anyhow::Result<()> {
         }
         jobs
     } else {
-        list_pages(ctx, queue, array, a.status.map(|s| s.sdk()), None).await?
+        list_pages(ctx, queue, array, a.status.map(super::sdk_status), None).await?
     };
 
     match ctx.output {

@@ -15,6 +15,7 @@ mod register;
 mod resources;
 mod table;
 
+use crate::model::JobStatus;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -263,31 +264,16 @@ pub enum JobsCommand {
     Watch(JobsWatchArgs),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-#[value(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum StatusArg {
-    Submitted,
-    Pending,
-    Runnable,
-    Starting,
-    Running,
-    Succeeded,
-    Failed,
+/// `--status`: one of the model's job statuses, in any case.
+fn status_arg() -> impl clap::builder::TypedValueParser<Value = JobStatus> {
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(JobStatus::ALL.iter().map(|s| s.as_str()))
+        .try_map(|s: String| s.to_ascii_uppercase().parse::<JobStatus>())
 }
 
-impl StatusArg {
-    pub fn sdk(self) -> aws_sdk_batch::types::JobStatus {
-        use aws_sdk_batch::types::JobStatus;
-        match self {
-            StatusArg::Submitted => JobStatus::Submitted,
-            StatusArg::Pending => JobStatus::Pending,
-            StatusArg::Runnable => JobStatus::Runnable,
-            StatusArg::Starting => JobStatus::Starting,
-            StatusArg::Running => JobStatus::Running,
-            StatusArg::Succeeded => JobStatus::Succeeded,
-            StatusArg::Failed => JobStatus::Failed,
-        }
-    }
+/// The SDK's spelling of a job status.
+pub fn sdk_status(s: JobStatus) -> aws_sdk_batch::types::JobStatus {
+    aws_sdk_batch::types::JobStatus::from(s.as_str())
 }
 
 #[derive(Debug, Args)]
@@ -297,8 +283,8 @@ pub struct JobsListArgs {
     pub queue: Option<String>,
 
     /// Only jobs in this status [default: RUNNING, as in AWS; with --name: every status].
-    #[arg(long, value_name = "S", ignore_case = true, conflicts_with = "all")]
-    pub status: Option<StatusArg>,
+    #[arg(long, value_name = "S", ignore_case = true, conflicts_with = "all", value_parser = status_arg())]
+    pub status: Option<JobStatus>,
 
     /// List the children of this array job instead of a queue.
     #[arg(long, value_name = "ID", conflicts_with = "queue")]
@@ -750,7 +736,7 @@ pub(crate) mod tests {
         let Command::Jobs(JobsCommand::List(l)) = cli.command else {
             panic!("expected jobs list");
         };
-        assert_eq!(l.status, Some(StatusArg::Failed));
+        assert_eq!(l.status, Some(JobStatus::Failed));
 
         assert!(parse(&["jobs", "list", "--array-job-id", "a"]).is_ok());
         let err = parse(&["jobs", "list"]).unwrap_err();
