@@ -6,9 +6,19 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
 
-/// Generates `as_str`, `ALL`, `Display` and `FromStr` (exact wire spelling) for a unit enum.
+/// Defines a unit enum whose variants serialise exactly as `$wire`, with `as_str`, `ALL`,
+/// `Display` and `FromStr` (exact wire spelling); each variant is named once.
 macro_rules! wire_enum {
-    ($name:ident { $($variant:ident = $wire:literal),+ $(,)? }) => {
+    (
+        $(#[$meta:meta])*
+        pub enum $name:ident { $($(#[$vmeta:meta])* $variant:ident = $wire:literal),+ $(,)? }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        pub enum $name {
+            $($(#[$vmeta])* #[serde(rename = $wire)] $variant),+
+        }
+
         impl $name {
             /// Every value, in declaration order.
             pub const ALL: &'static [$name] = &[$($name::$variant),+];
@@ -57,31 +67,20 @@ pub struct UnknownValue {
     pub allowed: &'static [&'static str],
 }
 
-/// AWS Batch job states, in lifecycle order.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize,
-)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum JobStatus {
-    #[default]
-    Submitted,
-    Pending,
-    Runnable,
-    Starting,
-    Running,
-    Succeeded,
-    Failed,
+wire_enum! {
+    /// AWS Batch job states, in lifecycle order.
+    #[derive(PartialOrd, Ord, Default)]
+    pub enum JobStatus {
+        #[default]
+        Submitted = "SUBMITTED",
+        Pending = "PENDING",
+        Runnable = "RUNNABLE",
+        Starting = "STARTING",
+        Running = "RUNNING",
+        Succeeded = "SUCCEEDED",
+        Failed = "FAILED",
+    }
 }
-
-wire_enum!(JobStatus {
-    Submitted = "SUBMITTED",
-    Pending = "PENDING",
-    Runnable = "RUNNABLE",
-    Starting = "STARTING",
-    Running = "RUNNING",
-    Succeeded = "SUCCEEDED",
-    Failed = "FAILED",
-});
 
 impl JobStatus {
     /// SUCCEEDED or FAILED: the job never changes again.
@@ -112,55 +111,37 @@ impl JobStatus {
     ];
 }
 
-/// `dependsOn[].type` of an array job's dependency.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum DependencyType {
-    #[serde(rename = "N_TO_N")]
-    NToN,
-    #[serde(rename = "SEQUENTIAL")]
-    Sequential,
+wire_enum! {
+    /// `dependsOn[].type` of an array job's dependency.
+    pub enum DependencyType {
+        NToN = "N_TO_N",
+        Sequential = "SEQUENTIAL",
+    }
 }
 
-wire_enum!(DependencyType {
-    NToN = "N_TO_N",
-    Sequential = "SEQUENTIAL",
-});
-
-/// `state` of a compute environment or a job queue: whether it takes new work.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum ResourceState {
-    #[default]
-    Enabled,
-    Disabled,
+wire_enum! {
+    /// `state` of a compute environment or a job queue: whether it takes new work.
+    #[derive(Default)]
+    pub enum ResourceState {
+        #[default]
+        Enabled = "ENABLED",
+        Disabled = "DISABLED",
+    }
 }
 
-wire_enum!(ResourceState {
-    Enabled = "ENABLED",
-    Disabled = "DISABLED",
-});
-
-/// `status` of a compute environment or a job queue: where its own lifecycle stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum ResourceStatus {
-    #[default]
-    Creating,
-    Updating,
-    Deleting,
-    Deleted,
-    Valid,
-    Invalid,
+wire_enum! {
+    /// `status` of a compute environment or a job queue: where its own lifecycle stands.
+    #[derive(Default)]
+    pub enum ResourceStatus {
+        #[default]
+        Creating = "CREATING",
+        Updating = "UPDATING",
+        Deleting = "DELETING",
+        Deleted = "DELETED",
+        Valid = "VALID",
+        Invalid = "INVALID",
+    }
 }
-
-wire_enum!(ResourceStatus {
-    Creating = "CREATING",
-    Updating = "UPDATING",
-    Deleting = "DELETING",
-    Deleted = "DELETED",
-    Valid = "VALID",
-    Invalid = "INVALID",
-});
 
 /// `retryStrategy.evaluateOnExit[].action`. AWS matches it without regard to case.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
