@@ -88,7 +88,7 @@ impl Batch {
         let (queue, jd) = {
             let cat = self.catalog.read().await;
             let q = self.resolve_queue(&cat, &req.job_queue, "jobQueue")?;
-            if q.state != "ENABLED" {
+            if q.state != ResourceState::Enabled {
                 return Err(BatchError::client(format!(
                     "jobQueue: {:?} is DISABLED and accepts no new jobs",
                     q.job_queue_name
@@ -149,8 +149,8 @@ impl Batch {
         let mut failed_dep: Option<String> = None;
         let mut unmet = false;
         for (i, d) in deps.iter().enumerate() {
-            match d.dep_type.as_deref() {
-                Some("SEQUENTIAL") => {
+            match d.kind() {
+                Some(DependencyType::Sequential) => {
                     if array_size.is_none() {
                         return Err(BatchError::client(format!(
                             "dependsOn[{i}].type: SEQUENTIAL applies only to array jobs"
@@ -158,7 +158,7 @@ impl Batch {
                     }
                     continue;
                 }
-                Some("N_TO_N") if array_size.is_none() => {
+                Some(DependencyType::NToN) if array_size.is_none() => {
                     return Err(BatchError::client(format!(
                         "dependsOn[{i}].type: N_TO_N applies only to array jobs"
                     )));
@@ -169,7 +169,7 @@ impl Batch {
             let dep = found.get(id).ok_or_else(|| {
                 BatchError::client(format!("dependsOn[{i}].jobId: no job {id:?}"))
             })?;
-            if d.dep_type.as_deref() == Some("N_TO_N") {
+            if d.kind() == Some(DependencyType::NToN) {
                 let size = dep.array_properties.as_ref().and_then(|a| a.size);
                 if size != array_size {
                     return Err(BatchError::client(format!(
@@ -178,9 +178,9 @@ impl Batch {
                     )));
                 }
             }
-            match dep.status.as_str() {
-                "SUCCEEDED" => {}
-                "FAILED" => {
+            match dep.status {
+                JobStatus::Succeeded => {}
+                JobStatus::Failed => {
                     failed_dep.get_or_insert_with(|| id.to_string());
                 }
                 _ => unmet = true,
@@ -222,7 +222,7 @@ impl Batch {
             created_at: now,
             retry_strategy: req.retry_strategy.clone().or(jd.retry_strategy.clone()),
             started_at: None,
-            stopped_at: (status == "FAILED").then_some(now),
+            stopped_at: (status == JobStatus::Failed).then_some(now),
             depends_on: req.depends_on.clone(),
             job_definition: jd.job_definition_arn.clone(),
             parameters: (!params.is_empty()).then_some(params),
@@ -243,7 +243,7 @@ impl Batch {
             },
         };
 
-        if array_size.is_some() && status != "FAILED" {
+        if array_size.is_some() && status != JobStatus::Failed {
             // Accepted once the parent is durable: its children follow from it alone, so they
             // are written after the reply (and again at the next start if that write is lost).
             // Reads about the family wait for them (`children_settled`), so none sees it half
@@ -291,12 +291,12 @@ impl Batch {
         let deps = parent.depends_on.as_deref().unwrap_or_default();
         let n_to_n: Vec<&str> = deps
             .iter()
-            .filter(|d| d.dep_type.as_deref() == Some("N_TO_N"))
+            .filter(|d| d.kind() == Some(DependencyType::NToN))
             .filter_map(|d| d.job_id.as_deref())
             .collect();
         let sequential = deps
             .iter()
-            .any(|d| d.dep_type.as_deref() == Some("SEQUENTIAL"));
+            .any(|d| d.kind() == Some(DependencyType::Sequential));
         let job_id = parent.job_id.as_str();
         let n = size.max(0) as usize;
         let mut rows = Vec::with_capacity(n);
@@ -445,7 +445,7 @@ impl Batch {
     /// A RUNNABLE job behind the head of its queue has no stored reason (only the head gets
     /// one, as in AWS Batch); tell the caller why the queue is not moving.
     fn explain_wait(&self, job: &mut JobDetail) {
-        if job.status != "RUNNABLE" || job.status_reason.is_some() {
+        if job.status != JobStatus::Runnable || job.status_reason.is_some() {
             return;
         }
         let Some(engine) = self.engine() else { return };
@@ -549,7 +549,9 @@ impl Batch {
         if filters.is_empty() {
             // AWS Batch lists only RUNNING jobs when neither a status nor a filter is given.
             q.statuses = Some(vec![
-                req.job_status.clone().unwrap_or_else(|| "RUNNING".into()),
+                req.job_status
+                    .clone()
+                    .unwrap_or_else(|| JobStatus::Running.as_str().into()),
             ]);
         }
         for (i, f) in filters.iter().enumerate() {

@@ -1,7 +1,7 @@
 //! A queue's `jobStateTimeLimitActions`: what to do with a job that has waited RUNNABLE too long
 //! for a reason the queue names.
 
-use crate::model::JobStateTimeLimitAction;
+use crate::model::{JobStateTimeLimitAction, JobStatus};
 
 /// The action that applies to a RUNNABLE job, if any: the first whose `reason` the job's
 /// `statusReason` starts with (AWS's reasons are codes such as
@@ -15,7 +15,7 @@ pub fn due<'a>(
 ) -> Option<&'a JobStateTimeLimitAction> {
     let reason = status_reason?;
     actions.iter().find(|a| {
-        a.state == "RUNNABLE"
+        a.state == JobStatus::Runnable.as_str()
             && !a.reason.is_empty()
             && reason.starts_with(a.reason.as_str())
             && now_ms - runnable_since_ms >= i64::from(a.max_time_seconds) * 1000

@@ -1,6 +1,6 @@
 //! What happens after an attempt ends: AWS Batch's `retryStrategy` and `evaluateOnExit` rules.
 
-use crate::model::RetryStrategy;
+use crate::model::{RetryAction, RetryStrategy};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -51,7 +51,8 @@ pub fn decide(rs: Option<&RetryStrategy>, attempts_made: usize, end: AttemptEnd<
                 .is_none_or(|p| glob_match(p, end.status_reason))
     });
     // The first matching rule decides; when none matches, AWS Batch retries.
-    let wants_retry = matched.is_none_or(|e| e.action.eq_ignore_ascii_case("RETRY"));
+    let wants_retry =
+        matched.is_none_or(|e| RetryAction::parse(&e.action) == Some(RetryAction::Retry));
     if wants_retry && attempts_made < max {
         Outcome::Retry
     } else {

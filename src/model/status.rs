@@ -50,12 +50,6 @@ macro_rules! wire_enum {
                 }
             }
         }
-
-        impl PartialEq<&str> for $name {
-            fn eq(&self, other: &&str) -> bool {
-                self.as_str() == *other
-            }
-        }
     };
 }
 

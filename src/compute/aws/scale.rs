@@ -4,7 +4,7 @@
 
 use super::{AwsDriver, AwsError, EnvState, TAG_ENV, TAG_ENV_UUID, TAG_MANAGED_BY, ec2_tag};
 use crate::compute::fleet::Demand;
-use crate::model::ComputeEnvironmentDetail;
+use crate::model::{ComputeEnvironmentDetail, ResourceState};
 use crate::provisioner::{self, EnvSpec, Resources};
 use crate::util::time::now_ms;
 use aws_sdk_ec2::types as ec2t;
@@ -75,7 +75,7 @@ impl AwsDriver {
         state.idle_since.retain(|id, _| seen.contains(id.as_str()));
         let clock = Instant::now();
         state.unavailable.retain(|_, until| *until > clock);
-        let enabled = ce.state == "ENABLED";
+        let enabled = ce.state == ResourceState::Enabled;
         let snapshot = provisioner::Snapshot {
             env: spec.clone(),
             catalog,
