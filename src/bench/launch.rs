@@ -12,6 +12,7 @@ use super::client::{Conn, Endpoint};
 use super::report::{Figure, Target};
 use super::server::ChildServer;
 use super::{BenchArgs, Workdir, progress};
+use crate::model::{ResourceState, ResourceStatus};
 
 const TRIALS: usize = 10;
 const LAUNCH_LATENCY: Target = Target {
@@ -88,9 +89,12 @@ pub async fn launch(args: &BenchArgs, work: &Workdir) -> anyhow::Result<Vec<Figu
                     &json!({ "computeEnvironments": [name] }),
                 )
                 .await?;
-            match d["computeEnvironments"][0]["status"].as_str() {
-                Some("VALID") => break,
-                Some("INVALID") => bail!("{name} INVALID: {}", d["computeEnvironments"][0]),
+            let status = d["computeEnvironments"][0]["status"].as_str();
+            match status.and_then(|s| s.parse().ok()) {
+                Some(ResourceStatus::Valid) => break,
+                Some(ResourceStatus::Invalid) => {
+                    bail!("{name} INVALID: {}", d["computeEnvironments"][0])
+                }
                 _ if Instant::now() > deadline => bail!("{name} not VALID within 30 s"),
                 _ => tokio::time::sleep(Duration::from_millis(10)).await,
             }
@@ -138,12 +142,12 @@ pub async fn launch(args: &BenchArgs, work: &Workdir) -> anyhow::Result<Vec<Figu
         for (op, body) in [
             (
                 "UpdateJobQueue",
-                json!({"jobQueue": name, "state": "DISABLED"}),
+                json!({"jobQueue": name, "state": ResourceState::Disabled}),
             ),
             ("DeleteJobQueue", json!({"jobQueue": name})),
             (
                 "UpdateComputeEnvironment",
-                json!({"computeEnvironment": name, "state": "DISABLED"}),
+                json!({"computeEnvironment": name, "state": ResourceState::Disabled}),
             ),
             (
                 "DeleteComputeEnvironment",

@@ -12,7 +12,7 @@ use super::client::{Conn, Endpoint, MetricsConn, counter_sum, sdk_client};
 use super::report::{Figure, Target};
 use super::server::{ChildServer, proc_stat};
 use super::{BenchArgs, ClientKind, Workdir, cores, progress};
-use crate::model::{JobDetail, JobStatus};
+use crate::model::{JobDetail, JobStatus, ResourceState};
 use crate::store::{SqlStore, Store};
 use crate::util::time::now_ms;
 
@@ -131,7 +131,7 @@ async fn set_environment(conn: &mut Conn, enabled: bool) -> anyhow::Result<()> {
         "UpdateComputeEnvironment",
         &json!({
             "computeEnvironment": "local",
-            "state": if enabled { "ENABLED" } else { "DISABLED" }
+            "state": if enabled { ResourceState::Enabled } else { ResourceState::Disabled }
         }),
     )
     .await
@@ -361,7 +361,7 @@ pub async fn array(args: &BenchArgs, work: &Workdir) -> anyhow::Result<Vec<Figur
         let deadline = Instant::now() + Duration::from_secs(300);
         loop {
             let summary = child_summary(&mut conn, parent).await?;
-            if summary["RUNNABLE"].as_u64().unwrap_or(0) >= size as u64 {
+            if summary[JobStatus::Runnable.as_str()].as_u64().unwrap_or(0) >= size as u64 {
                 runnable.push(t.elapsed().as_secs_f64() * 1e3);
                 break;
             }
@@ -461,8 +461,8 @@ pub struct Trace {
 fn finished(text: &str) -> (f64, f64) {
     const NAME: &str = "flotilla_job_state_transitions_total";
     (
-        counter_sum(text, NAME, &[("to", "SUCCEEDED")]),
-        counter_sum(text, NAME, &[("to", "FAILED")]),
+        counter_sum(text, NAME, &[("to", JobStatus::Succeeded.as_str())]),
+        counter_sum(text, NAME, &[("to", JobStatus::Failed.as_str())]),
     )
 }
 
@@ -612,7 +612,7 @@ async fn finished_template(conn: &mut Conn) -> anyhow::Result<String> {
     loop {
         let v = conn.call("DescribeJobs", &json!({ "jobs": [id] })).await?;
         let status = v["jobs"][0]["status"].as_str().unwrap_or_default();
-        if status == "SUCCEEDED" {
+        if status.parse() == Ok(JobStatus::Succeeded) {
             return Ok(id);
         }
         if Instant::now() > deadline {
@@ -766,7 +766,7 @@ pub async fn footprint(args: &BenchArgs, work: &Workdir) -> anyhow::Result<Vec<F
     tokio::time::sleep(Duration::from_millis(500)).await;
     let kept_idle = server.stat()?;
 
-    let list = |status: &'static str, token: Option<String>| {
+    let list = |status: JobStatus, token: Option<String>| {
         let mut body = json!({ "jobQueue": QUEUE, "jobStatus": status, "maxResults": 100 });
         if let Some(t) = token {
             body["nextToken"] = json!(t);
@@ -777,7 +777,9 @@ pub async fn footprint(args: &BenchArgs, work: &Workdir) -> anyhow::Result<Vec<F
     let mut first_us = Vec::with_capacity(CALLS);
     for _ in 0..CALLS {
         let t = Instant::now();
-        let v = conn.call("ListJobs", &list("SUCCEEDED", None)).await?;
+        let v = conn
+            .call("ListJobs", &list(JobStatus::Succeeded, None))
+            .await?;
         first_us.push(micros(t.elapsed()));
         let got = v["jobSummaryList"].as_array().map_or(0, Vec::len);
         if got != 100 {
@@ -792,7 +794,7 @@ pub async fn footprint(args: &BenchArgs, work: &Workdir) -> anyhow::Result<Vec<F
     for _ in 0..CALLS {
         let t = Instant::now();
         let v = conn
-            .call("ListJobs", &list("SUCCEEDED", token.take()))
+            .call("ListJobs", &list(JobStatus::Succeeded, token.take()))
             .await?;
         page_us.push(micros(t.elapsed()));
         for j in v["jobSummaryList"].as_array().into_iter().flatten() {
