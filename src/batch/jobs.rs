@@ -117,7 +117,7 @@ impl Batch {
                 )));
             }
             let jd = self.resolve_job_definition(&cat, &req.job_definition, "jobDefinition")?;
-            if jd.status != "ACTIVE" {
+            if jd.status != DefinitionStatus::Active {
                 return Err(BatchError::client(format!(
                     "jobDefinition: {} is INACTIVE",
                     jd.job_definition_arn

@@ -629,7 +629,7 @@ impl Batch {
             job_definition_name: name.clone(),
             job_definition_arn: arn.clone(),
             revision,
-            status: "ACTIVE".into(),
+            status: DefinitionStatus::Active,
             jd_type: req.jd_type,
             scheduling_priority: req.scheduling_priority,
             parameters: req.parameters,
@@ -677,7 +677,11 @@ impl Batch {
             None => cat
                 .job_definitions
                 .get(spec)
-                .and_then(|revs| revs.values().rev().find(|jd| jd.status == "ACTIVE"))
+                .and_then(|revs| {
+                    revs.values()
+                        .rev()
+                        .find(|jd| jd.status == DefinitionStatus::Active)
+                })
                 .ok_or_else(|| {
                     BatchError::client(format!(
                         "{field}: no ACTIVE revision of job definition {value:?}"
@@ -700,7 +704,7 @@ impl Batch {
         let mut jd = self
             .resolve_job_definition(cat, value, "jobDefinition")?
             .clone();
-        jd.status = "INACTIVE".into();
+        jd.status = DefinitionStatus::Inactive;
         self.persist(
             ResourceKind::JobDefinition,
             &jd.job_definition_arn,
@@ -715,9 +719,11 @@ impl Batch {
     }
 
     pub async fn describe_job_definitions(&self, req: DescribeRequest) -> BatchResult<Value> {
-        if let Some(s) = &req.status {
-            v::one_of("status", s, &["ACTIVE", "INACTIVE"])?;
-        }
+        let status: Option<DefinitionStatus> = req
+            .status
+            .as_deref()
+            .map(|s| v::wire("status", s))
+            .transpose()?;
         let cat = self.catalog.read().await;
         let mut picked: Vec<&JobDefinition> = Vec::new();
         if let Some(list) = &req.job_definitions {
@@ -751,7 +757,7 @@ impl Batch {
         }
         let items = picked
             .into_iter()
-            .filter(|jd| req.status.as_ref().is_none_or(|s| &jd.status == s))
+            .filter(|jd| status.is_none_or(|s| jd.status == s))
             // Zero-padded revision keeps the key order equal to (name, revision) order.
             .map(|jd| {
                 (

@@ -12,7 +12,8 @@ pub mod validate;
 pub use catalog::Catalog;
 
 pub use status::{
-    DependencyType, JobStatus, ResourceState, ResourceStatus, RetryAction, UnknownValue,
+    DefinitionStatus, DependencyType, JobStatus, ResourceState, ResourceStatus, RetryAction,
+    UnknownValue,
 };
 
 use serde::{Deserialize, Serialize};
@@ -293,7 +294,7 @@ pub struct JobDefinition {
     pub job_definition_name: String,
     pub job_definition_arn: String,
     pub revision: i32,
-    pub status: String,
+    pub status: DefinitionStatus,
     #[serde(rename = "type")]
     pub jd_type: String,
     pub scheduling_priority: Option<i32>,

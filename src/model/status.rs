@@ -106,6 +106,16 @@ impl JobStatus {
 }
 
 wire_enum! {
+    /// `status` of a job definition revision: INACTIVE once deregistered.
+    #[derive(Default)]
+    pub enum DefinitionStatus {
+        #[default]
+        Active = "ACTIVE",
+        Inactive = "INACTIVE",
+    }
+}
+
+wire_enum! {
     /// `dependsOn[].type` of an array job's dependency.
     pub enum DependencyType {
         NToN = "N_TO_N",
