@@ -50,7 +50,7 @@ impl Engine {
                     }
                 }
             }
-            for dep in self.table.dependents.remove(&id).unwrap_or_default() {
+            for dep in self.table.take_dependents(&id) {
                 let Some(d) = self.table.get_mut(&dep) else {
                     continue;
                 };

@@ -80,11 +80,7 @@ impl Engine {
                     }
                     Some(_) => {
                         unmet += 1;
-                        self.table
-                            .dependents
-                            .entry(dep)
-                            .or_default()
-                            .push(id.clone());
+                        self.table.add_dependent(dep, id.clone());
                     }
                 }
             }

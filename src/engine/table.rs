@@ -69,7 +69,7 @@ pub(super) struct JobTable {
     /// their final status, which the store does not have yet).
     done: HashMap<String, Box<Job>>,
     /// Dependency → jobs waiting on it.
-    pub dependents: HashMap<String, Vec<String>>,
+    dependents: HashMap<String, Vec<String>>,
     runnable: Runnable,
     /// STARTING or RUNNING.
     running: HashSet<String>,
@@ -237,6 +237,16 @@ impl JobTable {
 
     pub fn on_instance(&self) -> &HashMap<String, Resources> {
         &self.on_instance
+    }
+
+    /// Records that job `id` waits for `dependency` to finish.
+    pub fn add_dependent(&mut self, dependency: String, id: String) {
+        self.dependents.entry(dependency).or_default().push(id);
+    }
+
+    /// The jobs that waited for `id`, which just finished.
+    pub fn take_dependents(&mut self, id: &str) -> Vec<String> {
+        self.dependents.remove(id).unwrap_or_default()
     }
 
     pub fn mark_dirty(&mut self, id: &str) {
