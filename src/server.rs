@@ -1,6 +1,7 @@
 //! `flotilla server`: configuration, start-up and graceful shutdown.
 
-use crate::api::{self, AppState, sigv4::CredentialStore};
+use crate::api::listener::{self, ConnLimits};
+use crate::api::{self, AppState, BodyLimits, sigv4::CredentialStore};
 use crate::batch::{Batch, BatchOptions};
 use crate::error::BatchError;
 use crate::store::{self, StoreError};
@@ -8,6 +9,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct ServerArgs {
@@ -42,7 +44,69 @@ pub struct ServerArgs {
     #[arg(long, default_value_t = 30)]
     pub kill_grace_seconds: u64,
     #[command(flatten)]
+    pub limits: LimitArgs,
+    /// Serve `/metrics` on this address instead of the API listener (which then answers 404 for
+    /// it), so that scrapes need no credentials and the API port exposes nothing unsigned but
+    /// `/healthz`. Loopback unless the address says otherwise, e.g. `127.0.0.1:9090`.
+    #[arg(long, env = "FLOTILLA_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
+    #[command(flatten)]
     pub aws: AwsArgs,
+}
+
+/// Bounds on what a peer, authenticated or not, can make the server hold. See
+/// `docs/operations.md`, "Resource limits".
+#[derive(Debug, Clone, clap::Args)]
+pub struct LimitArgs {
+    /// Connections served at once; further ones wait in the kernel's accept queue.
+    #[arg(long, default_value_t = 1024, env = "FLOTILLA_MAX_CONNECTIONS")]
+    pub max_connections: usize,
+    /// Seconds from the first byte of a request head to its end.
+    #[arg(long, default_value_t = 10, env = "FLOTILLA_HEADER_TIMEOUT_SECONDS")]
+    pub header_timeout_seconds: u64,
+    /// Seconds from the end of a request head to the last byte of its body.
+    #[arg(long, default_value_t = 30, env = "FLOTILLA_BODY_TIMEOUT_SECONDS")]
+    pub body_timeout_seconds: u64,
+    /// Seconds a connection may stay open with no request (keep-alive), and a response may wait
+    /// for the peer to read it.
+    #[arg(long, default_value_t = 60, env = "FLOTILLA_IDLE_TIMEOUT_SECONDS")]
+    pub idle_timeout_seconds: u64,
+    /// MiB of request bodies being read at once, over all connections; a request over the
+    /// budget is answered 429 TooManyRequestsException.
+    #[arg(long, default_value_t = 64, env = "FLOTILLA_MAX_INFLIGHT_BODY_MIB")]
+    pub max_inflight_body_mib: usize,
+}
+
+impl LimitArgs {
+    fn check(&self) -> Result<(), ServerError> {
+        for (flag, value) in [
+            ("--max-connections", self.max_connections as u64),
+            ("--header-timeout-seconds", self.header_timeout_seconds),
+            ("--body-timeout-seconds", self.body_timeout_seconds),
+            ("--idle-timeout-seconds", self.idle_timeout_seconds),
+            ("--max-inflight-body-mib", self.max_inflight_body_mib as u64),
+        ] {
+            if value == 0 {
+                return Err(ServerError::Config(format!("{flag} must be at least 1")));
+            }
+        }
+        Ok(())
+    }
+
+    fn conn_limits(&self) -> ConnLimits {
+        ConnLimits {
+            max_connections: self.max_connections,
+            header_timeout: Duration::from_secs(self.header_timeout_seconds),
+            idle_timeout: Duration::from_secs(self.idle_timeout_seconds),
+        }
+    }
+
+    fn body_limits(&self) -> BodyLimits {
+        BodyLimits::new(
+            Duration::from_secs(self.body_timeout_seconds),
+            self.max_inflight_body_mib.saturating_mul(1024 * 1024),
+        )
+    }
 }
 
 /// The AWS compute driver (MANAGED EC2/SPOT and UNMANAGED compute environments).
@@ -130,6 +194,7 @@ pub async fn run(
     args: ServerArgs,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
+    args.limits.check()?;
     std::fs::create_dir_all(&args.data_dir)?;
     let creds = load_credentials(&args.data_dir)?;
     let credentials = if creds.is_empty() {
@@ -235,15 +300,42 @@ pub async fn run(
         credentials,
         logs: Some(logs),
         aws: aws.clone(),
+        body_limits: args.limits.body_limits(),
+        metrics_on_api: args.metrics_listen.is_none(),
     });
+    let conn_limits = args.limits.conn_limits();
+    let (stop_metrics, metrics_stopped) = tokio::sync::watch::channel(false);
+    let metrics_task = match args.metrics_listen {
+        None => None,
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr).await?;
+            let addr = listener.local_addr()?;
+            tracing::info!(%addr, "metrics listening");
+            // Tests and scripts read this line to learn the port when listening on port 0.
+            println!("flotilla metrics on http://{addr}/metrics");
+            let mut stopped = metrics_stopped;
+            let shutdown = async move {
+                let _ = stopped.wait_for(|stop| *stop).await;
+            };
+            let router = api::metrics_router(state.clone());
+            Some(tokio::spawn(listener::serve(
+                listener,
+                router,
+                conn_limits,
+                shutdown,
+            )))
+        }
+    };
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "listening");
     // Tests and scripts read this line to learn the port when listening on port 0.
     println!("flotilla listening on http://{addr}");
-    axum::serve(listener, api::router(state))
-        .with_graceful_shutdown(shutdown)
-        .await?;
+    listener::serve(listener, api::router(state), conn_limits, shutdown).await?;
+    let _ = stop_metrics.send(true);
+    if let Some(task) = metrics_task {
+        let _ = task.await;
+    }
     // Requests have drained; the engine finishes its round. Running attempts keep running and
     // are recovered at the next start.
     let _ = stop_engine.send(true);

@@ -5,17 +5,19 @@
 //! (still percent-encoded) path and query are what SigV4 signs, and routing by hand keeps them
 //! untouched.
 
+mod body;
+pub mod listener;
 pub mod logs;
 pub mod sigv4;
+
+pub use body::BodyLimits;
 
 use crate::batch::Batch;
 use crate::error::BatchError;
 use crate::model::*;
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::Deserialize;
@@ -33,6 +35,10 @@ pub struct AppState {
     /// The AWS driver, when the server runs one: logs of jobs that ran on ECS are read from
     /// CloudWatch Logs through it.
     pub aws: Option<Arc<crate::compute::aws::AwsDriver>>,
+    /// How request bodies are read: size, time and memory bounds.
+    pub body_limits: BodyLimits,
+    /// Serve `/metrics` on the API listener (false when it has a listener of its own).
+    pub metrics_on_api: bool,
 }
 
 /// Largest request body read at all; per-operation limits are stricter.
@@ -40,12 +46,29 @@ const MAX_BODY: usize = 1024 * 1024;
 const MAX_SUBMIT_JOB: usize = 30 * 1024;
 const MAX_JOB_DEFINITION: usize = 24 * 1024;
 
+/// The largest body `op` accepts.
+fn max_body(op: &str) -> usize {
+    match op {
+        "SubmitJob" => MAX_SUBMIT_JOB,
+        "RegisterJobDefinition" => MAX_JOB_DEFINITION,
+        _ => MAX_BODY,
+    }
+}
+
 pub fn router(state: Arc<AppState>) -> Router {
+    let router = Router::new().route("/healthz", get(|| async { "ok" }));
+    let router = if state.metrics_on_api {
+        router.route("/metrics", get(metrics))
+    } else {
+        router
+    };
+    router.fallback(handle).with_state(state)
+}
+
+/// `/metrics` alone, for its own listener (`--metrics-listen`).
+pub fn metrics_router(state: Arc<AppState>) -> Router {
     Router::new()
-        .route("/healthz", get(|| async { "ok" }))
         .route("/metrics", get(metrics))
-        .fallback(handle)
-        .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
 }
 
@@ -167,13 +190,9 @@ fn route(method: &Method, path: &str) -> Option<(&'static str, Option<String>)> 
         .map(|op| (*op, None))
 }
 
-async fn handle(
-    State(state): State<Arc<AppState>>,
-    method: Method,
-    uri: Uri,
-    mut headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Response {
+async fn handle(State(state): State<Arc<AppState>>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let (method, uri, mut headers) = (parts.method, parts.uri, parts.headers);
     let request_id = uuid::Uuid::new_v4().to_string();
     // CloudWatch Logs (awsJson1.1) shares the endpoint: `POST /` + `X-Amz-Target: Logs_20140328.*`.
     let logs_op = logs::operation(&method, uri.path(), &headers);
@@ -188,41 +207,51 @@ async fn handle(
         );
         return finish("Unknown", &request_id, Err(err));
     };
-    // Answer a body over MAX_BODY (or one that could not be read) in AWS's error form, not
-    // axum's plain-text rejection.
-    let body = match body {
-        Ok(b) => b,
-        Err(e) => {
-            let err = ApiError::new(
-                e.status(),
-                "ClientException",
-                format!("request body: {}", e.body_text()),
-            );
-            return finish(op, &request_id, Err(err));
-        }
-    };
     let span = tracing::info_span!("api", operation = op, request_id = %request_id);
     async {
-        if let Some(creds) = &state.credentials {
-            // HTTP/2 carries the host in the URI authority, not in a header.
-            if !headers.contains_key("host")
-                && let Some(auth) = uri.authority()
-                && let Ok(v) = HeaderValue::from_str(auth.as_str())
-            {
-                headers.insert("host", v);
+        // The head is checked before a byte of the body is read: a peer without a valid
+        // signature (or, when the payload hash is not in a header, without a known access key
+        // and a current date) costs no body memory.
+        let pending = match &state.credentials {
+            None => None,
+            Some(creds) => {
+                // HTTP/2 carries the host in the URI authority, not in a header.
+                if !headers.contains_key("host")
+                    && let Some(auth) = uri.authority()
+                    && let Ok(v) = HeaderValue::from_str(auth.as_str())
+                {
+                    headers.insert("host", v);
+                }
+                let scope = sigv4::Scope {
+                    region: state.batch.region(),
+                    service: if logs_op.is_some() { "logs" } else { "batch" },
+                };
+                match sigv4::verify_head(
+                    &method,
+                    uri.path(),
+                    uri.query().unwrap_or(""),
+                    &headers,
+                    creds,
+                    std::time::SystemTime::now(),
+                    scope,
+                ) {
+                    Ok(p) => Some(p),
+                    Err(e) => return refuse(op, &request_id, e),
+                }
             }
-            if let Err(e) = sigv4::verify(
-                &method,
-                uri.path(),
-                uri.query().unwrap_or(""),
-                &headers,
-                &body,
-                creds,
-                std::time::SystemTime::now(),
-            ) {
-                tracing::info!(error_type = e.error_type(), "request refused by sigv4");
-                return finish(op, &request_id, Err(e.into()));
-            }
+        };
+        let body = match state
+            .body_limits
+            .read(op, &headers, body, max_body(op))
+            .await
+        {
+            Ok(b) => b,
+            Err(e) => return finish(op, &request_id, Err(e.into())),
+        };
+        if let Some(pending) = pending
+            && let Err(e) = pending.finish(&body)
+        {
+            return refuse(op, &request_id, e);
         }
         if logs_op.is_some() {
             return logs::respond(&state, op, &request_id, &body).await;
@@ -232,6 +261,11 @@ async fn handle(
     }
     .instrument(span)
     .await
+}
+
+fn refuse(op: &str, request_id: &str, e: sigv4::AuthError) -> Response {
+    tracing::info!(error_type = e.error_type(), "request refused by sigv4");
+    finish(op, request_id, Err(e.into()))
 }
 
 fn finish(op: &str, request_id: &str, result: Result<Value, ApiError>) -> Response {
@@ -291,16 +325,6 @@ fn parse<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     parse_body(body).map_err(|e| match e {
         BodyError::Syntax(m) | BodyError::Shape(m) => ApiError::client(m),
     })
-}
-
-fn limit(op: &str, body: &[u8], max: usize) -> Result<(), ApiError> {
-    if body.len() > max {
-        return Err(ApiError::client(format!(
-            "request body: {op} accepts at most {max} bytes, got {}",
-            body.len()
-        )));
-    }
-    Ok(())
 }
 
 #[derive(Deserialize)]
@@ -402,7 +426,6 @@ async fn dispatch(
         }
         "DescribeJobQueues" => batch.describe_job_queues(parse(body)?).await,
         "RegisterJobDefinition" => {
-            limit(op, body, MAX_JOB_DEFINITION)?;
             batch.register_job_definition(parse(body)?).await
         }
         "DeregisterJobDefinition" => {
@@ -427,7 +450,6 @@ async fn dispatch(
                 .await
         }
         "SubmitJob" => {
-            limit(op, body, MAX_SUBMIT_JOB)?;
             batch.submit_job(parse(body)?).await
         }
         "DescribeJobs" => {

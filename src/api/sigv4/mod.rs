@@ -34,7 +34,7 @@ use http::StatusCode;
 
 pub use credentials::CredentialStore;
 pub use sign::sign;
-pub use verify::verify;
+pub use verify::{PendingBody, Scope, verify, verify_head};
 
 const ALGORITHM: &str = "AWS4-HMAC-SHA256";
 const TERMINATOR: &str = "aws4_request";
@@ -69,6 +69,9 @@ pub enum AuthError {
     /// `x-amz-content-sha256` names a body other than the one received.
     #[error("The provided 'x-amz-content-sha256' header does not match what was computed.")]
     PayloadHashMismatch,
+    /// The credential scope names another region or the other API's service.
+    #[error("{0}")]
+    WrongScope(String),
     /// The signing date is too far from the server clock, or a presigned URL has expired.
     #[error("{0}")]
     Expired(String),
@@ -81,7 +84,10 @@ impl AuthError {
             Self::MissingAuthenticationToken => "MissingAuthenticationTokenException",
             Self::IncompleteSignature(_) => "IncompleteSignatureException",
             Self::UnrecognizedClient { .. } => "UnrecognizedClientException",
-            Self::SignatureMismatch { .. } | Self::PayloadHashMismatch | Self::Expired(_) => {
+            Self::SignatureMismatch { .. }
+            | Self::PayloadHashMismatch
+            | Self::WrongScope(_)
+            | Self::Expired(_) => {
                 "InvalidSignatureException"
             }
         }

@@ -52,12 +52,127 @@ pub fn verify(
     verify_for_services(&request, creds, now, SERVICES)
 }
 
+/// What the credential scope of a request must name: the server's region and the signing name
+/// of the API the request is for.
+#[derive(Debug, Clone, Copy)]
+pub struct Scope<'a> {
+    pub region: &'a str,
+    pub service: &'a str,
+}
+
+/// The first half of [`verify`], from the request head alone, so that a request that cannot be
+/// authentic is refused before its body is read. Everything but the payload is checked here:
+/// the claims, the scope against `scope`, the access key, the clock and, when the payload hash
+/// comes in a signed `x-amz-content-sha256` header, the signature itself. [`PendingBody::finish`]
+/// completes the check once the body has arrived.
+pub fn verify_head(
+    method: &Method,
+    raw_path: &str,
+    raw_query: &str,
+    headers: &HeaderMap,
+    creds: &CredentialStore,
+    now: SystemTime,
+    scope: Scope<'_>,
+) -> Result<PendingBody, AuthError> {
+    let request = Head {
+        method,
+        raw_path,
+        raw_query,
+        headers,
+    };
+    verify_head_in(&request, creds, now, &[scope.service], Some(scope.region))
+}
+
+/// A request whose head passed [`verify_head`]; what is left depends on the body.
+#[derive(Debug)]
+pub struct PendingBody {
+    verified: VerifiedRequest,
+    check: BodyCheck,
+}
+
+#[derive(Debug)]
+enum BodyCheck {
+    /// The signature covered `UNSIGNED-PAYLOAD`: any body is authentic.
+    Unsigned,
+    /// The signature covered this hex SHA-256 (lower case), and was verified.
+    Hash(String),
+    /// The payload hash is part of the signed text but not in a header: the signature can only
+    /// be checked with the body. `canonical` ends just before the payload hash.
+    Signature {
+        canonical: Vec<u8>,
+        amz_date: String,
+        scope: String,
+        key: Vec<u8>,
+        signature: String,
+    },
+}
+
+impl PendingBody {
+    /// Whether the signature itself is already verified, so that the body comes from someone
+    /// holding the secret key (when false, only the access key id and the clock are known good).
+    pub fn is_signature_verified(&self) -> bool {
+        !matches!(self.check, BodyCheck::Signature { .. })
+    }
+
+    /// Checks `body` against what was signed.
+    pub fn finish(self, body: &[u8]) -> Result<VerifiedRequest, AuthError> {
+        let computed = || hex::encode(Sha256::digest(body));
+        match self.check {
+            BodyCheck::Unsigned => {}
+            BodyCheck::Hash(expected) => {
+                if !expected.eq_ignore_ascii_case(&computed()) {
+                    return Err(AuthError::PayloadHashMismatch);
+                }
+            }
+            BodyCheck::Signature {
+                mut canonical,
+                amz_date,
+                scope,
+                key,
+                signature,
+            } => {
+                canonical.extend_from_slice(computed().as_bytes());
+                check_signature(&canonical, &amz_date, &scope, &key, &signature)?;
+            }
+        }
+        Ok(self.verified)
+    }
+}
+
+/// Compares a provided signature with the one computed over `canonical`.
+fn check_signature(
+    canonical: &[u8],
+    amz_date: &str,
+    scope: &str,
+    key: &[u8],
+    signature: &str,
+) -> Result<(), AuthError> {
+    let string_to_sign = string_to_sign(amz_date, scope, canonical);
+    let mismatch = || AuthError::SignatureMismatch {
+        canonical_request: String::from_utf8_lossy(canonical).into_owned(),
+        string_to_sign: string_to_sign.clone(),
+    };
+    let provided = hex::decode(signature).map_err(|_| mismatch())?;
+    let mut mac = new_hmac(key);
+    mac.update(string_to_sign.as_bytes());
+    // verify_slice compares in constant time.
+    mac.verify_slice(&provided).map_err(|_| mismatch())
+}
+
 pub(super) struct Request<'a> {
     pub(super) method: &'a Method,
     pub(super) raw_path: &'a str,
     pub(super) raw_query: &'a str,
     pub(super) headers: &'a HeaderMap,
     pub(super) body: &'a [u8],
+}
+
+/// A request without its body.
+struct Head<'a> {
+    method: &'a Method,
+    raw_path: &'a str,
+    raw_query: &'a str,
+    headers: &'a HeaderMap,
 }
 
 /// The credential scope `<id>/<date>/<region>/<service>/aws4_request`.
@@ -88,6 +203,23 @@ pub(super) fn verify_for_services(
     now: SystemTime,
     services: &[&str],
 ) -> Result<VerifiedRequest, AuthError> {
+    let head = Head {
+        method: request.method,
+        raw_path: request.raw_path,
+        raw_query: request.raw_query,
+        headers: request.headers,
+    };
+    verify_head_in(&head, creds, now, services, None)?.finish(request.body)
+}
+
+/// `region`: `None` accepts any.
+fn verify_head_in(
+    request: &Head<'_>,
+    creds: &CredentialStore,
+    now: SystemTime,
+    services: &[&str],
+    region: Option<&str>,
+) -> Result<PendingBody, AuthError> {
     let query = parse_query(request.raw_query);
     let presigned = query.iter().any(|(name, _)| name == Q_SIGNATURE);
     let mut authorization = request.headers.get_all(AUTHORIZATION).iter();
@@ -102,9 +234,9 @@ pub(super) fn verify_for_services(
             if authorization.next().is_some() {
                 return Err(incomplete("Only one Authorization header is allowed"));
             }
-            header_claims(value, request.headers, &query, services)?
+            header_claims(value, request.headers, &query, claim_services(services))?
         }
-        (None, true) => query_claims(&query, services)?,
+        (None, true) => query_claims(&query, claim_services(services))?,
     };
 
     if claims.credential.date != claims.amz_date.get(..8).unwrap_or_default() {
@@ -115,6 +247,7 @@ pub(super) fn verify_for_services(
             claims.amz_date,
         )));
     }
+    check_scope(&claims.credential, services, region)?;
 
     let Some(secret) = creds.secret(claims.credential.access_key_id) else {
         return Err(AuthError::UnrecognizedClient {
@@ -124,40 +257,80 @@ pub(super) fn verify_for_services(
 
     check_time(&claims, unix_seconds(now))?;
 
-    let payload_hash = payload_hash(request.headers, &claims.signed_headers, request.body)?;
-    let canonical = canonical_request(
-        request.method.as_str(),
-        request.raw_path,
-        &claims.canonical_query,
-        request.headers,
-        &claims.signed_headers,
-        &payload_hash,
-    );
+    let declared = declared_payload(request.headers, &claims.signed_headers)?;
     let Credential {
         access_key_id,
         date,
         region,
         service,
     } = claims.credential;
-    let scope = format!("{date}/{region}/{service}/{TERMINATOR}");
-    let string_to_sign = string_to_sign(&claims.amz_date, &scope, &canonical);
-    let key = signing_key(secret, date, region, service);
-
-    let mismatch = || AuthError::SignatureMismatch {
-        canonical_request: String::from_utf8_lossy(&canonical).into_owned(),
-        string_to_sign: string_to_sign.clone(),
-    };
-    let provided = hex::decode(claims.signature).map_err(|_| mismatch())?;
-    let mut mac = new_hmac(&key);
-    mac.update(string_to_sign.as_bytes());
-    // verify_slice compares in constant time.
-    mac.verify_slice(&provided).map_err(|_| mismatch())?;
-
-    Ok(VerifiedRequest {
+    let verified = VerifiedRequest {
         access_key_id: access_key_id.to_owned(),
         region: region.to_owned(),
         service: service.to_owned(),
-    })
+    };
+    let scope = format!("{date}/{region}/{service}/{TERMINATOR}");
+    let key = signing_key(secret, date, region, service);
+    let canonical = canonical_request(
+        request.method.as_str(),
+        request.raw_path,
+        &claims.canonical_query,
+        request.headers,
+        &claims.signed_headers,
+        declared.as_deref().unwrap_or(""),
+    );
+    let check = match declared {
+        None => BodyCheck::Signature {
+            canonical,
+            amz_date: claims.amz_date,
+            scope,
+            key,
+            signature: claims.signature.to_owned(),
+        },
+        Some(hash) => {
+            check_signature(&canonical, &claims.amz_date, &scope, &key, claims.signature)?;
+            if hash == UNSIGNED_PAYLOAD {
+                BodyCheck::Unsigned
+            } else {
+                BodyCheck::Hash(hash)
+            }
+        }
+    };
+    Ok(PendingBody { verified, check })
+}
+
+/// The services accepted by the claim parsers: every service Flotilla answers to, so that a
+/// request for the other API gets the scope error of [`check_scope`] rather than a parse error.
+fn claim_services<'a>(services: &'a [&'a str]) -> &'a [&'a str] {
+    if services.iter().all(|s| SERVICES.contains(s)) {
+        SERVICES
+    } else {
+        services
+    }
+}
+
+/// The credential scope names the API's service and the server's region, as AWS requires of a
+/// regional endpoint.
+fn check_scope(
+    credential: &Credential<'_>,
+    services: &[&str],
+    region: Option<&str>,
+) -> Result<(), AuthError> {
+    if !services.contains(&credential.service) {
+        return Err(AuthError::WrongScope(format!(
+            "Credential should be scoped to correct service: '{}'. ",
+            services.join("' or '")
+        )));
+    }
+    if let Some(expected) = region
+        && credential.region != expected
+    {
+        return Err(AuthError::WrongScope(format!(
+            "Credential should be scoped to a valid region. This endpoint serves '{expected}', not '{}'. ",
+            credential.region
+        )));
+    }
+    Ok(())
 }
 
 fn header_claims<'a>(
@@ -452,16 +625,16 @@ fn check_time(claims: &Claims<'_>, now: i64) -> Result<(), AuthError> {
     Ok(())
 }
 
-/// The payload hash to put in the canonical request. A hash header that does not match the body
-/// is rejected, or the body could be swapped under a header copied from a captured request.
-fn payload_hash(
+/// The payload hash the signer declared in `x-amz-content-sha256`, lower-cased, or
+/// `UNSIGNED-PAYLOAD`; `None` when there is no such header (the hash of the body is signed).
+/// A declared hash that does not match the body is rejected by [`PendingBody::finish`], or the
+/// body could be swapped under a header copied from a captured request.
+fn declared_payload(
     headers: &HeaderMap,
     signed_headers: &[&str],
-    body: &[u8],
-) -> Result<String, AuthError> {
-    let computed = hex::encode(Sha256::digest(body));
+) -> Result<Option<String>, AuthError> {
     let Some(value) = single_header(headers, X_AMZ_CONTENT_SHA256)? else {
-        return Ok(computed);
+        return Ok(None);
     };
     if value == UNSIGNED_PAYLOAD {
         // Unsigned, the header could be added by anyone to exempt a tampered body.
@@ -473,13 +646,10 @@ fn payload_hash(
                 "'x-amz-content-sha256: UNSIGNED-PAYLOAD' must be a 'SignedHeader' in the AWS Authorization.",
             ));
         }
-        return Ok(value.to_owned());
-    }
-    if value.eq_ignore_ascii_case(&computed) {
-        return Ok(value.to_owned());
+        return Ok(Some(value.to_owned()));
     }
     if value.len() == 64 && value.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(AuthError::PayloadHashMismatch);
+        return Ok(Some(value.to_owned()));
     }
     Err(incomplete(format!(
         "Unsupported 'x-amz-content-sha256' value '{value}': expected the hex SHA-256 of the body or '{UNSIGNED_PAYLOAD}'."
