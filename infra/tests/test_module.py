@@ -683,7 +683,7 @@ def test_no_terraform_tag_collides_with_the_driver():
 
 def test_log_group_is_the_drivers():
     groups = resources("aws_cloudwatch_log_group")
-    assert [g["name"] for g in groups.values()] == [rust_const("LOG_GROUP")]
+    assert [g["name"] for g in groups.values()] == [rust_const("JOB_LOG_GROUP")]
     assert all("var.log_retention_days" in str(g["retention_in_days"]) for g in groups.values())
 
 

@@ -32,9 +32,7 @@ pub enum ReadError {
     #[error("request body: not received within {0} s")]
     Timeout(u64),
     /// The budget of in-flight body bytes is spent; the client may retry.
-    #[error(
-        "request body: the server is reading {0} bytes of request bodies already; retry later"
-    )]
+    #[error("request body: the server is reading {0} bytes of request bodies already; retry later")]
     Busy(usize),
     #[error("request body: {0}")]
     Read(String),

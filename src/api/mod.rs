@@ -425,9 +425,7 @@ async fn dispatch(
             batch.delete_job_queue(&r.job_queue).await
         }
         "DescribeJobQueues" => batch.describe_job_queues(parse(body)?).await,
-        "RegisterJobDefinition" => {
-            batch.register_job_definition(parse(body)?).await
-        }
+        "RegisterJobDefinition" => batch.register_job_definition(parse(body)?).await,
         "DeregisterJobDefinition" => {
             let r: JobDefinitionRef = parse(body)?;
             batch.deregister_job_definition(&r.job_definition).await
@@ -449,9 +447,7 @@ async fn dispatch(
                 .list_scheduling_policies(r.max_results, r.next_token.as_deref())
                 .await
         }
-        "SubmitJob" => {
-            batch.submit_job(parse(body)?).await
-        }
+        "SubmitJob" => batch.submit_job(parse(body)?).await,
         "DescribeJobs" => {
             let r: JobIds = parse(body)?;
             batch.describe_jobs(&r.jobs).await

@@ -87,9 +87,7 @@ impl AuthError {
             Self::SignatureMismatch { .. }
             | Self::PayloadHashMismatch
             | Self::WrongScope(_)
-            | Self::Expired(_) => {
-                "InvalidSignatureException"
-            }
+            | Self::Expired(_) => "InvalidSignatureException",
         }
     }
 
