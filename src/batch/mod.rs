@@ -7,8 +7,12 @@
 
 mod control_plane;
 pub mod dispatch;
+mod job_definitions;
+mod job_queues;
 mod jobs;
 mod resources;
+mod scheduling_policies;
+mod tags;
 
 pub use crate::model::Catalog;
 
