@@ -141,6 +141,8 @@ step() {
 step fmt     cargo fmt --all -- --check
 step clippy  cargo clippy --all-targets --locked -- -D warnings
 step layers  bash scripts/layers.sh
+# The model the API is held to (src/api/compat/batch-model.json) is the pinned botocore's.
+step model   python3 scripts/botocore-model.py --check
 step doctest cargo test --doc --locked
 # The tests start and stop their own emulator on free 127.0.0.1 ports (localstack/tests/conftest.py).
 say "emulator tests: pytest localstack/tests"

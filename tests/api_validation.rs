@@ -144,10 +144,6 @@ async fn compute_environment_rules() {
                 "computeResources.allocationStrategy",
             ),
             (
-                json!({"computeResources": {"bidPercentage": 50}}),
-                "computeResources.bidPercentage",
-            ),
-            (
                 json!({"computeResources": {"minvCpus": 32}}),
                 "computeResources.minvCpus",
             ),
@@ -272,7 +268,7 @@ async fn compute_environment_rules_through_the_sdk() {
                 ComputeResource::builder()
                     .r#type(CrType::Ec2)
                     .maxv_cpus(4)
-                    .bid_percentage(60)
+                    .bid_percentage(101)
                     .subnets("subnet-1")
                     .instance_types("optimal")
                     .build(),

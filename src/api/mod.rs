@@ -6,6 +6,8 @@
 //! untouched.
 
 mod body;
+pub mod compat;
+mod defaults;
 pub mod listener;
 pub mod logs;
 pub mod sigv4;
@@ -141,32 +143,39 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// The operations of AWS Batch's model that Flotilla implements.
+pub const OPERATIONS: &[&str] = &[
+    "CancelJob",
+    "CancelJobs",
+    "CreateComputeEnvironment",
+    "CreateJobQueue",
+    "CreateSchedulingPolicy",
+    "DeleteComputeEnvironment",
+    "DeleteJobQueue",
+    "DeleteSchedulingPolicy",
+    "DeregisterJobDefinition",
+    "DescribeComputeEnvironments",
+    "DescribeJobDefinitions",
+    "DescribeJobQueues",
+    "DescribeJobs",
+    "DescribeSchedulingPolicies",
+    "GetJobQueueSnapshot",
+    "ListJobs",
+    "ListSchedulingPolicies",
+    "RegisterJobDefinition",
+    "SubmitJob",
+    "TerminateJob",
+    "TerminateJobs",
+    "UpdateComputeEnvironment",
+    "UpdateJobQueue",
+    "UpdateSchedulingPolicy",
+];
+
+/// The tagging operations, routed by method on `/v1/tags/{resourceArn}`.
+pub const TAG_OPERATIONS: &[&str] = &["ListTagsForResource", "TagResource", "UntagResource"];
+
 /// Which operation a request is, from its method and raw path.
 fn route(method: &Method, path: &str) -> Option<(&'static str, Option<String>)> {
-    const OPS: &[&str] = &[
-        "CancelJob",
-        "CreateComputeEnvironment",
-        "CreateJobQueue",
-        "CreateSchedulingPolicy",
-        "DeleteComputeEnvironment",
-        "DeleteJobQueue",
-        "DeleteSchedulingPolicy",
-        "DeregisterJobDefinition",
-        "DescribeComputeEnvironments",
-        "DescribeJobDefinitions",
-        "DescribeJobQueues",
-        "DescribeJobs",
-        "DescribeSchedulingPolicies",
-        "GetJobQueueSnapshot",
-        "ListJobs",
-        "ListSchedulingPolicies",
-        "RegisterJobDefinition",
-        "SubmitJob",
-        "TerminateJob",
-        "UpdateComputeEnvironment",
-        "UpdateJobQueue",
-        "UpdateSchedulingPolicy",
-    ];
     let rest = path.strip_prefix("/v1/")?;
     if let Some(arn) = rest.strip_prefix("tags/") {
         let arn = percent_encoding::percent_decode_str(arn)
@@ -185,10 +194,51 @@ fn route(method: &Method, path: &str) -> Option<(&'static str, Option<String>)> 
         return None;
     }
     let rest = rest.strip_suffix('/').unwrap_or(rest);
-    OPS.iter()
+    OPERATIONS
+        .iter()
+        .chain(UNSUPPORTED_OPS.iter().map(|(op, _)| op))
         .find(|op| op.eq_ignore_ascii_case(rest))
         .map(|op| (*op, None))
 }
+
+/// Operations of AWS Batch's model that Flotilla does not implement, with what they are for:
+/// answered with a ClientException naming the operation rather than a 404 a client cannot
+/// tell from a wrong endpoint.
+pub const UNSUPPORTED_OPS: &[(&str, &str)] = &[
+    ("CreateConsumableResource", "consumable resources"),
+    ("DeleteConsumableResource", "consumable resources"),
+    ("DescribeConsumableResource", "consumable resources"),
+    ("ListConsumableResources", "consumable resources"),
+    ("ListJobsByConsumableResource", "consumable resources"),
+    ("UpdateConsumableResource", "consumable resources"),
+    ("CreateQuotaShare", "quota shares"),
+    ("DeleteQuotaShare", "quota shares"),
+    ("DescribeQuotaShare", "quota shares"),
+    ("ListQuotaShares", "quota shares"),
+    ("UpdateQuotaShare", "quota shares"),
+    (
+        "CreateServiceEnvironment",
+        "service environments (SageMaker)",
+    ),
+    (
+        "DeleteServiceEnvironment",
+        "service environments (SageMaker)",
+    ),
+    (
+        "DescribeServiceEnvironments",
+        "service environments (SageMaker)",
+    ),
+    (
+        "UpdateServiceEnvironment",
+        "service environments (SageMaker)",
+    ),
+    ("DescribeServiceJob", "service jobs (SageMaker)"),
+    ("ListServiceJobs", "service jobs (SageMaker)"),
+    ("SubmitServiceJob", "service jobs (SageMaker)"),
+    ("TerminateServiceJob", "service jobs (SageMaker)"),
+    ("TerminateServiceJobs", "service jobs (SageMaker)"),
+    ("UpdateServiceJob", "service jobs (SageMaker)"),
+];
 
 async fn handle(State(state): State<Arc<AppState>>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
@@ -256,7 +306,12 @@ async fn handle(State(state): State<Arc<AppState>>, request: Request) -> Respons
         if logs_op.is_some() {
             return logs::respond(&state, op, &request_id, &body).await;
         }
-        let result = dispatch(&state.batch, op, arn, uri.query(), &headers, &body).await;
+        let result = dispatch(&state.batch, op, arn, uri.query(), &headers, &body)
+            .await
+            .map(|mut answer| {
+                defaults::fill(op, &mut answer);
+                answer
+            });
         finish(op, &request_id, result)
     }
     .instrument(span)
@@ -375,6 +430,12 @@ struct StopJob {
 }
 
 #[derive(Deserialize)]
+struct StopJobs {
+    jobs: Vec<String>,
+    reason: String,
+}
+
+#[derive(Deserialize)]
 struct TagBody {
     tags: Tags,
 }
@@ -408,6 +469,13 @@ async fn dispatch(
     body: &[u8],
 ) -> Result<Value, ApiError> {
     check_content_type(headers, body)?;
+    // Members Flotilla refuses are refused by name before the typed parse, which would drop
+    // them. A body that is not JSON is left to the typed parse, which says where it breaks.
+    if !body.iter().all(u8::is_ascii_whitespace)
+        && let Ok(value) = serde_json::from_slice::<Value>(body)
+    {
+        compat::check(op, &value).map_err(ApiError::client)?;
+    }
     let out = match op {
         "CreateComputeEnvironment" => batch.create_compute_environment(parse(body)?).await,
         "UpdateComputeEnvironment" => batch.update_compute_environment(parse(body)?).await,
@@ -453,6 +521,12 @@ async fn dispatch(
             batch.describe_jobs(&r.jobs).await
         }
         "ListJobs" => batch.list_jobs(parse(body)?).await,
+        "CancelJobs" | "TerminateJobs" => {
+            let r: StopJobs = parse(body)?;
+            batch
+                .stop_jobs(&r.jobs, &r.reason, op == "TerminateJobs")
+                .await
+        }
         "CancelJob" | "TerminateJob" => {
             let r: StopJob = parse(body)?;
             batch
@@ -487,7 +561,15 @@ async fn dispatch(
                 .untag_resource(arn.as_deref().unwrap_or_default(), keys)
                 .await
         }
-        _ => return Err(ApiError::client(format!("{op}: not supported"))),
+        _ => {
+            let what = UNSUPPORTED_OPS
+                .iter()
+                .find(|(o, _)| *o == op)
+                .map_or("this operation", |(_, w)| w);
+            return Err(ApiError::client(format!(
+                "{op}: not supported by Flotilla ({what} are not implemented); see docs/api-compatibility.md"
+            )));
+        }
     };
     out.map_err(ApiError::from)
 }

@@ -8,16 +8,44 @@ use serde_json::{Value, json};
 use std::collections::HashMap;
 use tracing::Instrument;
 
-/// Replaces `Ref::name` in each argument with the parameter's value; unknown references stay
-/// as they are, as in AWS Batch.
+/// Replaces each `Ref::name` inside each argument with the parameter's value, as AWS Batch does
+/// (`"--input=Ref::input"`, `"echo Ref::who"`). At a `Ref::` the longest parameter name that
+/// follows wins, so `Ref::input` is not read as `Ref::in` + `put` when both exist; a reference to
+/// no parameter stays as written, and substituted values are not scanned again.
 pub fn substitute_parameters(command: &[String], params: &BTreeMap<String, String>) -> Vec<String> {
     command
         .iter()
-        .map(|arg| match arg.strip_prefix("Ref::") {
-            Some(name) => params.get(name).cloned().unwrap_or_else(|| arg.clone()),
-            None => arg.clone(),
-        })
+        .map(|arg| substitute_arg(arg, params))
         .collect()
+}
+
+fn substitute_arg(arg: &str, params: &BTreeMap<String, String>) -> String {
+    const MARK: &str = "Ref::";
+    if !arg.contains(MARK) {
+        return arg.to_string();
+    }
+    let mut out = String::with_capacity(arg.len());
+    let mut rest = arg;
+    while let Some(at) = rest.find(MARK) {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + MARK.len()..];
+        let hit = params
+            .iter()
+            .filter(|(name, _)| !name.is_empty() && after.starts_with(name.as_str()))
+            .max_by_key(|(name, _)| name.len());
+        match hit {
+            Some((name, value)) => {
+                out.push_str(value);
+                rest = &after[name.len()..];
+            }
+            None => {
+                out.push_str(MARK);
+                rest = after;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 /// The container a job runs: the definition's properties with SubmitJob's overrides applied.
@@ -69,6 +97,27 @@ fn effective_container(
 /// Whether a job ID, name or ARN can match a stored job. None contains NUL (IDs are UUIDs, names
 /// and ARNs are validated), and PostgreSQL refuses NUL in a text parameter, so lookups of such
 /// values must answer "not found" without asking the store.
+/// CancelJobs and TerminateJobs take at most this many IDs.
+const MAX_BULK_STOP: usize = 50;
+/// Longer than any job ID Flotilla or AWS Batch hands out (an array child's is a UUID plus
+/// `:index`).
+const MAX_JOB_ID_LEN: usize = 128;
+/// AWS Batch's limit on a cancel or terminate reason.
+const MAX_STOP_REASON: usize = 1024;
+
+fn check_stop_reason(reason: &str) -> BatchResult<()> {
+    if reason.is_empty() {
+        return Err(BatchError::client("reason: is required"));
+    }
+    if reason.chars().count() > MAX_STOP_REASON {
+        return Err(BatchError::client(format!(
+            "reason: at most {MAX_STOP_REASON} characters, got {}",
+            reason.chars().count()
+        )));
+    }
+    Ok(())
+}
+
 fn may_exist(s: &str) -> bool {
     !s.contains('\0')
 }
@@ -643,9 +692,7 @@ impl Batch {
         if job_id.is_empty() {
             return Err(BatchError::client("jobId: is required"));
         }
-        if reason.is_empty() {
-            return Err(BatchError::client("reason: is required"));
-        }
+        check_stop_reason(reason)?;
         let engine = self
             .engine()
             .ok_or_else(|| BatchError::Unavailable("the engine is not running".into()))?;
@@ -655,6 +702,52 @@ impl Batch {
             // Finished jobs are left as they are; unknown ones are an error.
             StopResult::NotActive => self.load_job(job_id).await.map(|_| json!({})),
         }
+    }
+
+    /// CancelJobs / TerminateJobs: up to 50 jobs, each reported on its own. As AWS Batch
+    /// documents, an ID that names no job counts as successful; only a malformed one is an
+    /// error, and the request as a whole fails only when it is malformed itself.
+    pub async fn stop_jobs(
+        &self,
+        job_ids: &[String],
+        reason: &str,
+        terminate: bool,
+    ) -> BatchResult<Value> {
+        if job_ids.is_empty() {
+            return Err(BatchError::client("jobs: at least one job ID is required"));
+        }
+        if job_ids.len() > MAX_BULK_STOP {
+            return Err(BatchError::client(format!(
+                "jobs: at most {MAX_BULK_STOP} job IDs, got {}",
+                job_ids.len()
+            )));
+        }
+        check_stop_reason(reason)?;
+        let engine = self
+            .engine()
+            .ok_or_else(|| BatchError::Unavailable("the engine is not running".into()))?;
+        self.children_settled(job_ids.iter().map(String::as_str))
+            .await;
+        let mut successful = Vec::with_capacity(job_ids.len());
+        let mut errors = Vec::new();
+        for id in job_ids {
+            if id.is_empty() || id.len() > MAX_JOB_ID_LEN || id.chars().any(char::is_control) {
+                errors.push(json!({
+                    "job": id,
+                    "code": "ValidationException",
+                    "message": format!("jobs: {id:?} is not a valid job ID"),
+                }));
+                continue;
+            }
+            match engine.stop(id, reason, terminate).await {
+                Ok(_) => successful.push(id.clone()),
+                Err(e @ BatchError::Client(_)) => errors.push(json!({
+                    "job": id, "code": "ClientException", "message": e.to_string(),
+                })),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(json!({ "successful": successful, "errors": errors }))
     }
 
     pub(super) async fn with_job_tags(
@@ -752,6 +845,37 @@ mod tests {
         assert_eq!(
             substitute_parameters(&cmd, &params),
             vec!["run", "s3://b/k", "Ref::missing"]
+        );
+    }
+
+    #[test]
+    fn ref_parameters_are_substituted_inside_arguments() {
+        let params: BTreeMap<String, String> = [
+            ("in".to_string(), "short".to_string()),
+            ("input".to_string(), "s3://b/k".to_string()),
+            ("who".to_string(), "Ref::in".to_string()),
+        ]
+        .into();
+        let cmd: Vec<String> = [
+            "--input=Ref::input",
+            "echo Ref::who and Ref::in.",
+            "Ref::inputs",
+            "a Ref::nope b Ref::",
+            "Ref::inRef::input",
+        ]
+        .map(String::from)
+        .into();
+        assert_eq!(
+            substitute_parameters(&cmd, &params),
+            vec![
+                "--input=s3://b/k",
+                // A value is not scanned again: `Ref::in` inside `who`'s value stays.
+                "echo Ref::in and short.",
+                // The longest name that follows wins; what is after it is kept.
+                "s3://b/ks",
+                "a Ref::nope b Ref::",
+                "shorts3://b/k",
+            ]
         );
     }
 

@@ -181,12 +181,10 @@ impl Batch {
                 )));
             }
         }
+        // AWS Batch accepts a bid percentage on an EC2 environment and ignores it there; so does
+        // Flotilla (docs/api-compatibility.md lists it), rather than refusing a template that
+        // works against AWS.
         if let Some(b) = cr.bid_percentage {
-            if t != "SPOT" {
-                return Err(BatchError::client(
-                    "computeResources.bidPercentage: applies only to SPOT compute resources",
-                ));
-            }
             v::range("computeResources.bidPercentage", b.into(), 0, 100)?;
         }
         if t == CR_TYPE_LOCAL {

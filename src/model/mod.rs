@@ -315,7 +315,9 @@ pub struct JobDefinition {
 #[serde(rename_all = "camelCase")]
 pub struct ShareAttributes {
     pub share_identifier: String,
-    pub weight_factor: Option<f32>,
+    /// `Float` on the wire, held as `f64`: a 32-bit value widened for JSON reads back as
+    /// 0.10000000149011612 where the client sent 0.1.
+    pub weight_factor: Option<f64>,
 }
 
 #[skip_serializing_none]

@@ -168,7 +168,7 @@ pub(in crate::engine) fn layout<'c>(
                     .into_iter()
                     .map(|s| ShareWeight {
                         share_identifier: s.share_identifier,
-                        weight_factor: f64::from(s.weight_factor.unwrap_or(1.0)),
+                        weight_factor: s.weight_factor.unwrap_or(1.0),
                     })
                     .collect(),
             }

@@ -1,0 +1,519 @@
+//! The table itself: one line a member. Keep it in the model's shape order, one shape a block.
+
+use super::Support::{self, *};
+
+const NAME: Support = Honoured("");
+const PAGING: Support = Honoured("");
+const C11: Support = NotYet(
+    "stored and returned; not yet applied to the container by any runtime (issue 11: job fidelity)",
+);
+const C13: Support = NotYet(
+    "stored and returned; not yet applied to the fleet by the AWS driver (issue 13: the fleet as defined)",
+);
+const EKS: Support =
+    Rejected("EKS is not supported by Flotilla; use ECS (container) job definitions");
+const MULTINODE: Support = Rejected("multi-node parallel jobs are not supported by Flotilla");
+const ECS_PROPS: Support = Rejected(
+    "ecsProperties (multi-container ECS tasks) are not supported by Flotilla; use containerProperties",
+);
+const FARGATE: Support =
+    Rejected("Fargate is not supported by Flotilla; jobs run on EC2, Spot or LOCAL capacity");
+const MANAGED_INSTANCES: Support =
+    Rejected("ECS managed instances compute environments are not supported by Flotilla");
+const QUOTA_SHARES: Support = Rejected("quota-share scheduling is not supported by Flotilla");
+const SERVICE_ENVS: Support =
+    Rejected("service environments (SageMaker) are not supported by Flotilla");
+const CONSUMABLE: Support = Rejected("consumable resources are not supported by Flotilla yet");
+
+pub const TABLE: &[(&str, Support)] = &[
+    // ------------------------------------------------------------ jobs: cancel, terminate
+    ("CancelJobRequest.jobId", NAME),
+    (
+        "CancelJobRequest.reason",
+        Honoured("becomes the job's statusReason"),
+    ),
+    (
+        "CancelJobsRequest.jobs",
+        Honoured("up to 50; unknown IDs count as successful, as AWS documents"),
+    ),
+    (
+        "CancelJobsRequest.reason",
+        Honoured("becomes each job's statusReason"),
+    ),
+    ("TerminateJobRequest.jobId", NAME),
+    (
+        "TerminateJobRequest.reason",
+        Honoured("becomes the job's statusReason"),
+    ),
+    (
+        "TerminateJobsRequest.jobs",
+        Honoured("up to 50; unknown IDs count as successful, as AWS documents"),
+    ),
+    (
+        "TerminateJobsRequest.reason",
+        Honoured("becomes each job's statusReason"),
+    ),
+    // ------------------------------------------------------------ compute environments
+    (
+        "CreateComputeEnvironmentRequest.computeEnvironmentName",
+        NAME,
+    ),
+    (
+        "CreateComputeEnvironmentRequest.type",
+        Honoured("MANAGED or UNMANAGED"),
+    ),
+    ("CreateComputeEnvironmentRequest.state", Honoured("")),
+    (
+        "CreateComputeEnvironmentRequest.unmanagedvCpus",
+        Honoured(""),
+    ),
+    (
+        "CreateComputeEnvironmentRequest.computeResources",
+        Honoured(""),
+    ),
+    (
+        "CreateComputeEnvironmentRequest.serviceRole",
+        NoOp("Flotilla calls AWS with its own credentials; there is no service to hand a role to"),
+    ),
+    ("CreateComputeEnvironmentRequest.tags", Honoured("")),
+    ("CreateComputeEnvironmentRequest.eksConfiguration", EKS),
+    (
+        "CreateComputeEnvironmentRequest.context",
+        Honoured("stored and returned, as AWS does"),
+    ),
+    (
+        "CreateComputeEnvironmentRequest.ecsSettings",
+        Rejected("ECS settings (Container Insights) are not supported by Flotilla yet"),
+    ),
+    (
+        "ComputeResource.type",
+        Honoured("EC2, SPOT, or Flotilla's LOCAL; FARGATE refused"),
+    ),
+    (
+        "ComputeResource.allocationStrategy",
+        Honoured("the provisioner's instance choice"),
+    ),
+    ("ComputeResource.minvCpus", Honoured("")),
+    ("ComputeResource.maxvCpus", Honoured("")),
+    ("ComputeResource.desiredvCpus", Honoured("")),
+    ("ComputeResource.instanceTypes", Honoured("")),
+    (
+        "ComputeResource.imageId",
+        Honoured("the AMI the AWS driver launches"),
+    ),
+    ("ComputeResource.subnets", Honoured("")),
+    ("ComputeResource.securityGroupIds", Honoured("")),
+    ("ComputeResource.ec2KeyPair", Honoured("")),
+    (
+        "ComputeResource.instanceRole",
+        Honoured("the launched instances' profile"),
+    ),
+    (
+        "ComputeResource.tags",
+        Honoured("on the launched instances"),
+    ),
+    ("ComputeResource.placementGroup", C13),
+    (
+        "ComputeResource.bidPercentage",
+        Honoured("the Spot price cap; accepted and without effect on EC2, as in AWS"),
+    ),
+    (
+        "ComputeResource.spotIamFleetRole",
+        NoOp(
+            "Flotilla launches Spot with EC2 Fleet under its own credentials; no fleet role is needed",
+        ),
+    ),
+    ("ComputeResource.launchTemplate", C13),
+    ("ComputeResource.ec2Configuration", C13),
+    ("ComputeResource.scalingPolicy", C13),
+    (
+        "ComputeResource.managedInstancesProvider",
+        MANAGED_INSTANCES,
+    ),
+    (
+        "ComputeResource.capacityTags",
+        Rejected(
+            "capacityTags apply only to ECS managed instances compute environments, which Flotilla does not support",
+        ),
+    ),
+    ("LaunchTemplateSpecification.launchTemplateId", C13),
+    ("LaunchTemplateSpecification.launchTemplateName", C13),
+    ("LaunchTemplateSpecification.version", C13),
+    ("LaunchTemplateSpecification.overrides", C13),
+    ("LaunchTemplateSpecification.userdataType", C13),
+    ("LaunchTemplateSpecificationOverride.launchTemplateId", C13),
+    (
+        "LaunchTemplateSpecificationOverride.launchTemplateName",
+        C13,
+    ),
+    ("LaunchTemplateSpecificationOverride.version", C13),
+    (
+        "LaunchTemplateSpecificationOverride.targetInstanceTypes",
+        C13,
+    ),
+    ("LaunchTemplateSpecificationOverride.userdataType", C13),
+    ("Ec2Configuration.imageType", C13),
+    ("Ec2Configuration.imageIdOverride", C13),
+    ("Ec2Configuration.imageKubernetesVersion", EKS),
+    (
+        "Ec2Configuration.batchImageStatus",
+        NoOp("an output member AWS fills in; a value sent is ignored"),
+    ),
+    ("ComputeScalingPolicy.minScaleDownDelayMinutes", C13),
+    ("UpdateComputeEnvironmentRequest.computeEnvironment", NAME),
+    ("UpdateComputeEnvironmentRequest.state", Honoured("")),
+    (
+        "UpdateComputeEnvironmentRequest.unmanagedvCpus",
+        Honoured(""),
+    ),
+    (
+        "UpdateComputeEnvironmentRequest.computeResources",
+        Honoured(""),
+    ),
+    (
+        "UpdateComputeEnvironmentRequest.serviceRole",
+        NoOp("Flotilla calls AWS with its own credentials; there is no service to hand a role to"),
+    ),
+    ("UpdateComputeEnvironmentRequest.updatePolicy", C13),
+    ("UpdatePolicy.terminateJobsOnUpdate", C13),
+    ("UpdatePolicy.jobExecutionTimeoutMinutes", C13),
+    (
+        "UpdateComputeEnvironmentRequest.context",
+        Honoured("stored and returned, as AWS does"),
+    ),
+    (
+        "UpdateComputeEnvironmentRequest.ecsSettings",
+        Rejected("ECS settings (Container Insights) are not supported by Flotilla yet"),
+    ),
+    ("UpdateComputeEnvironmentRequest.eksConfiguration", EKS),
+    ("ComputeResourceUpdate.minvCpus", Honoured("")),
+    ("ComputeResourceUpdate.maxvCpus", Honoured("")),
+    ("ComputeResourceUpdate.desiredvCpus", Honoured("")),
+    ("ComputeResourceUpdate.subnets", Honoured("")),
+    ("ComputeResourceUpdate.securityGroupIds", Honoured("")),
+    ("ComputeResourceUpdate.allocationStrategy", Honoured("")),
+    ("ComputeResourceUpdate.instanceTypes", Honoured("")),
+    ("ComputeResourceUpdate.ec2KeyPair", Honoured("")),
+    ("ComputeResourceUpdate.instanceRole", Honoured("")),
+    ("ComputeResourceUpdate.tags", Honoured("")),
+    ("ComputeResourceUpdate.placementGroup", C13),
+    ("ComputeResourceUpdate.bidPercentage", Honoured("")),
+    ("ComputeResourceUpdate.launchTemplate", C13),
+    ("ComputeResourceUpdate.ec2Configuration", C13),
+    (
+        "ComputeResourceUpdate.updateToLatestImageVersion",
+        OnlyDefault(
+            "false",
+            "re-resolving the AMI on update is not supported by Flotilla yet (issue 13)",
+        ),
+    ),
+    (
+        "ComputeResourceUpdate.type",
+        Honoured("must equal the environment's type"),
+    ),
+    ("ComputeResourceUpdate.imageId", Honoured("")),
+    ("ComputeResourceUpdate.scalingPolicy", C13),
+    (
+        "ComputeResourceUpdate.managedInstancesProvider",
+        MANAGED_INSTANCES,
+    ),
+    (
+        "ComputeResourceUpdate.capacityTags",
+        Rejected(
+            "capacityTags apply only to ECS managed instances compute environments, which Flotilla does not support",
+        ),
+    ),
+    ("DeleteComputeEnvironmentRequest.computeEnvironment", NAME),
+    (
+        "DescribeComputeEnvironmentsRequest.computeEnvironments",
+        Honoured(""),
+    ),
+    ("DescribeComputeEnvironmentsRequest.maxResults", PAGING),
+    ("DescribeComputeEnvironmentsRequest.nextToken", PAGING),
+    // ------------------------------------------------------------ job queues
+    ("CreateJobQueueRequest.jobQueueName", NAME),
+    ("CreateJobQueueRequest.state", Honoured("")),
+    (
+        "CreateJobQueueRequest.schedulingPolicyArn",
+        Honoured("fair-share scheduling"),
+    ),
+    ("CreateJobQueueRequest.priority", Honoured("")),
+    (
+        "CreateJobQueueRequest.computeEnvironmentOrder",
+        Honoured(""),
+    ),
+    (
+        "CreateJobQueueRequest.serviceEnvironmentOrder",
+        SERVICE_ENVS,
+    ),
+    (
+        "CreateJobQueueRequest.jobQueueType",
+        OnlyDefault(
+            "\"ECS\"",
+            "only ECS job queues are supported by Flotilla (EKS, ECS_FARGATE and SAGEMAKER_TRAINING are not)",
+        ),
+    ),
+    ("CreateJobQueueRequest.tags", Honoured("")),
+    (
+        "CreateJobQueueRequest.jobStateTimeLimitActions",
+        Honoured(""),
+    ),
+    ("UpdateJobQueueRequest.jobQueue", NAME),
+    ("UpdateJobQueueRequest.state", Honoured("")),
+    ("UpdateJobQueueRequest.schedulingPolicyArn", Honoured("")),
+    ("UpdateJobQueueRequest.priority", Honoured("")),
+    (
+        "UpdateJobQueueRequest.computeEnvironmentOrder",
+        Honoured(""),
+    ),
+    (
+        "UpdateJobQueueRequest.serviceEnvironmentOrder",
+        SERVICE_ENVS,
+    ),
+    (
+        "UpdateJobQueueRequest.jobStateTimeLimitActions",
+        Honoured(""),
+    ),
+    ("ComputeEnvironmentOrder.order", Honoured("")),
+    ("ComputeEnvironmentOrder.computeEnvironment", Honoured("")),
+    ("JobStateTimeLimitAction.reason", Honoured("")),
+    ("JobStateTimeLimitAction.state", Honoured("")),
+    ("JobStateTimeLimitAction.maxTimeSeconds", Honoured("")),
+    ("JobStateTimeLimitAction.action", Honoured("")),
+    ("DeleteJobQueueRequest.jobQueue", NAME),
+    ("DescribeJobQueuesRequest.jobQueues", Honoured("")),
+    ("DescribeJobQueuesRequest.maxResults", PAGING),
+    ("DescribeJobQueuesRequest.nextToken", PAGING),
+    ("GetJobQueueSnapshotRequest.jobQueue", NAME),
+    // ------------------------------------------------------------ scheduling policies
+    ("CreateSchedulingPolicyRequest.name", NAME),
+    (
+        "CreateSchedulingPolicyRequest.quotaSharePolicy",
+        QUOTA_SHARES,
+    ),
+    (
+        "CreateSchedulingPolicyRequest.fairsharePolicy",
+        Honoured(""),
+    ),
+    ("CreateSchedulingPolicyRequest.tags", Honoured("")),
+    ("UpdateSchedulingPolicyRequest.arn", NAME),
+    (
+        "UpdateSchedulingPolicyRequest.quotaSharePolicy",
+        QUOTA_SHARES,
+    ),
+    (
+        "UpdateSchedulingPolicyRequest.fairsharePolicy",
+        Honoured(""),
+    ),
+    ("FairsharePolicy.shareDecaySeconds", Honoured("")),
+    ("FairsharePolicy.computeReservation", Honoured("")),
+    ("FairsharePolicy.shareDistribution", Honoured("")),
+    ("ShareAttributes.shareIdentifier", Honoured("")),
+    (
+        "ShareAttributes.weightFactor",
+        Honoured("returned exactly as sent"),
+    ),
+    ("DeleteSchedulingPolicyRequest.arn", NAME),
+    ("DescribeSchedulingPoliciesRequest.arns", Honoured("")),
+    ("ListSchedulingPoliciesRequest.maxResults", PAGING),
+    ("ListSchedulingPoliciesRequest.nextToken", PAGING),
+    // ------------------------------------------------------------ job definitions
+    ("RegisterJobDefinitionRequest.jobDefinitionName", NAME),
+    (
+        "RegisterJobDefinitionRequest.type",
+        Honoured("container; multinode refused"),
+    ),
+    (
+        "RegisterJobDefinitionRequest.parameters",
+        Honoured("Ref:: substitution in the command"),
+    ),
+    (
+        "RegisterJobDefinitionRequest.schedulingPriority",
+        Honoured(""),
+    ),
+    (
+        "RegisterJobDefinitionRequest.containerProperties",
+        Honoured(""),
+    ),
+    ("RegisterJobDefinitionRequest.nodeProperties", MULTINODE),
+    ("RegisterJobDefinitionRequest.retryStrategy", Honoured("")),
+    ("RegisterJobDefinitionRequest.propagateTags", C11),
+    ("RegisterJobDefinitionRequest.timeout", Honoured("")),
+    ("RegisterJobDefinitionRequest.tags", Honoured("")),
+    (
+        "RegisterJobDefinitionRequest.platformCapabilities",
+        NoOp(
+            "stored and returned; every Flotilla capacity is EC2-like, so the job runs the same either way",
+        ),
+    ),
+    ("RegisterJobDefinitionRequest.eksProperties", EKS),
+    ("RegisterJobDefinitionRequest.ecsProperties", ECS_PROPS),
+    (
+        "RegisterJobDefinitionRequest.consumableResourceProperties",
+        CONSUMABLE,
+    ),
+    (
+        "ContainerProperties.image",
+        Honoured("ECS, Docker; the process runtime runs the command on the host"),
+    ),
+    (
+        "ContainerProperties.vcpus",
+        Honoured("placement; the container's CPU share"),
+    ),
+    (
+        "ContainerProperties.memory",
+        Honoured("placement; the container's memory limit"),
+    ),
+    ("ContainerProperties.command", Honoured("")),
+    ("ContainerProperties.jobRoleArn", C11),
+    ("ContainerProperties.executionRoleArn", C11),
+    ("ContainerProperties.volumes", C11),
+    ("ContainerProperties.environment", Honoured("")),
+    ("ContainerProperties.mountPoints", C11),
+    ("ContainerProperties.readonlyRootFilesystem", C11),
+    ("ContainerProperties.privileged", C11),
+    ("ContainerProperties.ulimits", C11),
+    ("ContainerProperties.user", C11),
+    (
+        "ContainerProperties.instanceType",
+        NoOp("AWS Batch uses it only for multi-node parallel jobs, which Flotilla does not run"),
+    ),
+    (
+        "ContainerProperties.resourceRequirements",
+        Honoured(
+            "VCPU and MEMORY as vcpus/memory; GPU in placement (not yet handed to ECS or Docker: issue 11)",
+        ),
+    ),
+    ("ContainerProperties.linuxParameters", C11),
+    ("ContainerProperties.logConfiguration", C11),
+    ("ContainerProperties.secrets", C11),
+    ("ContainerProperties.networkConfiguration", FARGATE),
+    ("ContainerProperties.fargatePlatformConfiguration", FARGATE),
+    (
+        "ContainerProperties.enableExecuteCommand",
+        OnlyDefault("false", "ECS Exec is not supported by Flotilla"),
+    ),
+    ("ContainerProperties.ephemeralStorage", FARGATE),
+    ("ContainerProperties.runtimePlatform", FARGATE),
+    ("ContainerProperties.repositoryCredentials", C11),
+    ("Volume.host", C11),
+    ("Volume.name", C11),
+    ("Volume.efsVolumeConfiguration", C11),
+    (
+        "Volume.s3filesVolumeConfiguration",
+        Rejected("S3 Files volumes are not supported by Flotilla"),
+    ),
+    ("Host.sourcePath", C11),
+    ("EFSVolumeConfiguration.fileSystemId", C11),
+    ("EFSVolumeConfiguration.rootDirectory", C11),
+    ("EFSVolumeConfiguration.transitEncryption", C11),
+    ("EFSVolumeConfiguration.transitEncryptionPort", C11),
+    ("EFSVolumeConfiguration.authorizationConfig", C11),
+    ("EFSAuthorizationConfig.accessPointId", C11),
+    ("EFSAuthorizationConfig.iam", C11),
+    ("KeyValuePair.name", Honoured("")),
+    ("KeyValuePair.value", Honoured("")),
+    ("MountPoint.containerPath", C11),
+    ("MountPoint.readOnly", C11),
+    ("MountPoint.sourceVolume", C11),
+    ("Ulimit.hardLimit", C11),
+    ("Ulimit.name", C11),
+    ("Ulimit.softLimit", C11),
+    ("ResourceRequirement.value", Honoured("")),
+    ("ResourceRequirement.type", Honoured("")),
+    ("LinuxParameters.devices", C11),
+    ("LinuxParameters.initProcessEnabled", C11),
+    ("LinuxParameters.sharedMemorySize", C11),
+    ("LinuxParameters.tmpfs", C11),
+    ("LinuxParameters.maxSwap", C11),
+    ("LinuxParameters.swappiness", C11),
+    ("Device.hostPath", C11),
+    ("Device.containerPath", C11),
+    ("Device.permissions", C11),
+    ("Tmpfs.containerPath", C11),
+    ("Tmpfs.size", C11),
+    ("Tmpfs.mountOptions", C11),
+    ("LogConfiguration.logDriver", C11),
+    ("LogConfiguration.options", C11),
+    ("LogConfiguration.secretOptions", C11),
+    ("Secret.name", C11),
+    ("Secret.valueFrom", C11),
+    ("RepositoryCredentials.credentialsParameter", C11),
+    ("RetryStrategy.attempts", Honoured("")),
+    ("RetryStrategy.evaluateOnExit", Honoured("")),
+    ("EvaluateOnExit.onStatusReason", Honoured("")),
+    ("EvaluateOnExit.onReason", Honoured("")),
+    ("EvaluateOnExit.onExitCode", Honoured("")),
+    ("EvaluateOnExit.action", Honoured("")),
+    ("JobTimeout.attemptDurationSeconds", Honoured("")),
+    ("DeregisterJobDefinitionRequest.jobDefinition", NAME),
+    ("DescribeJobDefinitionsRequest.jobDefinitions", Honoured("")),
+    ("DescribeJobDefinitionsRequest.maxResults", PAGING),
+    (
+        "DescribeJobDefinitionsRequest.jobDefinitionName",
+        Honoured(""),
+    ),
+    ("DescribeJobDefinitionsRequest.status", Honoured("")),
+    ("DescribeJobDefinitionsRequest.nextToken", PAGING),
+    // ------------------------------------------------------------ jobs
+    ("SubmitJobRequest.jobName", NAME),
+    ("SubmitJobRequest.jobQueue", NAME),
+    (
+        "SubmitJobRequest.shareIdentifier",
+        Honoured("fair-share scheduling"),
+    ),
+    ("SubmitJobRequest.schedulingPriorityOverride", Honoured("")),
+    ("SubmitJobRequest.arrayProperties", Honoured("")),
+    ("SubmitJobRequest.dependsOn", Honoured("")),
+    ("SubmitJobRequest.jobDefinition", NAME),
+    (
+        "SubmitJobRequest.parameters",
+        Honoured("Ref:: substitution in the command"),
+    ),
+    ("SubmitJobRequest.containerOverrides", Honoured("")),
+    ("SubmitJobRequest.nodeOverrides", MULTINODE),
+    ("SubmitJobRequest.retryStrategy", Honoured("")),
+    ("SubmitJobRequest.propagateTags", C11),
+    ("SubmitJobRequest.timeout", Honoured("")),
+    ("SubmitJobRequest.tags", Honoured("")),
+    ("SubmitJobRequest.eksPropertiesOverride", EKS),
+    ("SubmitJobRequest.ecsPropertiesOverride", ECS_PROPS),
+    (
+        "SubmitJobRequest.consumableResourcePropertiesOverride",
+        CONSUMABLE,
+    ),
+    ("ArrayProperties.size", Honoured("")),
+    ("JobDependency.jobId", Honoured("")),
+    ("JobDependency.type", Honoured("N_TO_N and SEQUENTIAL")),
+    ("ContainerOverrides.vcpus", Honoured("")),
+    ("ContainerOverrides.memory", Honoured("")),
+    ("ContainerOverrides.command", Honoured("")),
+    (
+        "ContainerOverrides.instanceType",
+        NoOp("AWS Batch uses it only for multi-node parallel jobs, which Flotilla does not run"),
+    ),
+    ("ContainerOverrides.environment", Honoured("")),
+    ("ContainerOverrides.resourceRequirements", Honoured("")),
+    ("DescribeJobsRequest.jobs", Honoured("")),
+    ("ListJobsRequest.jobQueue", Honoured("")),
+    ("ListJobsRequest.arrayJobId", Honoured("")),
+    (
+        "ListJobsRequest.multiNodeJobId",
+        Rejected("multi-node parallel jobs are not supported by Flotilla"),
+    ),
+    ("ListJobsRequest.jobStatus", Honoured("")),
+    ("ListJobsRequest.maxResults", PAGING),
+    ("ListJobsRequest.nextToken", PAGING),
+    ("ListJobsRequest.filters", Honoured("")),
+    (
+        "KeyValuesPair.name",
+        Honoured("JOB_NAME, JOB_DEFINITION, BEFORE_CREATED_AT, AFTER_CREATED_AT"),
+    ),
+    ("KeyValuesPair.values", Honoured("")),
+    // ------------------------------------------------------------ tags
+    ("ListTagsForResourceRequest.resourceArn", NAME),
+    ("TagResourceRequest.resourceArn", NAME),
+    ("TagResourceRequest.tags", Honoured("")),
+    ("UntagResourceRequest.resourceArn", NAME),
+    ("UntagResourceRequest.tagKeys", Honoured("")),
+];
