@@ -452,6 +452,44 @@ async fn ordered_allocation_strategies_launch_instance_types_in_the_order_listed
     );
     assert!(launched.iter().all(|(_, l)| l == "spot"));
 
+    // Updates take CRUpdateAllocationStrategy: everything but BEST_FIT, Spot ones on SPOT only.
+    for (strategy, ok) in [
+        (CrUpdateAllocationStrategy::from("BEST_FIT"), false),
+        (
+            CrUpdateAllocationStrategy::SpotCapacityOptimizedPrioritized,
+            false,
+        ),
+        (CrUpdateAllocationStrategy::BestFitProgressive, true),
+        (CrUpdateAllocationStrategy::BestFitProgressiveOrdered, true),
+    ] {
+        let r = client
+            .update_compute_environment()
+            .compute_environment("ordered")
+            .compute_resources(
+                ComputeResourceUpdate::builder()
+                    .allocation_strategy(strategy.clone())
+                    .build(),
+            )
+            .send()
+            .await;
+        match r {
+            Ok(_) => assert!(ok, "{strategy:?} accepted"),
+            Err(e) => {
+                let msg = format!("{:?}", e.into_service_error());
+                assert!(!ok, "{strategy:?} refused: {msg}");
+                assert!(msg.contains("computeResources.allocationStrategy"), "{msg}");
+            }
+        }
+    }
+    let cr = describe_ce(&client, "ordered")
+        .await
+        .compute_resources
+        .unwrap();
+    assert_eq!(
+        cr.allocation_strategy,
+        Some(CrAllocationStrategy::BestFitProgressiveOrdered)
+    );
+
     // The strategies' constraints, as AWS documents them.
     for (name, cr_type, strategy) in [
         (
