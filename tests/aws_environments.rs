@@ -317,3 +317,210 @@ async fn insufficient_capacity_falls_through_to_other_instance_types() {
     assert!(!types.is_empty());
     assert!(types.iter().all(|t| *t == "c5.large"), "{types:?}");
 }
+
+/// A MANAGED environment `name` of `cr_type` over `types` (in that order) with `strategy`, its
+/// queue `<name>-q` and job definition `<name>-def`; waits until VALID.
+async fn ordered_setup(
+    client: &aws_sdk_batch::Client,
+    emu: &Emulator,
+    name: &str,
+    cr_type: CrType,
+    strategy: CrAllocationStrategy,
+    types: &[&str],
+) -> String {
+    let mut cr = ComputeResource::builder()
+        .r#type(cr_type.clone())
+        .minv_cpus(0)
+        .maxv_cpus(16)
+        .subnets(default_subnet(emu).await)
+        .instance_role("ecsInstanceRole")
+        .allocation_strategy(strategy);
+    if cr_type == CrType::Spot {
+        cr = cr.bid_percentage(100);
+    }
+    for t in types {
+        cr = cr.instance_types(*t);
+    }
+    let ce = client
+        .create_compute_environment()
+        .compute_environment_name(name)
+        .r#type(CeType::Managed)
+        .compute_resources(cr.build())
+        .send()
+        .await
+        .expect("create compute environment")
+        .compute_environment_arn
+        .expect("arn");
+    wait_valid(client, name).await;
+    common::create_queue(client, &format!("{name}-q"), &ce).await;
+    register_def(client, &format!("{name}-def")).await;
+    format!("{name}-q")
+}
+
+/// Runs `n` 1-vCPU jobs on `queue` to success; returns the (type, lifecycle) of each instance
+/// the emulator launched meanwhile, in launch order.
+async fn launched_for(
+    client: &aws_sdk_batch::Client,
+    emu: &Emulator,
+    queue: &str,
+    def: &str,
+    n: usize,
+) -> Vec<(String, String)> {
+    let before = emu.state().await["instances"]
+        .as_array()
+        .map_or(0, Vec::len);
+    let mut ids = Vec::new();
+    for i in 0..n {
+        ids.push(submit(client, queue, def, &format!("job-{i}"), 1, 1).await);
+    }
+    for j in drive(client, emu, &ids, 16, 90, |_, _| Some(0)).await {
+        assert_eq!(
+            j.status,
+            Some(JobStatus::Succeeded),
+            "{:?}",
+            j.status_reason
+        );
+    }
+    let state = emu.state().await;
+    state["instances"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .skip(before)
+        .map(|i| {
+            (
+                i["instanceType"].as_str().unwrap_or_default().to_string(),
+                i["lifecycle"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ordered_allocation_strategies_launch_instance_types_in_the_order_listed() {
+    let emu = Emulator::start();
+    // One instance of each listed-first pool, then InsufficientInstanceCapacity.
+    emu.capacity("m5.xlarge", "on-demand", 1).await;
+    emu.capacity("m5.large", "spot", 1).await;
+    let server = start(&emu, 300, &[]);
+    let client = server.client();
+
+    // m5.xlarge is listed first, although c5 costs less per vCPU (BEST_FIT_PROGRESSIVE's
+    // choice); once its capacity is gone, the c5 family.
+    let q = ordered_setup(
+        &client,
+        &emu,
+        "ordered",
+        CrType::Ec2,
+        CrAllocationStrategy::BestFitProgressiveOrdered,
+        &["m5.xlarge", "c5"],
+    )
+    .await;
+    let launched = launched_for(&client, &emu, &q, "ordered-def", 8).await;
+    assert_eq!(
+        launched.first().map(|(t, _)| t.as_str()),
+        Some("m5.xlarge"),
+        "{launched:?}"
+    );
+    assert!(launched.len() >= 2, "{launched:?}");
+    assert!(
+        launched[1..].iter().all(|(t, _)| t.starts_with("c5.")),
+        "{launched:?}"
+    );
+    assert!(launched.iter().all(|(_, l)| l == "on-demand"));
+
+    // Spot: m5.large has the priority, c5.large follows when m5.large runs out.
+    let q = ordered_setup(
+        &client,
+        &emu,
+        "prioritized",
+        CrType::Spot,
+        CrAllocationStrategy::SpotCapacityOptimizedPrioritized,
+        &["m5.large", "c5.large"],
+    )
+    .await;
+    let launched = launched_for(&client, &emu, &q, "prioritized-def", 4).await;
+    assert_eq!(
+        launched.first().map(|(t, _)| t.as_str()),
+        Some("m5.large"),
+        "{launched:?}"
+    );
+    assert!(launched.len() >= 2, "{launched:?}");
+    assert!(
+        launched[1..].iter().all(|(t, _)| t == "c5.large"),
+        "{launched:?}"
+    );
+    assert!(launched.iter().all(|(_, l)| l == "spot"));
+
+    // Updates take CRUpdateAllocationStrategy: everything but BEST_FIT, Spot ones on SPOT only.
+    for (strategy, ok) in [
+        (CrUpdateAllocationStrategy::from("BEST_FIT"), false),
+        (
+            CrUpdateAllocationStrategy::SpotCapacityOptimizedPrioritized,
+            false,
+        ),
+        (CrUpdateAllocationStrategy::BestFitProgressive, true),
+        (CrUpdateAllocationStrategy::BestFitProgressiveOrdered, true),
+    ] {
+        let r = client
+            .update_compute_environment()
+            .compute_environment("ordered")
+            .compute_resources(
+                ComputeResourceUpdate::builder()
+                    .allocation_strategy(strategy.clone())
+                    .build(),
+            )
+            .send()
+            .await;
+        match r {
+            Ok(_) => assert!(ok, "{strategy:?} accepted"),
+            Err(e) => {
+                let msg = format!("{:?}", e.into_service_error());
+                assert!(!ok, "{strategy:?} refused: {msg}");
+                assert!(msg.contains("computeResources.allocationStrategy"), "{msg}");
+            }
+        }
+    }
+    let cr = describe_ce(&client, "ordered")
+        .await
+        .compute_resources
+        .unwrap();
+    assert_eq!(
+        cr.allocation_strategy,
+        Some(CrAllocationStrategy::BestFitProgressiveOrdered)
+    );
+
+    // The strategies' constraints, as AWS documents them.
+    for (name, cr_type, strategy) in [
+        (
+            "bad-ordered",
+            CrType::Spot,
+            CrAllocationStrategy::BestFitProgressiveOrdered,
+        ),
+        (
+            "bad-prioritized",
+            CrType::Ec2,
+            CrAllocationStrategy::SpotCapacityOptimizedPrioritized,
+        ),
+    ] {
+        let err = client
+            .create_compute_environment()
+            .compute_environment_name(name)
+            .r#type(CeType::Managed)
+            .compute_resources(
+                ComputeResource::builder()
+                    .r#type(cr_type)
+                    .maxv_cpus(4)
+                    .subnets(default_subnet(&emu).await)
+                    .instance_role("ecsInstanceRole")
+                    .allocation_strategy(strategy)
+                    .instance_types("m5.large")
+                    .build(),
+            )
+            .send()
+            .await
+            .expect_err("rejected");
+        let msg = format!("{:?}", err.into_service_error());
+        assert!(msg.contains("allocationStrategy"), "{msg}");
+    }
+}

@@ -757,6 +757,181 @@ async fn fair_share_interleaves_share_identifiers() {
     );
 }
 
+/// GetJobQueueSnapshot of `queue`: the front's job IDs and the queue's utilisation.
+async fn queue_snapshot(
+    c: &aws_sdk_batch::Client,
+    queue: &str,
+) -> (Vec<String>, QueueSnapshotUtilizationDetail) {
+    let snap = c
+        .get_job_queue_snapshot()
+        .job_queue(queue)
+        .send()
+        .await
+        .expect("snapshot");
+    let front = snap.front_of_queue.expect("frontOfQueue");
+    assert!(front.last_updated_at.is_some());
+    let ids = front
+        .jobs
+        .unwrap_or_default()
+        .into_iter()
+        .map(|j| {
+            assert!(j.earliest_time_at_position.is_some_and(|t| t > 0));
+            let arn = j.job_arn.expect("jobArn");
+            arn.rsplit_once("job/").expect("a job ARN").1.to_string()
+        })
+        .collect();
+    (ids, snap.queue_utilization.expect("queueUtilization"))
+}
+
+fn capacity(u: &QueueSnapshotUtilizationDetail) -> Vec<(String, f64)> {
+    u.total_capacity_usage()
+        .iter()
+        .map(|c| {
+            (
+                c.capacity_unit().unwrap_or_default().to_string(),
+                c.quantity().unwrap_or(-1.0),
+            )
+        })
+        .collect()
+}
+
+/// IDs in the order their jobs started (`startedAt`).
+async fn start_order(c: &aws_sdk_batch::Client, ids: &[String]) -> Vec<String> {
+    let mut started = Vec::new();
+    for id in ids {
+        let j = wait_final(c, id, 120).await;
+        assert_eq!(j.status, Some(JobStatus::Succeeded), "{id}");
+        started.push((j.started_at.expect("startedAt"), id.clone()));
+    }
+    started.sort();
+    started.into_iter().map(|(_, id)| id).collect()
+}
+
+#[tokio::test]
+async fn queue_snapshot_predicts_the_start_order_and_reports_what_runs() {
+    let s = server("process", &["--no-defaults"]);
+    let c = s.client();
+    let share = |id: &str, w: f32| {
+        ShareAttributes::builder()
+            .share_identifier(id)
+            .weight_factor(w)
+            .build()
+    };
+    let policy = c
+        .create_scheduling_policy()
+        .name("weighted")
+        .fairshare_policy(
+            FairsharePolicy::builder()
+                // A week: decay does not move the turns during the test.
+                .share_decay_seconds(604_800)
+                .share_distribution(share("a", 1.0))
+                .share_distribution(share("b", 2.5))
+                .build(),
+        )
+        .send()
+        .await
+        .expect("policy")
+        .arn
+        .expect("arn");
+    one_slot(&c, 1, Some(policy)).await;
+    register(&c, "quick", &["sleep", "1"], "1", None).await;
+    register(&c, "hold", &["sleep", "600"], "1", None).await;
+
+    // Share c holds the only vCPU while a and b queue up.
+    let holder = c
+        .submit_job()
+        .job_name("hold")
+        .job_queue("fair")
+        .job_definition("hold")
+        .share_identifier("c")
+        .send()
+        .await
+        .expect("submit")
+        .job_id
+        .expect("id");
+    wait_for(&c, &holder, &[JobStatus::Running], 30).await;
+    let mut share_of = HashMap::new();
+    let mut ids = Vec::new();
+    for sh in ["a", "b"] {
+        for _ in 0..4 {
+            let id = c
+                .submit_job()
+                .job_name(sh)
+                .job_queue("fair")
+                .job_definition("quick")
+                .share_identifier(sh)
+                .send()
+                .await
+                .expect("submit")
+                .job_id
+                .expect("id");
+            share_of.insert(id.clone(), sh);
+            ids.push(id);
+        }
+    }
+    let (front, u) = queue_snapshot(&c, "fair").await;
+    assert_eq!(front.len(), 8);
+    let shares: Vec<&str> = front.iter().map(|id| share_of[id]).collect();
+    // b's weight factor 2.5: its turn comes back once a has used 2.5 times as much.
+    assert_eq!(shares.join(" "), "a b a a b a b b");
+    assert_eq!(
+        capacity(&u),
+        [
+            ("VCPU".to_string(), 1.0),
+            ("MEMORY".to_string(), 32.0),
+            ("GPU".to_string(), 0.0)
+        ]
+    );
+    let fs = u.fairshare_utilization().expect("fairshareUtilization");
+    assert_eq!(fs.active_share_count(), Some(1));
+    let top = fs.top_capacity_utilization();
+    assert_eq!(top.len(), 1);
+    assert_eq!(top[0].share_identifier(), Some("c"));
+    let usage = top[0].capacity_usage();
+    assert_eq!(usage.len(), 1);
+    assert_eq!(usage[0].capacity_unit(), Some("VCPU"));
+    assert_eq!(usage[0].quantity(), Some(1.0));
+    assert!(u.last_updated_at().is_some());
+
+    c.terminate_job()
+        .job_id(&holder)
+        .reason("make room")
+        .send()
+        .await
+        .expect("terminate");
+    assert_eq!(start_order(&c, &ids).await, front);
+    let (front, u) = queue_snapshot(&c, "fair").await;
+    assert!(front.is_empty());
+    assert_eq!(capacity(&u)[0], ("VCPU".to_string(), 0.0));
+    assert_eq!(
+        u.fairshare_utilization()
+            .and_then(|f| f.active_share_count()),
+        Some(0)
+    );
+
+    // FIFO: submission order, while a job of the higher-priority queue holds the vCPU.
+    let holder = submit(&c, "high", "hold").await;
+    wait_for(&c, &holder, &[JobStatus::Running], 30).await;
+    let mut fifo = Vec::new();
+    for _ in 0..3 {
+        fifo.push(submit(&c, "low", "quick").await);
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let (front, u) = queue_snapshot(&c, "low").await;
+    assert_eq!(front, fifo);
+    assert!(u.fairshare_utilization().is_none());
+    assert_eq!(capacity(&u)[0], ("VCPU".to_string(), 0.0));
+    let (_, high) = queue_snapshot(&c, "high").await;
+    assert_eq!(capacity(&high)[0], ("VCPU".to_string(), 1.0));
+    c.terminate_job()
+        .job_id(&holder)
+        .reason("make room")
+        .send()
+        .await
+        .expect("terminate");
+    assert_eq!(start_order(&c, &fifo).await, fifo);
+}
+
 #[tokio::test]
 async fn a_job_that_can_never_fit_says_why() {
     let s = server("process", &[]);

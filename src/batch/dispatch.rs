@@ -4,6 +4,7 @@
 
 use crate::error::BatchResult;
 use crate::model::{JobDetail, Tags};
+use crate::scheduler::Resources;
 
 /// A job just made durable, with its array parent (id, index) if it is a child.
 pub type NewJob = (JobDetail, Option<(String, i32)>);
@@ -27,6 +28,21 @@ pub enum StopResult {
     NotActive,
 }
 
+/// A queue as the engine holds it now: GetJobQueueSnapshot.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct QueueSnapshot {
+    /// The first RUNNABLE jobs in the order they would start: (job ID, when it became
+    /// RUNNABLE, in epoch ms).
+    pub front: Vec<(String, i64)>,
+    /// What the queue's STARTING and RUNNING jobs hold.
+    pub used: Resources,
+    /// Fair-share queues: vCPUs held by each share identifier's STARTING and RUNNING jobs,
+    /// largest first (ties: by name); shares holding nothing are left out.
+    pub shares: Option<Vec<(String, f64)>>,
+    /// When the engine took it (epoch ms).
+    pub at: i64,
+}
+
 #[async_trait::async_trait]
 pub trait Dispatch: Send + Sync + 'static {
     /// Jobs the control plane has just committed. Never fails: a job that does not reach the
@@ -36,6 +52,8 @@ pub trait Dispatch: Send + Sync + 'static {
     async fn stop(&self, job_id: &str, reason: &str, terminate: bool) -> BatchResult<StopResult>;
     /// Changes the tags of a job the engine holds, or hands `f` back.
     async fn tags(&self, job_id: &str, f: TagFn) -> BatchResult<TagsReply>;
+    /// The front of `queue_arn` in dispatch order and what its jobs use now.
+    async fn queue_snapshot(&self, queue_arn: &str) -> BatchResult<QueueSnapshot>;
     /// Why the head of `queue_arn` waits (from the last scheduling pass).
     fn head_reason(&self, queue_arn: &str) -> Option<String>;
     /// Queues, environments or policies changed: plan again.

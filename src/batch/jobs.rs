@@ -786,7 +786,8 @@ impl Batch {
         Ok(tags)
     }
 
-    /// The jobs at the front of a queue, in the order the scheduler would take them (FIFO).
+    /// GetJobQueueSnapshot: the queue's first RUNNABLE jobs in the order the scheduler will
+    /// start them, and what its jobs hold now, from the engine (which owns both).
     pub async fn job_queue_snapshot(&self, queue: &str) -> BatchResult<Value> {
         let arn = {
             let cat = self.catalog.read().await;
@@ -794,27 +795,51 @@ impl Batch {
                 .job_queue_arn
                 .clone()
         };
-        let mut runnable: Vec<JobRow> = self
-            .store
-            .jobs_with_status(&[JobStatus::Runnable.as_str()])
-            .await?
-            .into_iter()
-            .filter(|r| r.job_queue == arn)
-            .collect();
-        runnable.sort_by(|a, b| (a.created_at, &a.job_id).cmp(&(b.created_at, &b.job_id)));
-        let jobs: Vec<Value> = runnable
+        let engine = self
+            .engine()
+            .ok_or_else(|| BatchError::Unavailable("no engine runs the job queues".into()))?;
+        let s = engine.queue_snapshot(&arn).await?;
+        let jobs: Vec<Value> = s
+            .front
             .iter()
-            .take(100)
-            .map(|r| {
+            .map(|(id, since)| {
                 json!({
-                    "jobArn": self.arn(ArnKind::Job, &r.job_id),
-                    "earliestTimeAtPosition": r.created_at,
+                    "jobArn": self.arn(ArnKind::Job, id),
+                    "earliestTimeAtPosition": since,
                 })
             })
             .collect();
-        Ok(json!({ "frontOfQueue": { "jobs": jobs, "lastUpdatedAt": now_ms() } }))
+        let unit = |unit: &str, quantity: f64| json!({"capacityUnit": unit, "quantity": quantity});
+        let mut utilization = json!({
+            "totalCapacityUsage": [
+                unit("VCPU", s.used.milli_vcpus as f64 / 1000.0),
+                unit("MEMORY", s.used.memory_mib as f64),
+                unit("GPU", s.used.gpus as f64),
+            ],
+            "lastUpdatedAt": s.at,
+        });
+        if let Some(shares) = &s.shares {
+            let top: Vec<Value> = shares
+                .iter()
+                .take(FAIRSHARE_TOP)
+                .map(|(share, v)| {
+                    json!({"shareIdentifier": share, "capacityUsage": [unit("VCPU", *v)]})
+                })
+                .collect();
+            utilization["fairshareUtilization"] = json!({
+                "activeShareCount": shares.len(),
+                "topCapacityUtilization": top,
+            });
+        }
+        Ok(json!({
+            "frontOfQueue": { "jobs": jobs, "lastUpdatedAt": s.at },
+            "queueUtilization": utilization,
+        }))
     }
 }
+
+/// `topCapacityUtilization` lists this many shares, as AWS Batch does.
+const FAIRSHARE_TOP: usize = 20;
 
 /// Held while an array job's children are written; dropping it releases the reads waiting for
 /// them.

@@ -4,12 +4,42 @@ use super::*;
 use crate::model::validate as v;
 use serde_json::{Value, json};
 
-const ALLOCATION_STRATEGIES: [&str; 4] = [
+/// `CRAllocationStrategy`.
+const ALLOCATION_STRATEGIES: [&str; 6] = [
     "BEST_FIT",
     "BEST_FIT_PROGRESSIVE",
+    "BEST_FIT_PROGRESSIVE_ORDERED",
     "SPOT_CAPACITY_OPTIMIZED",
     "SPOT_PRICE_CAPACITY_OPTIMIZED",
+    "SPOT_CAPACITY_OPTIMIZED_PRIORITIZED",
 ];
+
+/// `CRUpdateAllocationStrategy`: an update cannot choose BEST_FIT, as in AWS Batch.
+const UPDATE_ALLOCATION_STRATEGIES: [&str; 5] = [
+    "BEST_FIT_PROGRESSIVE",
+    "BEST_FIT_PROGRESSIVE_ORDERED",
+    "SPOT_CAPACITY_OPTIMIZED",
+    "SPOT_PRICE_CAPACITY_OPTIMIZED",
+    "SPOT_CAPACITY_OPTIMIZED_PRIORITIZED",
+];
+
+/// `computeResources.allocationStrategy` `a` on compute resources of type `cr_type`: one of
+/// `allowed`, the Spot strategies on SPOT only, BEST_FIT_PROGRESSIVE_ORDERED not on SPOT (AWS
+/// documents both as such).
+fn check_allocation_strategy(a: &str, cr_type: &str, allowed: &[&str]) -> BatchResult<()> {
+    v::one_of("computeResources.allocationStrategy", a, allowed)?;
+    if a.starts_with("SPOT_") && cr_type != "SPOT" {
+        return Err(BatchError::client(format!(
+            "computeResources.allocationStrategy: {a} applies only to SPOT compute resources"
+        )));
+    }
+    if a == "BEST_FIT_PROGRESSIVE_ORDERED" && cr_type == "SPOT" {
+        return Err(BatchError::client(format!(
+            "computeResources.allocationStrategy: {a} applies only to EC2 (on-demand) compute resources"
+        )));
+    }
+    Ok(())
+}
 
 pub(super) fn exists(what: &str, name: &str) -> BatchError {
     BatchError::client(format!("{what}: {name:?} already exists"))
@@ -170,16 +200,7 @@ impl Batch {
             ));
         }
         if let Some(a) = &cr.allocation_strategy {
-            v::one_of(
-                "computeResources.allocationStrategy",
-                a,
-                &ALLOCATION_STRATEGIES,
-            )?;
-            if a.starts_with("SPOT_") && t != "SPOT" {
-                return Err(BatchError::client(format!(
-                    "computeResources.allocationStrategy: {a} applies only to SPOT compute resources"
-                )));
-            }
+            check_allocation_strategy(a, &t, &ALLOCATION_STRATEGIES)?;
         }
         // AWS Batch accepts a bid percentage on an EC2 environment and ignores it there; so does
         // Flotilla (docs/api-compatibility.md lists it), rather than refusing a template that
@@ -263,11 +284,8 @@ impl Batch {
                 )));
             }
             if let Some(a) = &upd.allocation_strategy {
-                v::one_of(
-                    "computeResources.allocationStrategy",
-                    a,
-                    &ALLOCATION_STRATEGIES,
-                )?;
+                let t = cur.cr_type.as_deref().unwrap_or_default();
+                check_allocation_strategy(a, t, &UPDATE_ALLOCATION_STRATEGIES)?;
             }
             if let Some(b) = upd.bid_percentage {
                 v::range("computeResources.bidPercentage", b.into(), 0, 100)?;

@@ -1,7 +1,7 @@
 //! How the rest of the server talks to the engine: [`EngineHandle`], a cheap clone over the
 //! engine's bounded input channel, implementing the control plane's [`Dispatch`] port.
 
-use crate::batch::dispatch::{Dispatch, NewJob, StopResult, TagFn, TagsReply};
+use crate::batch::dispatch::{Dispatch, NewJob, QueueSnapshot, StopResult, TagFn, TagsReply};
 use crate::error::{BatchError, BatchResult};
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -24,6 +24,11 @@ pub(super) enum Input {
         job_id: String,
         f: TagFn,
         reply: oneshot::Sender<TagsReply>,
+    },
+    /// GetJobQueueSnapshot: read-only, answered as soon as the engine takes it.
+    QueueSnapshot {
+        queue_arn: String,
+        reply: oneshot::Sender<QueueSnapshot>,
     },
     /// Queues or compute environments changed (or a test moved its clock): replan.
     Wake,
@@ -91,6 +96,14 @@ impl Dispatch for EngineHandle {
         self.ask(|reply| Input::Tags {
             job_id: job_id.to_string(),
             f,
+            reply,
+        })
+        .await
+    }
+
+    async fn queue_snapshot(&self, queue_arn: &str) -> BatchResult<QueueSnapshot> {
+        self.ask(|reply| Input::QueueSnapshot {
+            queue_arn: queue_arn.to_string(),
             reply,
         })
         .await

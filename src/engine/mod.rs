@@ -181,6 +181,11 @@ impl Engine {
                 let r = self.tags(&job_id, f);
                 self.effects.reply_tags(reply, r);
             }
+            Input::QueueSnapshot { queue_arn, reply } => {
+                let cat = self.batch.catalog().await;
+                // Dropped only if the caller gave up waiting.
+                let _ = reply.send(self.queue_snapshot(&cat, &queue_arn, now));
+            }
             Input::Wake => self.pass.replan = true,
         }
     }

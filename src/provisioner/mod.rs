@@ -40,12 +40,19 @@ pub enum AllocationStrategy {
     BestFit,
     /// The cheapest fitting type, falling through to the next when a pool is unavailable.
     BestFitProgressive,
+    /// `instanceTypes` in the order listed: the first entry with an available type that holds
+    /// a waiting job wins, and within a family entry (or `optimal`) BEST_FIT_PROGRESSIVE
+    /// chooses the size. On-demand (EC2) only.
+    BestFitProgressiveOrdered,
     /// Spread over up to [`SPOT_CAPACITY_OPTIMIZED_POOLS`] pools within
     /// [`SPOT_CAPACITY_OPTIMIZED_TOLERANCE`] of the cheapest.
     SpotCapacityOptimized,
     /// Spread over up to [`SPOT_PRICE_CAPACITY_OPTIMIZED_POOLS`] pools within
     /// [`SPOT_PRICE_CAPACITY_OPTIMIZED_TOLERANCE`] of the cheapest.
     SpotPriceCapacityOptimized,
+    /// `instanceTypes` in the order listed as priority, like [`Self::BestFitProgressiveOrdered`],
+    /// with [`Self::SpotCapacityOptimized`]'s spread within an entry. SPOT only.
+    SpotCapacityOptimizedPrioritized,
 }
 
 /// We cannot see EC2's spare capacity per pool, so "capacity optimized" becomes "spread wide":
@@ -62,8 +69,12 @@ impl AllocationStrategy {
         Some(match s {
             "BEST_FIT" => AllocationStrategy::BestFit,
             "BEST_FIT_PROGRESSIVE" => AllocationStrategy::BestFitProgressive,
+            "BEST_FIT_PROGRESSIVE_ORDERED" => AllocationStrategy::BestFitProgressiveOrdered,
             "SPOT_CAPACITY_OPTIMIZED" => AllocationStrategy::SpotCapacityOptimized,
             "SPOT_PRICE_CAPACITY_OPTIMIZED" => AllocationStrategy::SpotPriceCapacityOptimized,
+            "SPOT_CAPACITY_OPTIMIZED_PRIORITIZED" => {
+                AllocationStrategy::SpotCapacityOptimizedPrioritized
+            }
             _ => return None,
         })
     }
@@ -72,16 +83,32 @@ impl AllocationStrategy {
         match self {
             AllocationStrategy::BestFit => "BEST_FIT",
             AllocationStrategy::BestFitProgressive => "BEST_FIT_PROGRESSIVE",
+            AllocationStrategy::BestFitProgressiveOrdered => "BEST_FIT_PROGRESSIVE_ORDERED",
             AllocationStrategy::SpotCapacityOptimized => "SPOT_CAPACITY_OPTIMIZED",
             AllocationStrategy::SpotPriceCapacityOptimized => "SPOT_PRICE_CAPACITY_OPTIMIZED",
+            AllocationStrategy::SpotCapacityOptimizedPrioritized => {
+                "SPOT_CAPACITY_OPTIMIZED_PRIORITIZED"
+            }
         }
+    }
+
+    /// Whether `instanceTypes` is a priority list rather than a set.
+    pub fn ordered(self) -> bool {
+        matches!(
+            self,
+            AllocationStrategy::BestFitProgressiveOrdered
+                | AllocationStrategy::SpotCapacityOptimizedPrioritized
+        )
     }
 
     /// (pools to spread over, tolerated extra cost per unit of work over the cheapest pool).
     fn spread(self) -> (usize, f64) {
         match self {
-            AllocationStrategy::BestFit | AllocationStrategy::BestFitProgressive => (1, 0.0),
-            AllocationStrategy::SpotCapacityOptimized => (
+            AllocationStrategy::BestFit
+            | AllocationStrategy::BestFitProgressive
+            | AllocationStrategy::BestFitProgressiveOrdered => (1, 0.0),
+            AllocationStrategy::SpotCapacityOptimized
+            | AllocationStrategy::SpotCapacityOptimizedPrioritized => (
                 SPOT_CAPACITY_OPTIMIZED_POOLS,
                 SPOT_CAPACITY_OPTIMIZED_TOLERANCE,
             ),
@@ -250,6 +277,12 @@ pub struct ScalePlan {
 ///   vCPUs launched so far, for at most an even share of what they have launched plus what is
 ///   left. The chosen fill repeats as long as its jobs last. Candidates: available pools; with
 ///   BEST_FIT also unavailable ones, whose jobs then wait (BEST_FIT waits for its type).
+/// - Ordered strategies (BEST_FIT_PROGRESSIVE_ORDERED, SPOT_CAPACITY_OPTIMIZED_PRIORITIZED): each
+///   allowed type gets the position in `instance_types` of the entry that names it (its own name
+///   first, else its family, else `optimal`). Each step keeps only the candidate pools of the
+///   lowest position among those whose fill is not empty (after the `maxvCpus` preference
+///   below), then chooses among them by the rules above; `minvCpus` top-ups take the lowest
+///   position first, then the cheapest.
 /// - Scale: past 512 distinct needs, needs are rounded up to fewer significant bits (vCPUs in
 ///   quarters, memory in MiB) until at most 512 remain; a need that would lose an allowed type
 ///   stays exact. Placements stay valid (each job gets at least its need); instances may be

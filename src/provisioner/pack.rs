@@ -40,6 +40,9 @@ pub(super) struct Pool {
     pub available: bool,
     /// The environment's subnets where the type is not reported unavailable.
     pub subnets: Vec<String>,
+    /// Position in `instanceTypes` of the entry that allows the type: its own name, else its
+    /// family, else `optimal`. The priority of the ordered strategies.
+    pub rank: usize,
 }
 
 /// The environment's allowed types, in catalog order. Types without vCPUs are left out: nothing
@@ -67,7 +70,17 @@ pub(super) fn pools(
                 .filter(|s| !unavailable.contains(&(t.name.clone(), Some((*s).clone()))))
                 .cloned()
                 .collect();
+            // An explicit size takes its own position and leaves its family's expansion, as
+            // AWS documents for BEST_FIT_PROGRESSIVE_ORDERED.
+            let entries = &env.instance_types;
+            let rank = entries
+                .iter()
+                .position(|e| *e == t.name)
+                .or_else(|| entries.iter().position(|e| *e == t.family))
+                .or_else(|| entries.iter().position(|e| e == "optimal"))
+                .unwrap_or(entries.len());
             Pool {
+                rank,
                 ty,
                 cap: t.capacity(),
                 vcpus: u64::from(t.vcpus),
@@ -607,6 +620,16 @@ impl Packer<'_> {
                 if !overshoot {
                     scored.retain(|&(p, _)| self.pools[p].vcpus <= budget);
                 }
+                if strategy.ordered() {
+                    // The first entry of `instanceTypes` that can take a waiting job; the rules
+                    // below choose within it.
+                    let first = scored
+                        .iter()
+                        .map(|&(p, _)| self.pools[p].rank)
+                        .min()
+                        .expect("scored is not empty");
+                    scored.retain(|&(p, _)| self.pools[p].rank == first);
+                }
                 // Best worth per dollar first, in tiers of SIZE_TIE below the best; within a
                 // tier the largest instance first: equal cost in fewer instances means fewer EC2
                 // calls, boots and ECS agents, and less memory lost to each OS. Then catalog
@@ -758,7 +781,7 @@ impl Packer<'_> {
     }
 
     /// Tops the fleet up to `min(min_vcpus, max_vcpus)` with the cheapest available pool that
-    /// covers the gap, within the cap.
+    /// covers the gap (the first in `instanceTypes` for the ordered strategies), within the cap.
     fn launch_for_min(&mut self, kept: u64, total: &mut u64) {
         let env = &self.snap.env;
         let max = u64::from(env.max_vcpus);
@@ -773,7 +796,16 @@ impl Packer<'_> {
                     (p, n, n as f64 * self.pools[p].price)
                 })
                 .min_by(|a, b| {
-                    a.2.total_cmp(&b.2)
+                    let rank = |p: usize| {
+                        if self.snap.env.allocation_strategy.ordered() {
+                            self.pools[p].rank
+                        } else {
+                            0
+                        }
+                    };
+                    rank(a.0)
+                        .cmp(&rank(b.0))
+                        .then(a.2.total_cmp(&b.2))
                         .then((a.1 * self.pools[a.0].vcpus).cmp(&(b.1 * self.pools[b.0].vcpus)))
                         .then(a.0.cmp(&b.0))
                 });

@@ -19,7 +19,8 @@ fn env(strategy: AllocationStrategy, types: &[&str], min: u32, max: u32) -> EnvS
     EnvSpec {
         cr_type: match strategy {
             AllocationStrategy::SpotCapacityOptimized
-            | AllocationStrategy::SpotPriceCapacityOptimized => CrType::Spot,
+            | AllocationStrategy::SpotPriceCapacityOptimized
+            | AllocationStrategy::SpotCapacityOptimizedPrioritized => CrType::Spot,
             _ => CrType::Ec2,
         },
         min_vcpus: min,
@@ -467,6 +468,8 @@ fn arb_snapshot() -> impl Strategy<Value = Snapshot> {
                     AllocationStrategy::BestFitProgressive,
                     AllocationStrategy::SpotCapacityOptimized,
                     AllocationStrategy::SpotPriceCapacityOptimized,
+                    AllocationStrategy::BestFitProgressiveOrdered,
+                    AllocationStrategy::SpotCapacityOptimizedPrioritized,
                 ]),
                 (
                     any::<bool>(),
@@ -1205,5 +1208,168 @@ fn synthetic_plan_is_sound_and_near_the_lower_bound() {
         let ratio = cost_per_hour(&plan, &snap.catalog)
             / lower_bound_cost(&snap.demand, &snap.catalog, &snap.env);
         assert!((1.0..=1.05).contains(&ratio), "{strategy:?}: {ratio}");
+    }
+}
+
+// ---------- ordered strategies ----------
+
+#[test]
+fn best_fit_progressive_ordered_takes_instance_types_in_the_order_listed() {
+    // c5 is cheaper per vCPU than m5; BEST_FIT_PROGRESSIVE buys c5, the ordered strategy
+    // buys what is listed first.
+    let demand = vec![res(1, 1024, 0); 6];
+    let types = ["m5.xlarge", "c5"];
+    let snap = snapshot(
+        env(AllocationStrategy::BestFitProgressive, &types, 0, 1_000),
+        vec![],
+        demand.clone(),
+    );
+    let cheapest = plan(&snap);
+    check_all(&snap, &cheapest).unwrap();
+    assert!(
+        launched_types(&cheapest)
+            .iter()
+            .all(|t| t.starts_with("c5")),
+        "{:?}",
+        launched_types(&cheapest)
+    );
+
+    let mut snap = snapshot(
+        env(
+            AllocationStrategy::BestFitProgressiveOrdered,
+            &types,
+            0,
+            1_000,
+        ),
+        vec![],
+        demand,
+    );
+    let ordered = plan(&snap);
+    check_all(&snap, &ordered).unwrap();
+    assert_eq!(launched_types(&ordered), vec!["m5.xlarge"]);
+    assert_eq!(ordered.launch[0].count, 2);
+
+    // The first entry unavailable: the next entry, its size chosen by best fit.
+    snap.unavailable_pools
+        .insert(("m5.xlarge".to_string(), None));
+    let fallback = plan(&snap);
+    check_all(&snap, &fallback).unwrap();
+    assert_eq!(launched_types(&fallback), vec!["c5.xlarge", "c5.large"]);
+}
+
+#[test]
+fn ordered_strategies_skip_types_too_small_for_a_job() {
+    // The 8-vCPU job does not fit m5.xlarge: the 1-vCPU jobs go there, the large one to the
+    // next entry that holds it.
+    let mut demand = vec![res(1, 1024, 0); 4];
+    demand.push(res(8, 4096, 0));
+    let snap = snapshot(
+        env(
+            AllocationStrategy::BestFitProgressiveOrdered,
+            &["m5.xlarge", "c5"],
+            0,
+            1_000,
+        ),
+        vec![],
+        demand,
+    );
+    let plan = plan(&snap);
+    check_all(&snap, &plan).unwrap();
+    assert_eq!(launched_types(&plan), vec!["m5.xlarge", "c5.2xlarge"]);
+    assert!(plan.waiting.is_empty() && plan.unplaceable.is_empty());
+}
+
+#[test]
+fn an_explicit_size_keeps_its_position_and_leaves_its_family() {
+    // c5.xlarge is listed before the c5 family, so it is taken before the better-fitting
+    // c5.large; without it the family's best fit comes next, then m5.
+    let mut snap = snapshot(
+        env(
+            AllocationStrategy::BestFitProgressiveOrdered,
+            &["c5.xlarge", "c5", "m5"],
+            0,
+            1_000,
+        ),
+        vec![],
+        vec![res(2, 2048, 0)],
+    );
+    assert_eq!(launched_types(&plan(&snap)), vec!["c5.xlarge"]);
+    snap.unavailable_pools
+        .insert(("c5.xlarge".to_string(), None));
+    assert_eq!(launched_types(&plan(&snap)), vec!["c5.large"]);
+    for t in [
+        "c5.large",
+        "c5.2xlarge",
+        "c5.4xlarge",
+        "c5.9xlarge",
+        "c5.12xlarge",
+        "c5.24xlarge",
+    ] {
+        snap.unavailable_pools.insert((t.to_string(), None));
+    }
+    assert_eq!(launched_types(&plan(&snap)), vec!["m5.large"]);
+}
+
+#[test]
+fn spot_capacity_optimized_prioritized_spreads_within_the_first_entry() {
+    let mut snap = snapshot(
+        env(
+            AllocationStrategy::SpotCapacityOptimizedPrioritized,
+            &["m5", "c5"],
+            0,
+            10_000,
+        ),
+        vec![],
+        vec![res(2, 2048, 0); 400],
+    );
+    let first = plan(&snap);
+    check_all(&snap, &first).unwrap();
+    let types = launched_types(&first);
+    assert!(types.iter().all(|t| t.starts_with("m5.")), "{types:?}");
+    // Capacity optimized within the entry: more than one m5 pool.
+    assert!(types.len() > 1, "{types:?}");
+    assert!(first.launch.iter().all(|l| l.spot));
+
+    // Every m5 pool out of Spot capacity: the next entry.
+    for t in snap.catalog.types().iter().filter(|t| t.family == "m5") {
+        snap.unavailable_pools.insert((t.name.clone(), None));
+    }
+    let next = plan(&snap);
+    check_all(&snap, &next).unwrap();
+    let types = launched_types(&next);
+    assert!(
+        !types.is_empty() && types.iter().all(|t| t.starts_with("c5.")),
+        "{types:?}"
+    );
+}
+
+#[test]
+fn min_vcpus_of_an_ordered_environment_uses_the_first_entry() {
+    let snap = snapshot(
+        env(
+            AllocationStrategy::BestFitProgressiveOrdered,
+            &["m5.xlarge", "c5.xlarge"],
+            4,
+            100,
+        ),
+        vec![],
+        vec![],
+    );
+    let plan = plan(&snap);
+    check_all(&snap, &plan).unwrap();
+    assert_eq!(launched_types(&plan), vec!["m5.xlarge"]);
+}
+
+#[test]
+fn allocation_strategies_round_trip_their_wire_names() {
+    for s in [
+        AllocationStrategy::BestFit,
+        AllocationStrategy::BestFitProgressive,
+        AllocationStrategy::BestFitProgressiveOrdered,
+        AllocationStrategy::SpotCapacityOptimized,
+        AllocationStrategy::SpotPriceCapacityOptimized,
+        AllocationStrategy::SpotCapacityOptimizedPrioritized,
+    ] {
+        assert_eq!(AllocationStrategy::parse(s.as_str()), Some(s));
     }
 }

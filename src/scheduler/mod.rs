@@ -201,3 +201,13 @@ pub fn plan(snapshot: &Snapshot) -> Plan {
 pub fn plan_placements(snapshot: &Snapshot) -> Plan {
     pass::plan(snapshot, 0)
 }
+
+/// The first `limit` jobs of queue `queue` in the order passes would start them if each one
+/// started when its turn came (indices into [`Snapshot::jobs`]): FIFO queues by (`created_at`,
+/// index); fair-share queues by the turns of [`plan`], each job charged to its share as if it
+/// had started. This is GetJobQueueSnapshot's `frontOfQueue`. Capacity, holds between queues
+/// and `computeReservation` decide *when* the next job starts, not which one is next, so they
+/// are not consulted; neither are [`Snapshot::envs`].
+pub fn dispatch_order(snapshot: &Snapshot, queue: usize, limit: usize) -> Vec<usize> {
+    pass::dispatch_order(snapshot, queue, limit)
+}

@@ -190,58 +190,7 @@ impl Pass<'_> {
         active_from_history: usize,
     ) {
         let snap = self.snap;
-
-        // Share ids in first-seen order; only the grouping matters, ties use the name rank.
-        let mut ids: HashMap<&str, u32> = HashMap::new();
-        let mut names: Vec<&str> = Vec::new();
-        // (share, priority descending, created_at, index): one ascending sort groups the shares
-        // and orders each one.
-        let mut keys: Vec<(u32, Reverse<i32>, i64, usize)> = Vec::with_capacity(jobs.len());
-        for &j in jobs {
-            let job = &snap.jobs[j];
-            let name = job.share.as_deref().unwrap_or("");
-            let id = *ids.entry(name).or_insert_with(|| {
-                names.push(name);
-                (names.len() - 1) as u32
-            });
-            keys.push((id, Reverse(job.priority), job.created_at, j));
-        }
-        keys.sort_unstable();
-        let mut by_name: Vec<u32> = (0..names.len() as u32).collect();
-        by_name.sort_unstable_by_key(|&s| names[s as usize]);
-
-        let mut shares: Vec<Share> = names
-            .iter()
-            .map(|name| {
-                let usage = snap
-                    .share_usage
-                    .get(&(ctx.q, (*name).to_owned()))
-                    .copied()
-                    // Same test as the ActiveShares count above, so a share is never counted twice.
-                    .filter(|u| u.is_finite() && *u > 0.0)
-                    .unwrap_or(0.0);
-                Share {
-                    weight: weight_for(&fs.weights, name),
-                    usage,
-                    active: usage > 0.0,
-                    rank: 0,
-                    cursor: 0,
-                    end: 0,
-                }
-            })
-            .collect();
-        for (rank, &s) in by_name.iter().enumerate() {
-            shares[s as usize].rank = rank as u32;
-        }
-        let mut i = 0;
-        while i < keys.len() {
-            let s = keys[i].0 as usize;
-            shares[s].cursor = i;
-            while i < keys.len() && keys[i].0 as usize == s {
-                i += 1;
-            }
-            shares[s].end = i;
-        }
+        let mut turns = Turns::new(snap, ctx.q, fs, jobs);
 
         let mut reserve = (fs.compute_reservation > 0).then(|| {
             let mut r = Reserve {
@@ -253,18 +202,12 @@ impl Pass<'_> {
             r
         });
 
-        let mut heap: BinaryHeap<Turn> = shares
-            .iter()
-            .enumerate()
-            .map(|(s, sh)| Turn::of(s, sh))
-            .collect();
-
         let mut saturated = self.saturated(ctx);
         while !saturated {
-            let Some(turn) = heap.pop() else { break };
-            let sh = &mut shares[turn.share];
+            let Some(turn) = turns.heap.pop() else { break };
+            let sh = &mut turns.shares[turn.share];
             while sh.cursor < sh.end {
-                let j = keys[sh.cursor].3;
+                let j = turns.keys[sh.cursor].3;
                 sh.cursor += 1;
                 let held = match &reserve {
                     Some(r) if sh.active => Some(&r.held[..]),
@@ -287,25 +230,20 @@ impl Pass<'_> {
                 }
             }
             if sh.cursor < sh.end {
-                heap.push(Turn::of(turn.share, sh));
+                turns.heap.push(Turn::of(turn.share, sh));
             }
         }
 
         // Nothing more can start. The head for reasons keeps the turn order, charging each job
         // as if it had started, so reasons cover the jobs that would start next from every share.
         while ctx.reasons_left > 0 {
-            let Some(turn) = heap.pop() else { break };
-            let sh = &mut shares[turn.share];
-            let j = keys[sh.cursor].3;
-            sh.cursor += 1;
-            sh.usage += vcpus(&snap.jobs[j].need);
-            if sh.cursor < sh.end {
-                heap.push(Turn::of(turn.share, sh));
-            }
+            let Some(j) = turns.next_as_started(snap) else {
+                break;
+            };
             self.drain_one(ctx, j);
         }
-        'shares: for sh in &shares {
-            for &(_, _, _, j) in &keys[sh.cursor..sh.end] {
+        'shares: for sh in &turns.shares {
+            for &(_, _, _, j) in &turns.keys[sh.cursor..sh.end] {
                 if !self.drain_one(ctx, j) {
                     break 'shares;
                 }
@@ -438,6 +376,116 @@ impl Pass<'_> {
         ctx.envs
             .iter()
             .any(|&e| self.lock[e] == NO_LOCK && ctx.qmin.fits_within(&self.snap.envs[e].capacity))
+    }
+}
+
+/// One fair-share queue's jobs, grouped by share and ordered within each, with the shares'
+/// claims to the next turn. The pass places from it; [`dispatch_order`] and the reasons of a
+/// saturated queue read it as if every job started when its turn came.
+struct Turns {
+    /// (share, priority descending, created_at, index): one ascending sort groups the shares
+    /// and orders each one.
+    keys: Vec<(u32, Reverse<i32>, i64, usize)>,
+    shares: Vec<Share>,
+    heap: BinaryHeap<Turn>,
+}
+
+impl Turns {
+    fn new(snap: &Snapshot, q: usize, fs: &FairShareView, jobs: &[usize]) -> Turns {
+        // Share ids in first-seen order; only the grouping matters, ties use the name rank.
+        let mut ids: HashMap<&str, u32> = HashMap::new();
+        let mut names: Vec<&str> = Vec::new();
+        let mut keys: Vec<(u32, Reverse<i32>, i64, usize)> = Vec::with_capacity(jobs.len());
+        for &j in jobs {
+            let job = &snap.jobs[j];
+            let name = job.share.as_deref().unwrap_or("");
+            let id = *ids.entry(name).or_insert_with(|| {
+                names.push(name);
+                (names.len() - 1) as u32
+            });
+            keys.push((id, Reverse(job.priority), job.created_at, j));
+        }
+        keys.sort_unstable();
+        let mut by_name: Vec<u32> = (0..names.len() as u32).collect();
+        by_name.sort_unstable_by_key(|&s| names[s as usize]);
+
+        let mut shares: Vec<Share> = names
+            .iter()
+            .map(|name| {
+                let usage = snap
+                    .share_usage
+                    .get(&(q, (*name).to_owned()))
+                    .copied()
+                    // Same test as the ActiveShares count in `plan`, so a share is never
+                    // counted twice.
+                    .filter(|u| u.is_finite() && *u > 0.0)
+                    .unwrap_or(0.0);
+                Share {
+                    weight: weight_for(&fs.weights, name),
+                    usage,
+                    active: usage > 0.0,
+                    rank: 0,
+                    cursor: 0,
+                    end: 0,
+                }
+            })
+            .collect();
+        for (rank, &s) in by_name.iter().enumerate() {
+            shares[s as usize].rank = rank as u32;
+        }
+        let mut i = 0;
+        while i < keys.len() {
+            let s = keys[i].0 as usize;
+            shares[s].cursor = i;
+            while i < keys.len() && keys[i].0 as usize == s {
+                i += 1;
+            }
+            shares[s].end = i;
+        }
+        let heap = shares
+            .iter()
+            .enumerate()
+            .map(|(s, sh)| Turn::of(s, sh))
+            .collect();
+        Turns { keys, shares, heap }
+    }
+
+    /// The job that starts next if every job starts when its turn comes: the next job of the
+    /// share with the turn, charged to that share.
+    fn next_as_started(&mut self, snap: &Snapshot) -> Option<usize> {
+        let turn = self.heap.pop()?;
+        let sh = &mut self.shares[turn.share];
+        let j = self.keys[sh.cursor].3;
+        sh.cursor += 1;
+        sh.usage += vcpus(&snap.jobs[j].need);
+        if sh.cursor < sh.end {
+            self.heap.push(Turn::of(turn.share, sh));
+        }
+        Some(j)
+    }
+}
+
+/// See [`super::dispatch_order`].
+pub(super) fn dispatch_order(snap: &Snapshot, q: usize, limit: usize) -> Vec<usize> {
+    let Some(queue) = snap.queues.get(q) else {
+        return Vec::new();
+    };
+    let jobs: Vec<usize> = (0..snap.jobs.len())
+        .filter(|&j| snap.jobs[j].queue == q)
+        .collect();
+    match &queue.fair_share {
+        None => {
+            let mut keys: Vec<(i64, usize)> =
+                jobs.iter().map(|&j| (snap.jobs[j].created_at, j)).collect();
+            keys.sort_unstable();
+            keys.into_iter().take(limit).map(|(_, j)| j).collect()
+        }
+        Some(fs) => {
+            let mut turns = Turns::new(snap, q, fs, &jobs);
+            std::iter::from_fn(|| turns.next_as_started(snap))
+                .take(limit)
+                .collect()
+        }
     }
 }
 

@@ -825,3 +825,77 @@ fn synthetic_snapshot_is_deterministic_and_plans_soundly() {
     assert!(pa.blocked.len() <= 10 * HEAD_REASONS_PER_QUEUE);
     check_all(&a, &pa).unwrap();
 }
+
+// ---------- dispatch order (GetJobQueueSnapshot) ----------
+
+fn fair_share_case() -> impl Strategy<Value = Snapshot> {
+    let jobs = prop::collection::vec((0usize..3, 0i32..3, 0i64..20, 1u64..4), 1..40);
+    let weights = prop::collection::vec(0.2f64..3.0, 3);
+    let usage = prop::collection::vec(prop::option::of(0.0f64..5.0), 3);
+    (jobs, weights, usage).prop_map(|(jobs, weights, usage)| {
+        let names = ["a", "b", "c"];
+        let w: Vec<(&str, f64)> = names.iter().copied().zip(weights).collect();
+        Snapshot {
+            envs: vec![env("ce", res(1000, 1 << 30, 0), res(1000, 1 << 30, 0))],
+            queues: vec![fs_queue("fs", 0, &w, vec![0])],
+            jobs: jobs
+                .into_iter()
+                .map(|(s, p, t, v)| share_job(0, names[s], p, t, v))
+                .collect(),
+            share_usage: names
+                .iter()
+                .zip(usage)
+                .filter_map(|(n, u)| Some(((0, n.to_string()), u?)))
+                .collect(),
+        }
+    })
+}
+
+proptest! {
+    /// With room for everything, one pass places the queue exactly in dispatch order.
+    #[test]
+    fn dispatch_order_is_the_order_one_pass_places_in(snap in fair_share_case()) {
+        let placed: Vec<usize> = plan(&snap).placements.iter().map(|&(j, _)| j).collect();
+        prop_assert_eq!(placed, dispatch_order(&snap, 0, usize::MAX));
+    }
+
+    /// With room for one job at a time, passes that each start one job (charged to its share,
+    /// as running jobs are) start them in dispatch order.
+    #[test]
+    fn dispatch_order_is_the_order_one_slot_passes_start_in(mut snap in fair_share_case()) {
+        let predicted: Vec<(Option<String>, i32, i64)> = dispatch_order(&snap, 0, 10)
+            .into_iter()
+            .map(|j| (snap.jobs[j].share.clone(), snap.jobs[j].priority, snap.jobs[j].created_at))
+            .collect();
+        snap.envs = vec![env("ce", res(4, 1 << 30, 0), res(4, 1 << 30, 0))];
+        let mut started = Vec::new();
+        while started.len() < predicted.len() {
+            snap.envs[0].free = res(4, 1 << 30, 0);
+            let plan = plan(&snap);
+            let &(j, _) = plan.placements.first().expect("a job fits the empty slot");
+            let job = snap.jobs.remove(j);
+            started.push((job.share.clone(), job.priority, job.created_at));
+            *snap.share_usage.entry((0, job.share.unwrap_or_default())).or_insert(0.0) +=
+                job.need.milli_vcpus as f64 / 1000.0;
+        }
+        prop_assert_eq!(started, predicted);
+    }
+}
+
+#[test]
+fn dispatch_order_of_a_fifo_queue_is_submission_order() {
+    let snap = Snapshot {
+        envs: vec![],
+        queues: vec![queue("q", 1, vec![]), queue("other", 1, vec![])],
+        jobs: vec![
+            job(0, 30, res(1, 1, 0)),
+            job(1, 5, res(1, 1, 0)),
+            job(0, 10, res(8, 1, 0)),
+            job(0, 20, res(1, 1, 0)),
+        ],
+        share_usage: HashMap::new(),
+    };
+    assert_eq!(dispatch_order(&snap, 0, 10), vec![2, 3, 0]);
+    assert_eq!(dispatch_order(&snap, 0, 2), vec![2, 3]);
+    assert_eq!(dispatch_order(&snap, 5, 2), Vec::<usize>::new());
+}

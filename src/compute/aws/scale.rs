@@ -178,6 +178,9 @@ impl AwsDriver {
                 provisioner::AllocationStrategy::SpotPriceCapacityOptimized => {
                     ec2t::SpotAllocationStrategy::PriceCapacityOptimized
                 }
+                provisioner::AllocationStrategy::SpotCapacityOptimizedPrioritized => {
+                    ec2t::SpotAllocationStrategy::CapacityOptimizedPrioritized
+                }
                 _ => ec2t::SpotAllocationStrategy::LowestPrice,
             };
             call = call.spot_options(
@@ -186,9 +189,16 @@ impl AwsDriver {
                     .build(),
             );
         } else {
+            // One type per request: the planner already chose it, in `instanceTypes` order for
+            // BEST_FIT_PROGRESSIVE_ORDERED.
+            let alloc = if strategy == provisioner::AllocationStrategy::BestFitProgressiveOrdered {
+                ec2t::FleetOnDemandAllocationStrategy::Prioritized
+            } else {
+                ec2t::FleetOnDemandAllocationStrategy::LowestPrice
+            };
             call = call.on_demand_options(
                 ec2t::OnDemandOptionsRequest::builder()
-                    .allocation_strategy(ec2t::FleetOnDemandAllocationStrategy::LowestPrice)
+                    .allocation_strategy(alloc)
                     .build(),
             );
         }

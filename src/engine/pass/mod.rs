@@ -6,9 +6,13 @@
 //! 4. [`decide`]: the plan turned into starts, reasons and AWS demand;
 //! 5. [`Engine::schedule`] applies them, then fails jobs past their queue's
 //!    `jobStateTimeLimitActions`.
+//!
+//! [`front`] answers GetJobQueueSnapshot from the same pieces: the share usage of step 2 and
+//! the scheduler's own turn order.
 
 mod decide;
 mod fair_share;
+mod front;
 mod snapshot;
 
 use super::Engine;

@@ -7,7 +7,7 @@ use super::super::job::{WaitKey, add, sub};
 use super::super::table::JobTable;
 use crate::compute::fleet::EnvFleet;
 use crate::model::{
-    CR_TYPE_LOCAL, Catalog, ComputeEnvironmentDetail, ResourceState, ResourceStatus,
+    CR_TYPE_LOCAL, Catalog, ComputeEnvironmentDetail, JobQueueDetail, ResourceState, ResourceStatus,
 };
 use crate::scheduler::{EnvView, FairShareView, JobView, QueueView, Resources, ShareWeight};
 use std::collections::{HashMap, HashSet};
@@ -153,26 +153,6 @@ pub(in crate::engine) fn layout<'c>(
     let mut queues = Vec::new();
     let mut queue_idx = HashMap::new();
     for q in cat.queues.values() {
-        let fair_share = q.scheduling_policy_arn.as_ref().map(|arn| {
-            let p = cat
-                .scheduling_policies
-                .values()
-                .find(|p| &p.arn == arn)
-                .and_then(|p| p.fairshare_policy.clone())
-                .unwrap_or_default();
-            FairShareView {
-                compute_reservation: p.compute_reservation.unwrap_or(0).max(0) as u32,
-                weights: p
-                    .share_distribution
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|s| ShareWeight {
-                        share_identifier: s.share_identifier,
-                        weight_factor: s.weight_factor.unwrap_or(1.0),
-                    })
-                    .collect(),
-            }
-        });
         queue_idx.insert(q.job_queue_arn.as_str(), queues.len());
         queues.push(QueueView {
             name: q.job_queue_name.clone(),
@@ -183,7 +163,7 @@ pub(in crate::engine) fn layout<'c>(
                 .iter()
                 .filter_map(|o| env_idx.get(o.compute_environment.as_str()).copied())
                 .collect(),
-            fair_share,
+            fair_share: fair_share_view(cat, q),
         });
     }
     Layout {
@@ -194,6 +174,32 @@ pub(in crate::engine) fn layout<'c>(
         fleets,
         shadow: HashMap::new(),
     }
+}
+
+/// The fair-share policy of queue `q` as the scheduler reads it; `None` for a FIFO queue.
+pub(in crate::engine) fn fair_share_view(
+    cat: &Catalog,
+    q: &JobQueueDetail,
+) -> Option<FairShareView> {
+    let arn = q.scheduling_policy_arn.as_ref()?;
+    let p = cat
+        .scheduling_policies
+        .values()
+        .find(|p| &p.arn == arn)
+        .and_then(|p| p.fairshare_policy.clone())
+        .unwrap_or_default();
+    Some(FairShareView {
+        compute_reservation: p.compute_reservation.unwrap_or(0).max(0) as u32,
+        weights: p
+            .share_distribution
+            .unwrap_or_default()
+            .into_iter()
+            .map(|s| ShareWeight {
+                share_identifier: s.share_identifier,
+                weight_factor: s.weight_factor.unwrap_or(1.0),
+            })
+            .collect(),
+    })
 }
 
 /// How deep into each share a pass looks: the full window on a reason pass, otherwise what

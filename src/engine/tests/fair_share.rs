@@ -169,3 +169,105 @@ async fn a_share_is_charged_in_full_for_a_long_job_that_ran_while_nothing_waited
         "a's long job was decayed as if it had ended long ago"
     );
 }
+
+/// GetJobQueueSnapshot's front as job IDs, and its body.
+async fn front_of_queue(h: &Harness, q: &str) -> (Vec<String>, Value) {
+    let snap = h.call("GetJobQueueSnapshot", json!({"jobQueue": q})).await;
+    let ids = snap["frontOfQueue"]["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| {
+            let arn = j["jobArn"].as_str().unwrap();
+            arn.rsplit_once("job/").unwrap().1.to_string()
+        })
+        .collect();
+    (ids, snap)
+}
+
+#[tokio::test]
+async fn the_queue_snapshot_lists_fair_share_jobs_in_the_order_they_start() {
+    let h = Harness::new().await;
+    one_vcpu_queue(&h, "fair", Some(policy(604_800, &[("a", 1.0), ("b", 2.7)]))).await;
+    let mut share = HashMap::new();
+    submit_share(&h, "fair", "a", 6, &mut share).await;
+    submit_share(&h, "fair", "b", 6, &mut share).await;
+    // The first job of a took the only vCPU as it was submitted; the rest wait.
+    let first = h.launches(1).await[0].job_id.clone();
+    h.settle().await;
+    let (front, snap) = front_of_queue(&h, "fair").await;
+    assert_eq!(front.len(), 11);
+    assert!(!front.contains(&first));
+    let u = &snap["queueUtilization"];
+    assert_eq!(
+        u["totalCapacityUsage"],
+        json!([
+            {"capacityUnit": "VCPU", "quantity": 1.0},
+            {"capacityUnit": "MEMORY", "quantity": 64.0},
+            {"capacityUnit": "GPU", "quantity": 0.0},
+        ])
+    );
+    assert_eq!(
+        u["fairshareUtilization"],
+        json!({
+            "activeShareCount": 1,
+            "topCapacityUtilization": [
+                {"shareIdentifier": "a", "capacityUsage": [{"capacityUnit": "VCPU", "quantity": 1.0}]}
+            ]
+        })
+    );
+    for j in snap["frontOfQueue"]["jobs"].as_array().unwrap() {
+        assert!(j["earliestTimeAtPosition"].as_i64().unwrap() > 0);
+    }
+
+    let order = run_in_turn(&h, 12, 10_000).await;
+    assert_eq!(order[0], first);
+    assert_eq!(order[1..], front[..]);
+    // Interleaved by weight, not by submission: the same order as the pass test above.
+    assert_eq!(
+        shares_of(&order, &share).join(" "),
+        "a b a a b a a a b b b b"
+    );
+    let (front, snap) = front_of_queue(&h, "fair").await;
+    assert!(front.is_empty());
+    assert_eq!(
+        snap["queueUtilization"]["fairshareUtilization"]["activeShareCount"],
+        0
+    );
+}
+
+#[tokio::test]
+async fn the_queue_snapshot_of_a_fifo_queue_is_submission_order() {
+    let h = Harness::new().await;
+    one_vcpu_queue(&h, "fifo", None).await;
+    let mut ids = Vec::new();
+    for i in 0..4 {
+        ids.push(
+            h.submit(&format!("j{i}"), json!({"jobQueue": "fifo"}))
+                .await,
+        );
+    }
+    h.launches(1).await;
+    h.settle().await;
+    let (front, snap) = front_of_queue(&h, "fifo").await;
+    assert!(
+        snap["queueUtilization"]
+            .get("fairshareUtilization")
+            .is_none()
+    );
+    let order = run_in_turn(&h, 4, 1_000).await;
+    assert_eq!(front, order[1..]);
+    // Submission order, as far as the clock tells submissions apart (then by ID).
+    let created: Vec<i64> = {
+        let mut v = Vec::new();
+        for id in &order {
+            v.push(h.describe(id).await.created_at);
+        }
+        v
+    };
+    assert!(created.windows(2).all(|w| w[0] <= w[1]), "{created:?}");
+    assert_eq!(
+        order.iter().collect::<std::collections::BTreeSet<_>>(),
+        ids.iter().collect()
+    );
+}

@@ -198,6 +198,10 @@ impl Harness {
                 )
                 .await
             }
+            "GetJobQueueSnapshot" => {
+                b.job_queue_snapshot(body["jobQueue"].as_str().unwrap())
+                    .await
+            }
             _ => panic!("no such operation in the harness: {op}"),
         }
     }
