@@ -286,6 +286,7 @@ pub async fn run(
             kill_grace: std::time::Duration::from_secs(args.kill_grace_seconds),
             fleet: aws.as_ref().map(|d| d.fleet()),
             spot_max_interruptions: args.aws.spot_max_interruptions,
+            region: args.region.clone(),
             ..Default::default()
         },
         Arc::new(crate::util::time::SystemClock),

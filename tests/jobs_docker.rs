@@ -227,3 +227,136 @@ async fn a_running_container_is_adopted_after_a_server_sigkill() {
     let lines = read_log(&logs_client(&s), &stream(&j, 0)).await;
     assert_eq!(lines, vec!["before".to_string(), "after".to_string()]);
 }
+
+/// Every container setting reaches the container: the job itself reports what it sees, and the
+/// test reads that back from its log.
+#[tokio::test]
+async fn container_settings_reach_the_container() {
+    let s = server();
+    let c = s.client();
+    let raw = s.raw();
+    let shared = tempfile::tempdir().expect("tempdir");
+    std::fs::write(shared.path().join("hello"), "from the host\n").unwrap();
+    // Readable by the unprivileged user the job runs as.
+    std::fs::set_permissions(
+        shared.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let script = "echo uid=$(id -u); \
+        echo shm=$(df -k /dev/shm | tail -1 | awk '{print $2}'); \
+        echo scratch=$(df -k /scratch | tail -1 | awk '{print $2}'); \
+        echo nofile=$(ulimit -n); \
+        echo data=$(cat /data/hello); \
+        if touch /rootfs-probe 2>/dev/null; then echo rootfs=writable; else echo rootfs=read-only; fi; \
+        if touch /data/probe 2>/dev/null; then echo data=writable; else echo data=read-only; fi; \
+        echo exec=$AWS_EXECUTION_ENV region=$AWS_REGION default=$AWS_DEFAULT_REGION; \
+        echo array=${AWS_BATCH_JOB_ARRAY_INDEX:-none}/${AWS_BATCH_JOB_ARRAY_SIZE:-none}";
+    let r = raw
+        .post(
+            "RegisterJobDefinition",
+            &serde_json::json!({
+                "jobDefinitionName": "settings",
+                "type": "container",
+                "containerProperties": {
+                    "image": IMAGE,
+                    "command": ["sh", "-c", script],
+                    "resourceRequirements": [
+                        {"type": "VCPU", "value": "1"}, {"type": "MEMORY", "value": "64"}],
+                    "user": "65534",
+                    "readonlyRootFilesystem": true,
+                    "volumes": [{"name": "shared", "host": {"sourcePath": shared.path()}}],
+                    "mountPoints": [{"sourceVolume": "shared", "containerPath": "/data", "readOnly": true}],
+                    "ulimits": [{"name": "nofile", "softLimit": 1234, "hardLimit": 2048}],
+                    "linuxParameters": {
+                        "sharedMemorySize": 96,
+                        "tmpfs": [{"containerPath": "/scratch", "size": 8}]
+                    }
+                }
+            }),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{r:?}");
+    let id = c
+        .submit_job()
+        .job_name("settings")
+        .job_queue("default")
+        .job_definition("settings")
+        .array_properties(ArrayProperties::builder().size(2).build())
+        .send()
+        .await
+        .expect("submit")
+        .job_id
+        .expect("id");
+    let logs = logs_client(&s);
+    for i in 0..2 {
+        let j = wait_final(&c, &format!("{id}:{i}"), 120).await;
+        assert_eq!(
+            j.status,
+            Some(JobStatus::Succeeded),
+            "{:?}",
+            j.status_reason
+        );
+        let lines = read_log(&logs, &stream(&j, 0)).await;
+        let want = [
+            "uid=65534".to_string(),
+            format!("shm={}", 96 * 1024),
+            format!("scratch={}", 8 * 1024),
+            "nofile=1234".into(),
+            "data=from the host".into(),
+            "rootfs=read-only".into(),
+            "data=read-only".into(),
+            "exec=AWS_ECS_EC2 region=us-east-1 default=us-east-1".into(),
+            format!("array={i}/2"),
+        ];
+        assert_eq!(lines, want);
+    }
+}
+
+/// What a LOCAL environment cannot do ends the attempt with a reason naming the member.
+#[tokio::test]
+async fn settings_a_local_environment_cannot_apply_are_named() {
+    let s = server();
+    let c = s.client();
+    let raw = s.raw();
+    let r = raw
+        .post(
+            "RegisterJobDefinition",
+            &serde_json::json!({
+                "jobDefinitionName": "efs",
+                "type": "container",
+                "containerProperties": {
+                    "image": IMAGE,
+                    "command": ["true"],
+                    "resourceRequirements": [
+                        {"type": "VCPU", "value": "1"}, {"type": "MEMORY", "value": "64"}],
+                    "volumes": [{"name": "e", "efsVolumeConfiguration": {"fileSystemId": "fs-1"}}],
+                    "mountPoints": [{"sourceVolume": "e", "containerPath": "/efs"}]
+                }
+            }),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{r:?}");
+    let id = c
+        .submit_job()
+        .job_name("efs")
+        .job_queue("default")
+        .job_definition("efs")
+        .send()
+        .await
+        .expect("submit")
+        .job_id
+        .expect("id");
+    let j = wait_final(&c, &id, 120).await;
+    assert_eq!(j.status, Some(JobStatus::Failed));
+    let reason = j.attempts.unwrap_or_default()[0]
+        .container
+        .as_ref()
+        .and_then(|c| c.reason.clone())
+        .unwrap_or_default();
+    assert!(
+        reason.starts_with("MISCONFIGURATION: containerProperties.volumes")
+            && reason.contains("EFS"),
+        "{reason}"
+    );
+}

@@ -95,6 +95,7 @@ fn spec(kind: Kind, command: &[&str]) -> AttemptSpec {
         log_group: JOB_LOG_GROUP.into(),
         job_definition: "arn:aws:batch:us-east-1:000000000000:job-definition/test-def:1".into(),
         target: Target::Local,
+        container: Default::default(),
     }
 }
 
@@ -238,7 +239,15 @@ async fn environment_is_the_spec(kind: Kind) {
 async fn stop_signals(kind: Kind) {
     let mut h = harness(kind).await;
     for (signal, want) in [(StopSignal::Term, 143), (StopSignal::Kill, 137)] {
-        let s = spec(kind, &["sleep", "300"]);
+        let mut s = spec(kind, &["sleep", "300"]);
+        // As on ECS, a container's first process ignores SIGTERM unless an init runs in front
+        // of it (initProcessEnabled); ask for one so SIGTERM reaches `sleep`.
+        s.container = std::sync::Arc::new(
+            serde_json::from_value(
+                serde_json::json!({"linuxParameters": {"initProcessEnabled": true}}),
+            )
+            .unwrap(),
+        );
         h.rt.start(s.clone()).await.expect("start");
         expect_started(&mut h.rx, &s).await;
         // Give the command a moment to be exec'd (for Docker: behind its init).
@@ -542,7 +551,10 @@ async fn docker_missing_image_fails_readably() {
 async fn docker_missing_command_fails_readably() {
     let mut h = harness(Kind::Docker).await;
     let s = spec(Kind::Docker, &["flotilla-no-such-command-xyz"]);
-    let (code, reason, _) = run(&mut h, s.clone()).await;
+    // Without an init in front of it Docker itself execs the command and fails the start, as
+    // ECS reports it: the attempt never starts.
+    h.rt.start(s.clone()).await.expect("start returns Ok");
+    let (code, reason) = expect_exited(&mut h.rx, &s).await;
     assert_eq!(code, None);
     let reason = reason.expect("reason");
     assert!(

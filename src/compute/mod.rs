@@ -51,6 +51,10 @@ pub struct AttemptSpec {
     /// Revision ARN of the job definition (ECS task definitions are derived from it).
     pub job_definition: String,
     pub target: Target,
+    /// The job's container as merged from its definition and overrides: the settings beyond
+    /// image, command, environment and size (volumes, Linux parameters, user, …) each runtime
+    /// applies or refuses from here (`crate::model::container::ContainerSettings::of`).
+    pub container: std::sync::Arc<crate::model::ContainerProperties>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -16,6 +16,8 @@ pub struct EngineConfig {
     /// Spot interruptions of one job retried without spending its attempts; past this, the job
     /// skips SPOT environments.
     pub spot_max_interruptions: u32,
+    /// The server's region: `AWS_REGION`/`AWS_DEFAULT_REGION` in every job, as on AWS.
+    pub region: String,
 }
 
 impl Default for EngineConfig {
@@ -25,6 +27,7 @@ impl Default for EngineConfig {
             host_memory_mib: host_memory_mib(),
             fleet: None,
             spot_max_interruptions: 3,
+            region: "us-east-1".into(),
         }
     }
 }

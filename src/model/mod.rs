@@ -6,6 +6,7 @@
 
 pub mod arn;
 mod catalog;
+pub mod container;
 pub mod status;
 pub mod validate;
 

@@ -241,6 +241,7 @@ pub fn container_properties(field: &str, c: &ContainerProperties) -> Check {
     if let Some(e) = &c.environment {
         environment(&format!("{field}.environment"), e)?;
     }
+    super::container::ContainerSettings::of(field, c).map_err(Invalid)?;
     Ok(())
 }
 

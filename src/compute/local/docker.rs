@@ -360,6 +360,10 @@ impl Runtime for DockerRuntime {
             }
             Err(e) => return Err(unavailable(e)),
         }
+        let (host, user) = match super::container::docker_config(&spec) {
+            Ok(c) => c,
+            Err(reason) => return fail(reason),
+        };
         let writer = inner
             .logs
             .writer(&spec.log_group, &spec.log_stream)
@@ -382,11 +386,11 @@ impl Runtime for DockerRuntime {
             attach_stdout: Some(true),
             attach_stderr: Some(true),
             tty: Some(false),
+            user,
             host_config: Some(HostConfig {
                 nano_cpus: nonzero(spec.milli_vcpus.saturating_mul(1_000_000)),
                 memory: nonzero(spec.memory_mib.saturating_mul(1024 * 1024)),
-                init: Some(true),
-                ..Default::default()
+                ..host
             }),
             ..Default::default()
         };

@@ -12,6 +12,7 @@
 //! [`Runtime::stop`]: crate::compute::Runtime::stop
 //! [`Runtime::recover`]: crate::compute::Runtime::recover
 
+pub mod container;
 pub mod docker;
 pub mod process;
 

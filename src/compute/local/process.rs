@@ -343,6 +343,20 @@ impl Runtime for ProcessRuntime {
             );
             return Ok(());
         };
+        let limits = match super::container::process_config(&spec) {
+            Ok(l) => l,
+            Err(reason) => {
+                if let Err(e) = inner.logs.writer(&spec.log_group, &spec.log_stream) {
+                    tracing::warn!(error = %e, "cannot create the attempt's log stream");
+                }
+                span.in_scope(|| tracing::info!(%reason, "attempt could not start"));
+                send_later(
+                    &inner.events,
+                    vec![exited(&spec.job_id, spec.attempt, None, Some(reason))],
+                );
+                return Ok(());
+            }
+        };
         let work = inner.take_work_dir(&spec.task_id).map_err(|e| {
             RuntimeError::Unavailable(format!("cannot create a working directory: {e}"))
         })?;
@@ -364,6 +378,32 @@ impl Runtime for ProcessRuntime {
             }
         }
         cmd.envs(spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        if !limits.is_empty() {
+            let limits: Vec<(libc::__rlimit_resource_t, libc::rlimit)> = limits
+                .iter()
+                .filter_map(|(name, soft, hard)| {
+                    Some((
+                        rlimit_resource(name)?,
+                        libc::rlimit {
+                            rlim_cur: *soft as libc::rlim_t,
+                            rlim_max: *hard as libc::rlim_t,
+                        },
+                    ))
+                })
+                .collect();
+            // SAFETY: between fork and exec only async-signal-safe calls are allowed, and
+            // setrlimit is one; `limits` was built before the fork and is only read.
+            unsafe {
+                cmd.pre_exec(move || {
+                    for (resource, limit) in &limits {
+                        if libc::setrlimit(*resource, limit) != 0 {
+                            return Err(std::io::Error::last_os_error());
+                        }
+                    }
+                    Ok(())
+                });
+            }
+        }
         let mut child = match cmd.spawn() {
             Ok(c) => c,
             Err(e) => {
@@ -771,6 +811,28 @@ fn emit(writer: &LogWriter, line: &mut Vec<u8>, ended: bool) {
         tracing::warn!(error = %e, stream = writer.stream(), "cannot store a log line");
     }
     line.clear();
+}
+
+/// The `setrlimit` resource of an ECS ulimit name (validated at registration).
+fn rlimit_resource(name: &str) -> Option<libc::__rlimit_resource_t> {
+    Some(match name {
+        "core" => libc::RLIMIT_CORE,
+        "cpu" => libc::RLIMIT_CPU,
+        "data" => libc::RLIMIT_DATA,
+        "fsize" => libc::RLIMIT_FSIZE,
+        "locks" => libc::RLIMIT_LOCKS,
+        "memlock" => libc::RLIMIT_MEMLOCK,
+        "msgqueue" => libc::RLIMIT_MSGQUEUE,
+        "nice" => libc::RLIMIT_NICE,
+        "nofile" => libc::RLIMIT_NOFILE,
+        "nproc" => libc::RLIMIT_NPROC,
+        "rss" => libc::RLIMIT_RSS,
+        "rtprio" => libc::RLIMIT_RTPRIO,
+        "rttime" => libc::RLIMIT_RTTIME,
+        "sigpending" => libc::RLIMIT_SIGPENDING,
+        "stack" => libc::RLIMIT_STACK,
+        _ => return None,
+    })
 }
 
 #[cfg(test)]
