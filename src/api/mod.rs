@@ -146,24 +146,30 @@ fn route(method: &Method, path: &str) -> Option<(&'static str, Option<String>)> 
     const OPS: &[&str] = &[
         "CancelJob",
         "CreateComputeEnvironment",
+        "CreateConsumableResource",
         "CreateJobQueue",
         "CreateSchedulingPolicy",
         "DeleteComputeEnvironment",
+        "DeleteConsumableResource",
         "DeleteJobQueue",
         "DeleteSchedulingPolicy",
         "DeregisterJobDefinition",
         "DescribeComputeEnvironments",
+        "DescribeConsumableResource",
         "DescribeJobDefinitions",
         "DescribeJobQueues",
         "DescribeJobs",
         "DescribeSchedulingPolicies",
         "GetJobQueueSnapshot",
+        "ListConsumableResources",
         "ListJobs",
+        "ListJobsByConsumableResource",
         "ListSchedulingPolicies",
         "RegisterJobDefinition",
         "SubmitJob",
         "TerminateJob",
         "UpdateComputeEnvironment",
+        "UpdateConsumableResource",
         "UpdateJobQueue",
         "UpdateSchedulingPolicy",
     ];
@@ -346,6 +352,12 @@ struct JobDefinitionRef {
 }
 
 #[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ConsumableResourceRef {
+    consumable_resource: String,
+}
+
+#[derive(Deserialize)]
 struct PolicyRef {
     arn: String,
 }
@@ -446,6 +458,24 @@ async fn dispatch(
             batch
                 .list_scheduling_policies(r.max_results, r.next_token.as_deref())
                 .await
+        }
+        "CreateConsumableResource" => batch.create_consumable_resource(parse(body)?).await,
+        "UpdateConsumableResource" => batch.update_consumable_resource(parse(body)?).await,
+        "DeleteConsumableResource" => {
+            let r: ConsumableResourceRef = parse(body)?;
+            batch
+                .delete_consumable_resource(&r.consumable_resource)
+                .await
+        }
+        "DescribeConsumableResource" => {
+            let r: ConsumableResourceRef = parse(body)?;
+            batch
+                .describe_consumable_resource(&r.consumable_resource)
+                .await
+        }
+        "ListConsumableResources" => batch.list_consumable_resources(parse(body)?).await,
+        "ListJobsByConsumableResource" => {
+            batch.list_jobs_by_consumable_resource(parse(body)?).await
         }
         "SubmitJob" => batch.submit_job(parse(body)?).await,
         "DescribeJobs" => {
