@@ -205,7 +205,8 @@ pub(in crate::engine) fn layout<'c>(
             in_use: table.consumable_in_use(name),
             released,
         };
-        let (_, _, available) = consumable_quantities(r, used);
+        let (total, in_use, available) = consumable_quantities(r, used);
+        crate::metrics::consumable(name, total, in_use, available);
         consumable_idx.insert(name.clone(), consumables.len());
         consumables.push(ConsumableView {
             name: name.clone(),
