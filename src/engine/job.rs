@@ -18,6 +18,9 @@ pub(super) struct Job {
     pub need: Resources,
     /// (consumable resource name, quantity) an attempt holds while STARTING or RUNNING.
     pub consumables: Vec<(String, u64)>,
+    /// `attempts.len()` when the current attempt took its consumable resources: an attempt
+    /// that leaves no record (it never started) consumes nothing.
+    pub attempts_at_hold: usize,
     /// When SIGKILL is due after a SIGTERM (epoch ms).
     pub kill_at: Option<i64>,
 }
@@ -32,6 +35,7 @@ impl Job {
         Job {
             need: job_need(&d),
             consumables: consumables_of(&d),
+            attempts_at_hold: d.attempts.len(),
             children_left,
             children_failed: 0,
             unmet: 0,

@@ -161,6 +161,7 @@ impl JobTable {
                 job.d.internal.compute_environment = Some(p.env);
                 job.d.internal.container_instance = p.instance;
                 job.d.internal.task_id = Some(p.task_id);
+                job.attempts_at_hold = job.d.attempts.len();
                 let job = &**job;
                 hold_in(&mut self.used, &mut self.on_instance, job);
                 self.consumables.hold(job);
@@ -404,7 +405,11 @@ impl Consumables {
         }
     }
 
+    /// Gives back what the attempt held. An attempt that ran (it left a record in `attempts`)
+    /// also counts as released, which NON_REPLENISHABLE resources lose; one that never started
+    /// consumed nothing.
     fn release(&mut self, job: &Job) {
+        let ran = job.d.attempts.len() > job.attempts_at_hold;
         for (name, q) in &job.consumables {
             if let Some(h) = self.held.get_mut(name) {
                 *h = h.saturating_sub(*q);
@@ -412,7 +417,9 @@ impl Consumables {
                     self.held.remove(name);
                 }
             }
-            *self.released.entry(name.clone()).or_default() += q;
+            if ran {
+                *self.released.entry(name.clone()).or_default() += q;
+            }
             self.changed = true;
         }
     }

@@ -268,3 +268,39 @@ async fn submit_overrides_the_definition_and_bad_properties_name_the_field() {
         .to_string();
     assert!(e.starts_with("consumableResource:"), "{e}");
 }
+
+#[tokio::test]
+async fn an_attempt_that_never_started_consumes_nothing() {
+    let h = Harness::new().await;
+    licence(&h, "tokens", 4, "NON_REPLENISHABLE", "spend", 3).await;
+    let a = h.submit("a", json!({"jobDefinition": "spend"})).await;
+    h.launch_of(&a, 1).await;
+    h.event(RuntimeEvent::NotStarted {
+        job_id: a.clone(),
+        attempt: 1,
+        reason: "no room on the instance after all".into(),
+    })
+    .await;
+    // Placed again (still attempt 1, which never ran), then run for real.
+    h.wait_until_launched_twice(&a).await;
+    h.settle().await;
+    assert_eq!(counts(&h, "tokens").await, (4, 3, 1));
+    h.started(&a, 1).await;
+    h.exited(&a, 1, 0).await;
+    h.wait_for(&a, JobStatus::Succeeded).await;
+    h.settle().await;
+    assert_eq!(counts(&h, "tokens").await, (1, 0, 1));
+}
+
+impl Harness {
+    async fn wait_until_launched_twice(&self, id: &str) {
+        let deadline = tokio::time::Instant::now() + super::PATIENCE;
+        while self.launches_of(id).len() < 2 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{id} was not launched again"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    }
+}
