@@ -27,6 +27,9 @@ pub struct ConsumableUse {
 
 /// How long a `clientToken` of UpdateConsumableResource is remembered (AWS: 8 hours).
 const CLIENT_TOKEN_TTL_MS: i64 = 8 * 3600 * 1000;
+/// Tokens remembered per resource at most, the oldest forgotten first: they live in the
+/// resource's document, which is rewritten on every change.
+const MAX_CLIENT_TOKENS: usize = 1000;
 
 /// The quantities DescribeConsumableResource shows: (total, in use, available).
 pub fn consumable_quantities(r: &ConsumableResourceDetail, u: ConsumableUse) -> (i64, i64, i64) {
@@ -281,6 +284,8 @@ impl Batch {
         };
         if let Some(token) = req.client_token {
             r.client_tokens.push((token, digest, now));
+            let excess = r.client_tokens.len().saturating_sub(MAX_CLIENT_TOKENS);
+            r.client_tokens.drain(..excess);
         }
         self.persist(
             ResourceKind::ConsumableResource,

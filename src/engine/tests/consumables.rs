@@ -304,3 +304,73 @@ impl Harness {
         }
     }
 }
+
+#[tokio::test]
+async fn array_children_each_hold_the_quantity_and_a_deleted_resource_is_named_while_jobs_wait() {
+    let h = Harness::new().await;
+    licence(&h, "licence", 1, "REPLENISHABLE", "lic", 1).await;
+    let parent = h
+        .submit(
+            "arr",
+            json!({"jobDefinition": "lic", "arrayProperties": {"size": 3}}),
+        )
+        .await;
+    let first = h.launches(1).await[0].job_id.clone();
+    reasons_pass(&h).await;
+    assert_eq!(
+        h.rt.started.lock().unwrap().len(),
+        1,
+        "one licence, one child"
+    );
+    assert_eq!(counts(&h, "licence").await, (1, 1, 0));
+    h.run(&first, 1, 0).await;
+    let second = h.launches(2).await[1].job_id.clone();
+    h.run(&second, 1, 0).await;
+    let third = h.launches(3).await[2].job_id.clone();
+    h.run(&third, 1, 0).await;
+    h.wait_for(&parent, JobStatus::Succeeded).await;
+    h.settle().await;
+    assert_eq!(counts(&h, "licence").await, (1, 0, 1));
+
+    // Deleted while a job waits for it: the job says so, and runs once it exists again.
+    h.call(
+        "UpdateConsumableResource",
+        json!({"consumableResource": "licence", "operation": "SET", "quantity": 0}),
+    )
+    .await;
+    let waiting = h.submit("w", json!({"jobDefinition": "lic"})).await;
+    h.call(
+        "DeleteConsumableResource",
+        json!({"consumableResource": "licence"}),
+    )
+    .await;
+    // SubmitJob now refuses the definition: its resource is gone.
+    let e = h
+        .try_call(
+            "SubmitJob",
+            json!({"jobName": "x", "jobQueue": "default", "jobDefinition": "lic"}),
+        )
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with("jobDefinition.consumableResourceList[0].consumableResource:"),
+        "{e}"
+    );
+    reasons_pass(&h).await;
+    let d = h.describe(&waiting).await;
+    assert_eq!(d.status, JobStatus::Runnable);
+    let reason = d.status_reason.unwrap_or_default();
+    assert!(
+        reason.starts_with("MISCONFIGURATION:CONSUMABLE_RESOURCE_NOT_FOUND")
+            && reason.contains("licence"),
+        "{reason}"
+    );
+    h.call(
+        "CreateConsumableResource",
+        json!({"consumableResourceName": "licence", "totalQuantity": 1}),
+    )
+    .await;
+    h.run(&waiting, 1, 0).await;
+    h.wait_for(&waiting, JobStatus::Succeeded).await;
+}
