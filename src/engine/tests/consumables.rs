@@ -2,11 +2,12 @@
 //! the end of each attempt, and exact counts across retries, terminations, Spot interruptions
 //! and restarts.
 
-use super::Harness;
-use crate::compute::RuntimeEvent;
+use super::{Harness, PATIENCE};
+use crate::compute::{RuntimeEvent, StopSignal};
 use crate::engine::EngineConfig;
 use crate::model::JobStatus;
 use serde_json::{Value, json};
+use std::time::Duration;
 
 async fn restart(h: Harness) -> Harness {
     let (dir, clock) = h.shut_down().await;
@@ -294,13 +295,13 @@ async fn an_attempt_that_never_started_consumes_nothing() {
 
 impl Harness {
     async fn wait_until_launched_twice(&self, id: &str) {
-        let deadline = tokio::time::Instant::now() + super::PATIENCE;
+        let deadline = tokio::time::Instant::now() + PATIENCE;
         while self.launches_of(id).len() < 2 {
             assert!(
                 tokio::time::Instant::now() < deadline,
                 "{id} was not launched again"
             );
-            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
 }
@@ -373,4 +374,27 @@ async fn array_children_each_hold_the_quantity_and_a_deleted_resource_is_named_w
     .await;
     h.run(&waiting, 1, 0).await;
     h.wait_for(&waiting, JobStatus::Succeeded).await;
+}
+
+#[tokio::test]
+async fn a_timed_out_attempt_gives_its_quantity_back() {
+    let h = Harness::new().await;
+    licence(&h, "licence", 1, "REPLENISHABLE", "lic", 1).await;
+    let slow = h
+        .submit(
+            "slow",
+            json!({"jobDefinition": "lic", "timeout": {"attemptDurationSeconds": 60}}),
+        )
+        .await;
+    let next = h.submit("next", json!({"jobDefinition": "lic"})).await;
+    h.running(&slow, 1).await;
+    h.advance(60_000);
+    h.signalled(&slow, 1, StopSignal::Term).await;
+    assert_eq!(counts(&h, "licence").await, (1, 1, 0));
+    h.exited(&slow, 1, 143).await;
+    h.wait_for(&slow, JobStatus::Failed).await;
+    h.run(&next, 1, 0).await;
+    h.wait_for(&next, JobStatus::Succeeded).await;
+    h.settle().await;
+    assert_eq!(counts(&h, "licence").await, (1, 0, 1));
 }
