@@ -1,4 +1,5 @@
-//! Prometheus metrics: API calls, job state transitions, queue depth.
+//! Prometheus metrics: API calls, job state transitions, queue depth, capacity, consumable
+//! resources.
 //!
 //! One process-wide registry, because the counters are bumped from deep inside the control plane
 //! and threading a handle through every call would buy nothing.
@@ -37,6 +38,12 @@ struct CapacityLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ConsumableLabels {
+    consumable_resource: String,
+    kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct AwsLabels {
     service: String,
     operation: String,
@@ -54,6 +61,7 @@ struct Metrics {
     aws_calls: Family<AwsLabels, Counter>,
     fleet: Family<FleetLabels, Gauge>,
     capacity: Family<CapacityLabels, Gauge>,
+    consumables: Family<ConsumableLabels, Gauge>,
     api_calls: Family<ApiLabels, Counter>,
     transitions: Family<TransitionLabels, Counter>,
     queue_depth: Family<QueueLabels, Gauge>,
@@ -87,6 +95,12 @@ fn metrics() -> &'static Metrics {
             "Capacity of each compute environment: kind total or used; resource milli_vcpus, memory_mib or gpus",
             capacity.clone(),
         );
+        let consumables = Family::<ConsumableLabels, Gauge>::default();
+        registry.register(
+            "consumable_resource_quantity",
+            "Quantity of each consumable resource, by kind (total, in_use, available), as the last scheduling pass saw it",
+            consumables.clone(),
+        );
         let aws_calls = Family::<AwsLabels, Counter>::default();
         registry.register(
             "aws_calls",
@@ -104,6 +118,7 @@ fn metrics() -> &'static Metrics {
             aws_calls,
             fleet,
             capacity,
+            consumables,
             api_calls,
             transitions,
             queue_depth,
@@ -168,6 +183,23 @@ pub fn capacity(env: &str, total: [i64; 3], used: [i64; 3]) {
                 })
                 .set(v);
         }
+    }
+}
+
+/// Records a consumable resource's total, in-use and available quantities.
+pub fn consumable(resource: &str, total: i64, in_use: i64, available: i64) {
+    let m = metrics();
+    for (kind, v) in [
+        ("total", total),
+        ("in_use", in_use),
+        ("available", available),
+    ] {
+        m.consumables
+            .get_or_create(&ConsumableLabels {
+                consumable_resource: resource.to_string(),
+                kind: kind.to_string(),
+            })
+            .set(v);
     }
 }
 

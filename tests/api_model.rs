@@ -189,7 +189,10 @@ async fn every_kept_member_of_a_job_definition_comes_back() {
         "propagateTags": true,
         "timeout": {"attemptDurationSeconds": 60},
         "tags": {"t": "v"},
-        "platformCapabilities": ["EC2"]
+        "platformCapabilities": ["EC2"],
+        "consumableResourceProperties": {
+            "consumableResourceList": [{"consumableResource": "licence", "quantity": 2}]
+        }
     });
     // The body covers every member of RegisterJobDefinition the table keeps, so a member
     // classified as kept later must be added here, where it is checked.
@@ -211,6 +214,13 @@ async fn every_kept_member_of_a_job_definition_comes_back() {
         "not in the test's job definition: {kept:?}"
     );
 
+    let r = raw
+        .post(
+            "CreateConsumableResource",
+            &json!({"consumableResourceName": "licence", "totalQuantity": 3}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{r:?}");
     let r = raw.post("RegisterJobDefinition", &def).await;
     assert_eq!(r.status, 200, "{r:?}");
     let r = raw

@@ -148,25 +148,31 @@ pub const OPERATIONS: &[&str] = &[
     "CancelJob",
     "CancelJobs",
     "CreateComputeEnvironment",
+    "CreateConsumableResource",
     "CreateJobQueue",
     "CreateSchedulingPolicy",
     "DeleteComputeEnvironment",
+    "DeleteConsumableResource",
     "DeleteJobQueue",
     "DeleteSchedulingPolicy",
     "DeregisterJobDefinition",
     "DescribeComputeEnvironments",
+    "DescribeConsumableResource",
     "DescribeJobDefinitions",
     "DescribeJobQueues",
     "DescribeJobs",
     "DescribeSchedulingPolicies",
     "GetJobQueueSnapshot",
+    "ListConsumableResources",
     "ListJobs",
+    "ListJobsByConsumableResource",
     "ListSchedulingPolicies",
     "RegisterJobDefinition",
     "SubmitJob",
     "TerminateJob",
     "TerminateJobs",
     "UpdateComputeEnvironment",
+    "UpdateConsumableResource",
     "UpdateJobQueue",
     "UpdateSchedulingPolicy",
 ];
@@ -205,12 +211,6 @@ fn route(method: &Method, path: &str) -> Option<(&'static str, Option<String>)> 
 /// answered with a ClientException naming the operation rather than a 404 a client cannot
 /// tell from a wrong endpoint.
 pub const UNSUPPORTED_OPS: &[(&str, &str)] = &[
-    ("CreateConsumableResource", "consumable resources"),
-    ("DeleteConsumableResource", "consumable resources"),
-    ("DescribeConsumableResource", "consumable resources"),
-    ("ListConsumableResources", "consumable resources"),
-    ("ListJobsByConsumableResource", "consumable resources"),
-    ("UpdateConsumableResource", "consumable resources"),
     ("CreateQuotaShare", "quota shares"),
     ("DeleteQuotaShare", "quota shares"),
     ("DescribeQuotaShare", "quota shares"),
@@ -401,6 +401,12 @@ struct JobDefinitionRef {
 }
 
 #[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ConsumableResourceRef {
+    consumable_resource: String,
+}
+
+#[derive(Deserialize)]
 struct PolicyRef {
     arn: String,
 }
@@ -514,6 +520,24 @@ async fn dispatch(
             batch
                 .list_scheduling_policies(r.max_results, r.next_token.as_deref())
                 .await
+        }
+        "CreateConsumableResource" => batch.create_consumable_resource(parse(body)?).await,
+        "UpdateConsumableResource" => batch.update_consumable_resource(parse(body)?).await,
+        "DeleteConsumableResource" => {
+            let r: ConsumableResourceRef = parse(body)?;
+            batch
+                .delete_consumable_resource(&r.consumable_resource)
+                .await
+        }
+        "DescribeConsumableResource" => {
+            let r: ConsumableResourceRef = parse(body)?;
+            batch
+                .describe_consumable_resource(&r.consumable_resource)
+                .await
+        }
+        "ListConsumableResources" => batch.list_consumable_resources(parse(body)?).await,
+        "ListJobsByConsumableResource" => {
+            batch.list_jobs_by_consumable_resource(parse(body)?).await
         }
         "SubmitJob" => batch.submit_job(parse(body)?).await,
         "DescribeJobs" => {

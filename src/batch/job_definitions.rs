@@ -11,6 +11,9 @@ impl Batch {
     ) -> BatchResult<Value> {
         v::register_job_definition(&req)?;
         let mut guard = self.catalog.write().await;
+        if let Some(p) = &req.consumable_resource_properties {
+            self.check_consumables(&guard, p, "consumableResourceProperties")?;
+        }
         let cat = Arc::make_mut(&mut *guard);
         let revision = cat
             .job_definitions
@@ -35,6 +38,7 @@ impl Batch {
             propagate_tags: req.propagate_tags,
             platform_capabilities: req.platform_capabilities,
             container_orchestration_type: Some("ECS".into()),
+            consumable_resource_properties: req.consumable_resource_properties,
         };
         self.persist(ResourceKind::JobDefinition, &arn, &name, to_json(&jd)?)
             .await?;

@@ -172,6 +172,17 @@ impl Batch {
                     jd.job_definition_arn
                 )));
             }
+            // The definition's resources are checked again: one may have been deleted since.
+            match (
+                &req.consumable_resource_properties_override,
+                &jd.consumable_resource_properties,
+            ) {
+                (Some(p), _) => {
+                    self.check_consumables(&cat, p, "consumableResourcePropertiesOverride")?
+                }
+                (None, Some(p)) => self.check_consumables(&cat, p, "jobDefinition")?,
+                (None, None) => {}
+            }
             (q.clone(), jd.clone())
         };
 
@@ -286,6 +297,11 @@ impl Batch {
             platform_capabilities: jd.platform_capabilities.clone(),
             is_cancelled: None,
             is_terminated: None,
+            consumable_resource_properties: req
+                .consumable_resource_properties_override
+                .clone()
+                .or_else(|| jd.consumable_resource_properties.clone())
+                .filter(|p| p.needs().next().is_some()),
             internal: JobInternal {
                 runnable_since: Some(now),
                 ..Default::default()

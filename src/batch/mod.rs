@@ -1,10 +1,12 @@
 //! The control plane: AWS Batch operations over the durable store.
 //!
-//! Compute environments, queues, job definitions and scheduling policies are few; they live in an
-//! in-memory [`Catalog`] that is loaded at start and written through to the store (the store write
-//! happens first, under the catalog's write lock, so memory never shows what is not durable). Jobs
+//! Compute environments, queues, job definitions, scheduling policies and consumable resources
+//! are few; they live in an in-memory [`Catalog`] that is loaded at start and written through
+//! to the store (the store write happens first, under the catalog's write lock, so memory never
+//! shows what is not durable). Jobs
 //! live in the store; every accepted `SubmitJob` is committed (group commit) before it returns.
 
+mod consumable_resources;
 mod control_plane;
 pub mod dispatch;
 mod job_definitions;
@@ -15,6 +17,7 @@ mod scheduling_policies;
 mod tags;
 
 pub use crate::model::Catalog;
+pub use consumable_resources::{ConsumableUse, consumable_quantities};
 
 use crate::error::{BatchError, BatchResult};
 use crate::model::*;
@@ -48,6 +51,9 @@ pub struct Batch {
     /// them waits instead of seeing a partial family (see `SubmitJob` of an array job).
     materialising:
         std::sync::Mutex<std::collections::HashMap<String, tokio::sync::watch::Sender<bool>>>,
+    /// What the engine's attempts hold of each consumable resource, as it last published
+    /// (see [`ConsumableUse`]).
+    consumable_use: std::sync::Mutex<std::collections::HashMap<String, ConsumableUse>>,
 }
 
 /// What the control plane must know of how the server runs, given when it is built.
@@ -65,6 +71,7 @@ pub enum ArnKind {
     JobQueue,
     JobDefinition,
     SchedulingPolicy,
+    ConsumableResource,
     Job,
 }
 
@@ -75,6 +82,7 @@ impl ArnKind {
             ArnKind::JobQueue => "job-queue",
             ArnKind::JobDefinition => "job-definition",
             ArnKind::SchedulingPolicy => "scheduling-policy",
+            ArnKind::ConsumableResource => "consumable-resource",
             ArnKind::Job => "job",
         }
     }
@@ -203,6 +211,12 @@ impl Batch {
                     let p: SchedulingPolicyDetail = from_json("scheduling policy", &row.doc)?;
                     catalog.scheduling_policies.insert(p.name.clone(), p);
                 }
+                ResourceKind::ConsumableResource => {
+                    let r: ConsumableResourceDetail = from_json("consumable resource", &row.doc)?;
+                    catalog
+                        .consumable_resources
+                        .insert(r.consumable_resource_name.clone(), r);
+                }
             }
         }
         let host_cpus = std::thread::available_parallelism()
@@ -218,6 +232,7 @@ impl Batch {
             aws_driver: opts.aws_driver,
             shared_properties: std::sync::Mutex::default(),
             materialising: std::sync::Mutex::default(),
+            consumable_use: std::sync::Mutex::default(),
         })
     }
 
@@ -329,6 +344,7 @@ impl Batch {
             ArnKind::JobQueue,
             ArnKind::JobDefinition,
             ArnKind::SchedulingPolicy,
+            ArnKind::ConsumableResource,
             ArnKind::Job,
         ]
         .into_iter()

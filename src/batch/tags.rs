@@ -45,6 +45,14 @@ impl Batch {
                 updated.tags = Some(t.clone());
                 (t, ResourceKind::SchedulingPolicy, to_json(&updated)?)
             }
+            ArnKind::ConsumableResource => {
+                let r = cat.consumable_resources.get(name).ok_or_else(missing)?;
+                let mut t = r.tags.clone().unwrap_or_default();
+                f(&mut t)?;
+                let mut updated = r.clone();
+                updated.tags = Some(t.clone());
+                (t, ResourceKind::ConsumableResource, to_json(&updated)?)
+            }
             ArnKind::JobDefinition => {
                 let jd = self.resolve_job_definition(cat, arn, "resourceArn")?;
                 let mut t = jd.tags.clone().unwrap_or_default();
@@ -73,6 +81,10 @@ impl Batch {
             ArnKind::SchedulingPolicy => {
                 let p: SchedulingPolicyDetail = from_json("scheduling policy", &doc)?;
                 cat.scheduling_policies.insert(name.to_string(), p);
+            }
+            ArnKind::ConsumableResource => {
+                let r: ConsumableResourceDetail = from_json("consumable resource", &doc)?;
+                cat.consumable_resources.insert(name.to_string(), r);
             }
             ArnKind::JobDefinition => {
                 let jd: JobDefinition = from_json("job definition", &doc)?;

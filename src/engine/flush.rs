@@ -14,7 +14,7 @@ use super::config::WRITE_COALESCE;
 use crate::batch::dispatch::{StopResult, TagsReply};
 use crate::batch::job_row;
 use crate::compute::{AttemptSpec, StopSignal, Target};
-use crate::error::BatchResult;
+use crate::error::{BatchError, BatchResult};
 use crate::store::{JobRow, Store, StoreResult};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -135,6 +135,9 @@ impl Engine {
     /// Writes the round's changes (now if `urgent`, a command waits or an ECS attempt is to
     /// start; else once they are `WRITE_COALESCE` old), then answers, launches and signals.
     async fn flush_with(&mut self, urgent: bool) {
+        // Before any job row: a NON_REPLENISHABLE consumption is durable before the end of the
+        // attempt that consumed it, so a crash can count it twice but never lose it.
+        self.settle_consumables().await;
         let (early, late): (Vec<AttemptSpec>, Vec<AttemptSpec>) = self
             .effects
             .launches
@@ -205,6 +208,32 @@ impl Engine {
                     tracing::warn!(job_id = %id, error = %e, "signal failed");
                 }
             });
+        }
+    }
+
+    /// Publishes what attempts hold of each consumable resource, then takes what ended
+    /// attempts gave back off the NON_REPLENISHABLE resources' totals, retrying while the store
+    /// says the error is passing.
+    async fn settle_consumables(&mut self) {
+        if let Some(usage) = self.table.take_consumable_use() {
+            self.batch.publish_consumable_use(usage);
+        }
+        let mut released = self.table.take_released();
+        let mut backoff = Duration::from_millis(50);
+        while !released.is_empty() {
+            match self.batch.consume(&mut released).await {
+                Ok(()) => {}
+                Err(BatchError::Unavailable(e)) => {
+                    tracing::warn!(error = %e, "consumable resource write failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "consumable resource write failed permanently");
+                    self.table.restore_released(released);
+                    return;
+                }
+            }
         }
     }
 

@@ -16,6 +16,11 @@ pub(super) struct Job {
     pub children_failed: i64,
     /// What one attempt holds while STARTING or RUNNING.
     pub need: Resources,
+    /// (consumable resource name, quantity) an attempt holds while STARTING or RUNNING.
+    pub consumables: Vec<(String, u64)>,
+    /// `attempts.len()` when the current attempt took its consumable resources: an attempt
+    /// that leaves no record (it never started) consumes nothing.
+    pub attempts_at_hold: usize,
     /// When SIGKILL is due after a SIGTERM (epoch ms).
     pub kill_at: Option<i64>,
 }
@@ -29,6 +34,8 @@ impl Job {
         };
         Job {
             need: job_need(&d),
+            consumables: consumables_of(&d),
+            attempts_at_hold: d.attempts.len(),
             children_left,
             children_failed: 0,
             unmet: 0,
@@ -60,6 +67,15 @@ impl Job {
             self.d.is_cancelled = Some(true);
         }
     }
+}
+
+/// What `consumableResourceProperties` asks for, by resource name.
+pub(super) fn consumables_of(d: &JobDetail) -> Vec<(String, u64)> {
+    d.consumable_resource_properties
+        .iter()
+        .flat_map(|p| p.needs())
+        .map(|(n, q)| (n.to_string(), q))
+        .collect()
 }
 
 /// `arrayProperties.size` of an array job's parent (children carry an index instead).
@@ -173,4 +189,5 @@ pub(super) struct Waiting {
     /// Interrupted too often on Spot: only non-SPOT environments of the queue.
     pub avoid_spot: bool,
     pub need: Resources,
+    pub consumables: Vec<(String, u64)>,
 }

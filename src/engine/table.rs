@@ -7,6 +7,7 @@
 //! (reasons, attempts, tags) through [`JobTable::get_mut`] and mark it dirty.
 
 use super::job::{Job, WaitKey, Waiting, add, sub};
+use crate::batch::ConsumableUse;
 use crate::metrics;
 use crate::model::JobStatus;
 use crate::scheduler::Resources;
@@ -35,6 +36,7 @@ impl Runnable {
         let w = Waiting {
             avoid_spot: job.d.internal.avoid_spot == Some(true),
             need: job.need,
+            consumables: job.consumables.clone(),
         };
         let queue = job.d.job_queue.as_str();
         let m = match self.by_queue.get_mut(queue) {
@@ -77,6 +79,8 @@ pub(super) struct JobTable {
     used: HashMap<String, Resources>,
     /// Resources in use per ECS container instance ARN (AWS environments).
     on_instance: HashMap<String, Resources>,
+    /// Consumable resources held by attempts, and given back by ended ones.
+    consumables: Consumables,
     /// Jobs changed since the last write.
     dirty: HashSet<String>,
     /// Something a pass could act on changed: a job became RUNNABLE or capacity was freed.
@@ -98,6 +102,7 @@ impl JobTable {
             }
             JobStatus::Starting | JobStatus::Running => {
                 self.hold(&job);
+                self.consumables.hold(&job);
                 self.running.insert(id.clone());
             }
             _ => {}
@@ -137,6 +142,7 @@ impl JobTable {
             self.running.remove(id);
             let job = &mut **job;
             release(&mut self.used, &mut self.on_instance, job);
+            self.consumables.release(job);
             self.wants_pass = true;
         }
         job.d.status = to;
@@ -155,8 +161,10 @@ impl JobTable {
                 job.d.internal.compute_environment = Some(p.env);
                 job.d.internal.container_instance = p.instance;
                 job.d.internal.task_id = Some(p.task_id);
+                job.attempts_at_hold = job.d.attempts.len();
                 let job = &**job;
                 hold_in(&mut self.used, &mut self.on_instance, job);
+                self.consumables.hold(job);
                 self.running.insert(id.to_string());
             }
             JobStatus::Running => job.d.started_at = Some(now),
@@ -237,6 +245,48 @@ impl JobTable {
 
     pub fn on_instance(&self) -> &HashMap<String, Resources> {
         &self.on_instance
+    }
+
+    /// How much of consumable resource `name` STARTING and RUNNING attempts hold.
+    pub fn consumable_in_use(&self, name: &str) -> u64 {
+        self.consumables.held.get(name).copied().unwrap_or(0)
+    }
+
+    /// How much of consumable resource `name` ended attempts gave back since
+    /// [`JobTable::take_released`].
+    pub fn consumable_released(&self, name: &str) -> u64 {
+        self.consumables.released.get(name).copied().unwrap_or(0)
+    }
+
+    /// What ended attempts gave back, to be settled (NON_REPLENISHABLE resources lose it).
+    pub fn take_released(&mut self) -> Vec<(String, u64)> {
+        if !self.consumables.released.is_empty() {
+            self.consumables.changed = true;
+        }
+        self.consumables.released.drain().collect()
+    }
+
+    /// Puts back what [`JobTable::take_released`] gave and could not be settled.
+    pub fn restore_released(&mut self, back: Vec<(String, u64)>) {
+        for (name, q) in back {
+            *self.consumables.released.entry(name).or_default() += q;
+        }
+    }
+
+    /// Every resource's use, when it changed since the last call.
+    pub fn take_consumable_use(&mut self) -> Option<HashMap<String, ConsumableUse>> {
+        if !std::mem::take(&mut self.consumables.changed) {
+            return None;
+        }
+        let c = &self.consumables;
+        let mut out: HashMap<String, ConsumableUse> = HashMap::new();
+        for (name, q) in &c.held {
+            out.entry(name.clone()).or_default().in_use = *q;
+        }
+        for (name, q) in &c.released {
+            out.entry(name.clone()).or_default().released = *q;
+        }
+        Some(out)
     }
 
     /// Records that job `id` waits for `dependency` to finish.
@@ -325,6 +375,52 @@ impl JobTable {
         }
         for job in self.done.values() {
             assert!(job.d.status.is_final());
+        }
+        let mut held: HashMap<String, u64> = HashMap::new();
+        for job in self.jobs.values().filter(|j| j.d.status.is_active()) {
+            for (name, q) in &job.consumables {
+                *held.entry(name.clone()).or_default() += q;
+            }
+        }
+        held.retain(|_, q| *q > 0);
+        assert_eq!(held, self.consumables.held, "consumable resources held");
+    }
+}
+
+/// Consumable resources held by STARTING and RUNNING attempts (never an entry at 0), and given
+/// back by ended ones until the engine settles them.
+#[derive(Default)]
+struct Consumables {
+    held: HashMap<String, u64>,
+    released: HashMap<String, u64>,
+    /// Changed since the engine last published the use.
+    changed: bool,
+}
+
+impl Consumables {
+    fn hold(&mut self, job: &Job) {
+        for (name, q) in &job.consumables {
+            *self.held.entry(name.clone()).or_default() += q;
+            self.changed = true;
+        }
+    }
+
+    /// Gives back what the attempt held. An attempt that ran (it left a record in `attempts`)
+    /// also counts as released, which NON_REPLENISHABLE resources lose; one that never started
+    /// consumed nothing.
+    fn release(&mut self, job: &Job) {
+        let ran = job.d.attempts.len() > job.attempts_at_hold;
+        for (name, q) in &job.consumables {
+            if let Some(h) = self.held.get_mut(name) {
+                *h = h.saturating_sub(*q);
+                if *h == 0 {
+                    self.held.remove(name);
+                }
+            }
+            if ran {
+                *self.released.entry(name.clone()).or_default() += q;
+            }
+            self.changed = true;
         }
     }
 }

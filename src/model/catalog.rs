@@ -1,7 +1,10 @@
 //! The resource catalog: the few compute environments, queues, job definitions and scheduling
 //! policies, as the control plane holds them in memory (see `batch`).
 
-use super::{ComputeEnvironmentDetail, JobDefinition, JobQueueDetail, SchedulingPolicyDetail};
+use super::{
+    ComputeEnvironmentDetail, ConsumableResourceDetail, JobDefinition, JobQueueDetail,
+    SchedulingPolicyDetail,
+};
 use std::collections::BTreeMap;
 
 #[derive(Debug, Default, Clone)]
@@ -11,4 +14,5 @@ pub struct Catalog {
     /// Name → revision → definition.
     pub job_definitions: BTreeMap<String, BTreeMap<i32, JobDefinition>>,
     pub scheduling_policies: BTreeMap<String, SchedulingPolicyDetail>,
+    pub consumable_resources: BTreeMap<String, ConsumableResourceDetail>,
 }

@@ -13,8 +13,8 @@ pub mod validate;
 pub use catalog::Catalog;
 
 pub use status::{
-    DefinitionStatus, DependencyType, JobStatus, ResourceState, ResourceStatus, RetryAction,
-    UnknownValue,
+    ConsumableResourceType, DefinitionStatus, DependencyType, JobStatus, QuantityOperation,
+    ResourceState, ResourceStatus, RetryAction, UnknownValue,
 };
 
 use serde::{Deserialize, Serialize};
@@ -285,7 +285,7 @@ pub struct RegisterJobDefinitionRequest {
     pub platform_capabilities: Option<Vec<String>>,
     pub eks_properties: Option<Value>,
     pub ecs_properties: Option<Value>,
-    pub consumable_resource_properties: Option<Value>,
+    pub consumable_resource_properties: Option<ConsumableResourceProperties>,
 }
 
 #[skip_serializing_none]
@@ -307,6 +307,7 @@ pub struct JobDefinition {
     pub propagate_tags: Option<bool>,
     pub platform_capabilities: Option<Vec<String>>,
     pub container_orchestration_type: Option<String>,
+    pub consumable_resource_properties: Option<ConsumableResourceProperties>,
 }
 
 // ---------------------------------------------------------------- scheduling policies
@@ -358,6 +359,101 @@ pub struct SchedulingPolicyDetail {
     pub fairshare_policy: Option<FairsharePolicy>,
     pub quota_share_policy: Option<Value>,
     pub tags: Option<Tags>,
+}
+
+// ---------------------------------------------------------------- consumable resources
+
+/// `ConsumableResourceRequirement`: how much of one resource a job holds while it runs.
+#[skip_serializing_none]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ConsumableResourceRequirement {
+    /// Name or ARN of the resource.
+    pub consumable_resource: Option<String>,
+    pub quantity: Option<i64>,
+}
+
+#[skip_serializing_none]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ConsumableResourceProperties {
+    pub consumable_resource_list: Option<Vec<ConsumableResourceRequirement>>,
+}
+
+impl ConsumableResourceProperties {
+    /// (resource name, quantity) per entry; an ARN gives its name. Entries without a resource or
+    /// with a quantity below 1 are skipped (validation rejects them at the API).
+    pub fn needs(&self) -> impl Iterator<Item = (&str, u64)> {
+        self.consumable_resource_list
+            .iter()
+            .flatten()
+            .filter_map(|r| {
+                let name = arn::name_of_arn(r.consumable_resource.as_deref()?);
+                let q = u64::try_from(r.quantity?).ok().filter(|q| *q > 0)?;
+                Some((name, q))
+            })
+    }
+}
+
+#[skip_serializing_none]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CreateConsumableResourceRequest {
+    pub consumable_resource_name: String,
+    pub total_quantity: Option<i64>,
+    pub resource_type: Option<String>,
+    pub tags: Option<Tags>,
+}
+
+#[skip_serializing_none]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UpdateConsumableResourceRequest {
+    pub consumable_resource: String,
+    pub operation: Option<String>,
+    pub quantity: Option<i64>,
+    pub client_token: Option<String>,
+}
+
+#[skip_serializing_none]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ListConsumableResourcesRequest {
+    pub filters: Option<Vec<KeyValuesPair>>,
+    pub max_results: Option<i32>,
+    pub next_token: Option<String>,
+}
+
+#[skip_serializing_none]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ListJobsByConsumableResourceRequest {
+    pub consumable_resource: String,
+    pub filters: Option<Vec<KeyValuesPair>>,
+    pub max_results: Option<i32>,
+    pub next_token: Option<String>,
+}
+
+/// A consumable resource as stored. `totalQuantity` is what the user set, less what
+/// NON_REPLENISHABLE attempts have consumed; what is in use is the engine's to know.
+#[skip_serializing_none]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ConsumableResourceDetail {
+    pub consumable_resource_name: String,
+    pub consumable_resource_arn: String,
+    pub total_quantity: i64,
+    pub resource_type: ConsumableResourceType,
+    pub created_at: i64,
+    pub tags: Option<Tags>,
+    /// `clientToken`s of recent UpdateConsumableResource calls: (token, request digest,
+    /// epoch ms), so that a repeated request is answered without applying it twice.
+    #[serde(
+        default,
+        rename = "_flotillaTokens",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub client_tokens: Vec<(String, String, i64)>,
 }
 
 // ---------------------------------------------------------------- jobs
@@ -417,7 +513,7 @@ pub struct SubmitJobRequest {
     pub tags: Option<Tags>,
     pub eks_properties_override: Option<Value>,
     pub ecs_properties_override: Option<Value>,
-    pub consumable_resource_properties_override: Option<Value>,
+    pub consumable_resource_properties_override: Option<ConsumableResourceProperties>,
 }
 
 #[skip_serializing_none]
@@ -498,6 +594,8 @@ pub struct JobDetail {
     pub platform_capabilities: Option<Vec<String>>,
     pub is_cancelled: Option<bool>,
     pub is_terminated: Option<bool>,
+    /// As the definition or SubmitJob's override named them (names or ARNs).
+    pub consumable_resource_properties: Option<ConsumableResourceProperties>,
     /// Flotilla's bookkeeping, stored with the job and stripped before it goes on the wire.
     #[serde(
         default,

@@ -147,6 +147,25 @@ wire_enum! {
     }
 }
 
+wire_enum! {
+    /// `resourceType` of a consumable resource: whether a job gives back what it held.
+    #[derive(Default)]
+    pub enum ConsumableResourceType {
+        #[default]
+        Replenishable = "REPLENISHABLE",
+        NonReplenishable = "NON_REPLENISHABLE",
+    }
+}
+
+wire_enum! {
+    /// `operation` of UpdateConsumableResource.
+    pub enum QuantityOperation {
+        Set = "SET",
+        Add = "ADD",
+        Remove = "REMOVE",
+    }
+}
+
 /// `retryStrategy.evaluateOnExit[].action`. AWS matches it without regard to case.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum RetryAction {

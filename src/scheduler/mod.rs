@@ -98,6 +98,17 @@ pub struct QueueView {
     pub fair_share: Option<FairShareView>,
 }
 
+/// A consumable resource as one pass sees it: capacity shared by every queue and environment.
+#[derive(Debug, Clone)]
+pub struct ConsumableView {
+    pub name: String,
+    /// What is free now: total less what running attempts hold (and, for NON_REPLENISHABLE
+    /// resources, less what ended attempts consumed).
+    pub available: u64,
+    /// False when jobs name a resource that no longer exists; they wait for it.
+    pub exists: bool,
+}
+
 #[derive(Debug, Clone)]
 pub struct JobView {
     /// Index into [`Snapshot::queues`].
@@ -107,12 +118,16 @@ pub struct JobView {
     pub priority: i32,
     pub created_at: i64,
     pub need: Resources,
+    /// (index into [`Snapshot::consumables`], quantity) per consumable resource the job holds
+    /// while it runs; empty for most jobs.
+    pub consumables: Vec<(usize, u64)>,
 }
 
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
     pub envs: Vec<EnvView>,
     pub queues: Vec<QueueView>,
+    pub consumables: Vec<ConsumableView>,
     /// RUNNABLE jobs, in any order.
     pub jobs: Vec<JobView>,
     /// Decayed vCPU-seconds used per (queue index, share identifier), for fair share.
@@ -136,6 +151,16 @@ pub enum Blocked {
     QueueDisabled,
     /// The queue has no ENABLED and VALID compute environment.
     NoUsableEnvironment,
+    /// Consumable resource `resource` (an index into [`Snapshot::consumables`]) has less than
+    /// `quantity` available.
+    WaitingForConsumable {
+        resource: usize,
+        quantity: u64,
+    },
+    /// The job names consumable resource `resource`, which does not exist.
+    ConsumableMissing {
+        resource: usize,
+    },
 }
 
 #[derive(Debug, Clone, Default)]
@@ -175,6 +200,11 @@ pub enum WaitCause {
 ///   queue for the rest of the pass: no queue later in the pass (lower priority, or equal
 ///   priority and later name) places anything on E. A job held back only by its own queue's
 ///   `computeReservation` does not hold E, so other queues may use the reserve.
+/// - Consumable resources: a job that fits some environment's capacity is placed only if every
+///   consumable resource it names exists and has its quantity available (what earlier
+///   placements of the pass took counts as gone); placing it takes the quantity. Resources are
+///   shared by all queues and environments. A job waiting for a resource holds no environment
+///   and no resource: later jobs that need less (or other resources) may go first.
 /// - Fair share: each share identifier has a running usage, starting at
 ///   `share_usage[(queue, share)]` (0 if absent) and growing by the vCPUs of each job placed for
 ///   it in this pass. The next turn goes to the share with the lowest usage × weight factor (ties:

@@ -64,6 +64,7 @@ pub(super) fn plan(snap: &Snapshot, reasons: usize) -> Plan {
     let mut pass = Pass {
         snap,
         free: snap.envs.iter().map(|e| e.free).collect(),
+        left: snap.consumables.iter().map(|c| c.available).collect(),
         lock: vec![NO_LOCK; snap.envs.len()],
         plan: Plan::default(),
     };
@@ -126,11 +127,15 @@ enum Outcome {
     Placed,
     Waiting,
     NeverFits,
+    /// Fits an environment, but a consumable resource it names is short or missing.
+    Consumable(Blocked),
 }
 
 struct Pass<'a> {
     snap: &'a Snapshot,
     free: Vec<Resources>,
+    /// Per consumable resource: what is still available in this pass.
+    left: Vec<u64>,
     /// Per environment: the queue that left a job waiting on it first in this pass, which holds
     /// it against every queue after it.
     lock: Vec<usize>,
@@ -255,6 +260,15 @@ impl Pass<'_> {
     /// with `ctx.envs`) that this job must leave free.
     fn attempt(&mut self, ctx: &QueueCtx, j: usize, held: Option<&[u64]>) -> Outcome {
         let need = self.snap.jobs[j].need;
+        let wants = &self.snap.jobs[j].consumables;
+        if !wants.is_empty() {
+            if !self.fits_capacity(ctx, &need) {
+                return Outcome::NeverFits;
+            }
+            if let Some(short) = self.consumable_short(j) {
+                return Outcome::Consumable(short);
+            }
+        }
         let mut fits_somewhere = false;
         for (k, &e) in ctx.envs.iter().enumerate() {
             if !need.fits_within(&self.snap.envs[e].capacity) {
@@ -275,6 +289,9 @@ impl Pass<'_> {
                 continue;
             }
             self.free[e] = free.saturating_sub(&need);
+            for &(r, q) in wants {
+                self.left[r] -= q;
+            }
             self.plan.placements.push((j, e));
             return Outcome::Placed;
         }
@@ -285,12 +302,38 @@ impl Pass<'_> {
         }
     }
 
+    fn fits_capacity(&self, ctx: &QueueCtx, need: &Resources) -> bool {
+        ctx.envs
+            .iter()
+            .any(|&e| need.fits_within(&self.snap.envs[e].capacity))
+    }
+
+    /// Why job `j` cannot take its consumable resources now, if it cannot: the first one
+    /// missing or short, in the job's order.
+    fn consumable_short(&self, j: usize) -> Option<Blocked> {
+        for &(r, quantity) in &self.snap.jobs[j].consumables {
+            match self.snap.consumables.get(r) {
+                Some(c) if c.exists => {
+                    if quantity > self.left[r] {
+                        return Some(Blocked::WaitingForConsumable {
+                            resource: r,
+                            quantity,
+                        });
+                    }
+                }
+                _ => return Some(Blocked::ConsumableMissing { resource: r }),
+            }
+        }
+        None
+    }
+
     /// Bookkeeping for a job that was not placed: hold the environments it waits on, and give a
     /// reason while the queue's head is not yet reported.
     fn left_waiting(&mut self, ctx: &mut QueueCtx, j: usize, outcome: Outcome) {
         let need = self.snap.jobs[j].need;
         let blocked = match outcome {
             Outcome::Placed => return,
+            Outcome::Consumable(b) => b,
             Outcome::NeverFits => Blocked::NeverFits {
                 need,
                 largest: ctx.largest,
@@ -318,14 +361,12 @@ impl Pass<'_> {
             return false;
         }
         let need = self.snap.jobs[j].need;
-        let fits = ctx
-            .envs
-            .iter()
-            .any(|&e| need.fits_within(&self.snap.envs[e].capacity));
-        let outcome = if fits {
-            Outcome::Waiting
-        } else {
+        let outcome = if !self.fits_capacity(ctx, &need) {
             Outcome::NeverFits
+        } else if let Some(short) = self.consumable_short(j) {
+            Outcome::Consumable(short)
+        } else {
+            Outcome::Waiting
         };
         self.left_waiting(ctx, j, outcome);
         true

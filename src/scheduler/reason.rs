@@ -13,6 +13,8 @@ impl Blocked {
             Blocked::WaitingForCapacity { .. } => "CAPACITY:INSUFFICIENT_INSTANCE_CAPACITY",
             Blocked::QueueDisabled => "MISCONFIGURATION:JOB_QUEUE_DISABLED",
             Blocked::NoUsableEnvironment => "MISCONFIGURATION:COMPUTE_ENVIRONMENT_NOT_USABLE",
+            Blocked::WaitingForConsumable { .. } => "RESOURCE:WAITING_FOR_CONSUMABLE_RESOURCE",
+            Blocked::ConsumableMissing { .. } => "MISCONFIGURATION:CONSUMABLE_RESOURCE_NOT_FOUND",
         }
     }
 
@@ -30,6 +32,12 @@ impl Blocked {
                 .envs
                 .get(e)
                 .map_or("(unknown)", |e| e.name.as_str())
+        };
+        let resource_name = |r: usize| {
+            snapshot
+                .consumables
+                .get(r)
+                .map_or("(unknown)", |c| c.name.as_str())
         };
         let mut out = format!("{} - ", self.code());
         // Writing to a String cannot fail.
@@ -87,6 +95,21 @@ impl Blocked {
                     ),
                 }
             }
+            Blocked::WaitingForConsumable {
+                resource: r,
+                quantity,
+            } => write!(
+                out,
+                "Waiting for {quantity} of consumable resource {}; less than that is available \
+                 now.",
+                resource_name(*r)
+            ),
+            Blocked::ConsumableMissing { resource: r } => write!(
+                out,
+                "The job needs consumable resource {}, which does not exist; create it or \
+                 cancel the job.",
+                resource_name(*r)
+            ),
             Blocked::QueueDisabled => write!(
                 out,
                 "Job queue {queue_name} is DISABLED; enable it to dispatch its jobs."

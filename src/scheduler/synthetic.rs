@@ -106,11 +106,13 @@ pub fn synthetic_snapshot(jobs: usize, queues: usize, envs: usize, seed: u64) ->
                     memory_mib: 512 << rng.below(6),
                     gpus: u64::from(rng.below(50) == 0),
                 },
+                consumables: Vec::new(),
             }
         })
         .collect();
 
     Snapshot {
+        consumables: Vec::new(),
         envs: envs_v,
         queues: queues_v,
         jobs: jobs_v,

@@ -3,7 +3,7 @@
 //! The store deals in rows, not in wire types: a job is a handful of indexed columns plus its full
 //! `JobDetail` document as JSON text. That keeps the SQL identical on SQLite and PostgreSQL and lets
 //! the API evolve the document without migrations. Resources (compute environments, queues, job
-//! definitions, scheduling policies) are few; the server loads them all at start and writes through.
+//! definitions, scheduling policies, consumable resources) are few; the server loads them all at start and writes through.
 //!
 //! Writes of jobs go through a group-commit writer: concurrent callers share one transaction (and one
 //! fsync), and each caller's future resolves only after that transaction committed.
@@ -21,6 +21,7 @@ pub enum ResourceKind {
     JobQueue,
     JobDefinition,
     SchedulingPolicy,
+    ConsumableResource,
 }
 
 impl ResourceKind {
@@ -30,6 +31,7 @@ impl ResourceKind {
             ResourceKind::JobQueue => "job-queue",
             ResourceKind::JobDefinition => "job-definition",
             ResourceKind::SchedulingPolicy => "scheduling-policy",
+            ResourceKind::ConsumableResource => "consumable-resource",
         }
     }
 
@@ -39,6 +41,7 @@ impl ResourceKind {
             "job-queue" => ResourceKind::JobQueue,
             "job-definition" => ResourceKind::JobDefinition,
             "scheduling-policy" => ResourceKind::SchedulingPolicy,
+            "consumable-resource" => ResourceKind::ConsumableResource,
             _ => return None,
         })
     }

@@ -23,7 +23,8 @@ const MANAGED_INSTANCES: Support =
 const QUOTA_SHARES: Support = Rejected("quota-share scheduling is not supported by Flotilla");
 const SERVICE_ENVS: Support =
     Rejected("service environments (SageMaker) are not supported by Flotilla");
-const CONSUMABLE: Support = Rejected("consumable resources are not supported by Flotilla yet");
+const CONSUMABLE: Support =
+    Honoured("the scheduler places a job only when every resource it names has the quantity");
 
 pub const TABLE: &[(&str, Support)] = &[
     // ------------------------------------------------------------ jobs: cancel, terminate
@@ -510,6 +511,51 @@ pub const TABLE: &[(&str, Support)] = &[
         Honoured("JOB_NAME, JOB_DEFINITION, BEFORE_CREATED_AT, AFTER_CREATED_AT"),
     ),
     ("KeyValuesPair.values", Honoured("")),
+    // ------------------------------------------------------------ consumable resources
+    (
+        "ConsumableResourceProperties.consumableResourceList",
+        CONSUMABLE,
+    ),
+    (
+        "ConsumableResourceRequirement.consumableResource",
+        Honoured(""),
+    ),
+    ("ConsumableResourceRequirement.quantity", Honoured("")),
+    (
+        "CreateConsumableResourceRequest.consumableResourceName",
+        NAME,
+    ),
+    (
+        "CreateConsumableResourceRequest.resourceType",
+        Honoured("REPLENISHABLE or NON_REPLENISHABLE"),
+    ),
+    ("CreateConsumableResourceRequest.tags", Honoured("")),
+    (
+        "CreateConsumableResourceRequest.totalQuantity",
+        Honoured(""),
+    ),
+    (
+        "UpdateConsumableResourceRequest.clientToken",
+        Honoured("a repeated token within 8 hours is applied once"),
+    ),
+    ("UpdateConsumableResourceRequest.consumableResource", NAME),
+    (
+        "UpdateConsumableResourceRequest.operation",
+        Honoured("SET, ADD or REMOVE"),
+    ),
+    ("UpdateConsumableResourceRequest.quantity", Honoured("")),
+    ("DeleteConsumableResourceRequest.consumableResource", NAME),
+    ("DescribeConsumableResourceRequest.consumableResource", NAME),
+    ("ListConsumableResourcesRequest.filters", Honoured("")),
+    ("ListConsumableResourcesRequest.maxResults", PAGING),
+    ("ListConsumableResourcesRequest.nextToken", PAGING),
+    (
+        "ListJobsByConsumableResourceRequest.consumableResource",
+        NAME,
+    ),
+    ("ListJobsByConsumableResourceRequest.filters", Honoured("")),
+    ("ListJobsByConsumableResourceRequest.maxResults", PAGING),
+    ("ListJobsByConsumableResourceRequest.nextToken", PAGING),
     // ------------------------------------------------------------ tags
     ("ListTagsForResourceRequest.resourceArn", NAME),
     ("TagResourceRequest.resourceArn", NAME),

@@ -60,6 +60,9 @@ impl Engine {
                         priority: k.priority.0,
                         created_at: k.created_at,
                         need: w.need,
+                        // The order a queue's jobs are taken in does not depend on what they
+                        // hold; whether one can start now does, and that is the pass's.
+                        consumables: Vec::new(),
                     });
                 }
                 from = Some(WaitKey::after_share(&share));
@@ -74,6 +77,7 @@ impl Engine {
                 envs: Vec::new(),
                 fair_share,
             }],
+            consumables: Vec::new(),
             jobs,
             share_usage,
         };

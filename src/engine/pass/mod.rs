@@ -57,6 +57,7 @@ impl Engine {
                 .usage(cat, &layout.queue_idx, &self.table, now);
             // Moved, not copied: `decide` reads them back from the snapshot.
             let snapshot = scheduler::Snapshot {
+                consumables: std::mem::take(&mut layout.consumables),
                 envs: std::mem::take(&mut layout.envs),
                 queues: std::mem::take(&mut layout.queues),
                 jobs: std::mem::take(&mut window.views),

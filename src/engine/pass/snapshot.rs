@@ -5,11 +5,15 @@
 use super::super::config::{EngineConfig, PASS_WINDOW, QUICK_WINDOW};
 use super::super::job::{WaitKey, add, sub};
 use super::super::table::JobTable;
+use crate::batch::{ConsumableUse, consumable_quantities};
 use crate::compute::fleet::EnvFleet;
 use crate::model::{
-    CR_TYPE_LOCAL, Catalog, ComputeEnvironmentDetail, JobQueueDetail, ResourceState, ResourceStatus,
+    CR_TYPE_LOCAL, Catalog, ComputeEnvironmentDetail, ConsumableResourceType, JobQueueDetail,
+    ResourceState, ResourceStatus,
 };
-use crate::scheduler::{EnvView, FairShareView, JobView, QueueView, Resources, ShareWeight};
+use crate::scheduler::{
+    ConsumableView, EnvView, FairShareView, JobView, QueueView, Resources, ShareWeight,
+};
 use std::collections::{HashMap, HashSet};
 
 /// An AWS environment's fleet as the pass saw it, with the room left on each instance.
@@ -30,6 +34,10 @@ pub(in crate::engine) struct Layout<'c> {
     pub fleets: HashMap<String, FleetRoom>,
     /// Queue index → its copy without SPOT environments, for jobs that must avoid Spot.
     pub shadow: HashMap<usize, usize>,
+    /// Moved into the scheduler's snapshot once the window is taken; the window adds the
+    /// resources jobs name that no longer exist.
+    pub consumables: Vec<ConsumableView>,
+    pub consumable_idx: HashMap<String, usize>,
 }
 
 /// The window of waiting jobs a pass considers.
@@ -166,6 +174,26 @@ pub(in crate::engine) fn layout<'c>(
             fair_share: fair_share_view(cat, q),
         });
     }
+    let mut consumables = Vec::with_capacity(cat.consumable_resources.len());
+    let mut consumable_idx = HashMap::with_capacity(cat.consumable_resources.len());
+    for (name, r) in &cat.consumable_resources {
+        let released = match r.resource_type {
+            ConsumableResourceType::NonReplenishable => table.consumable_released(name),
+            ConsumableResourceType::Replenishable => 0,
+        };
+        let used = ConsumableUse {
+            in_use: table.consumable_in_use(name),
+            released,
+        };
+        let (total, in_use, available) = consumable_quantities(r, used);
+        crate::metrics::consumable(name, total, in_use, available);
+        consumable_idx.insert(name.clone(), consumables.len());
+        consumables.push(ConsumableView {
+            name: name.clone(),
+            available: u64::try_from(available).unwrap_or(0),
+            exists: true,
+        });
+    }
     Layout {
         envs,
         ces,
@@ -173,6 +201,8 @@ pub(in crate::engine) fn layout<'c>(
         queue_idx,
         fleets,
         shadow: HashMap::new(),
+        consumables,
+        consumable_idx,
     }
 }
 
@@ -200,6 +230,22 @@ pub(in crate::engine) fn fair_share_view(
             })
             .collect(),
     })
+}
+
+/// The scheduler's index of consumable resource `name`; a resource that no longer exists is
+/// added as missing, so that its jobs wait with a reason that names it.
+fn consumable_index(layout: &mut Layout<'_>, name: &str) -> usize {
+    if let Some(&i) = layout.consumable_idx.get(name) {
+        return i;
+    }
+    let i = layout.consumables.len();
+    layout.consumables.push(ConsumableView {
+        name: name.to_string(),
+        available: 0,
+        exists: false,
+    });
+    layout.consumable_idx.insert(name.to_string(), i);
+    i
 }
 
 /// How deep into each share a pass looks: the full window on a reason pass, otherwise what
@@ -272,12 +318,18 @@ pub(in crate::engine) fn window<'t>(
                 w.ids.push(k.id.as_str());
                 avoid_spot.push(job.avoid_spot);
                 w.view_group.push(group);
+                let consumables = job
+                    .consumables
+                    .iter()
+                    .map(|(name, q)| (consumable_index(layout, name), *q))
+                    .collect();
                 w.views.push(JobView {
                     queue: qi,
                     share: (!k.share.is_empty()).then(|| k.share.clone()),
                     priority: k.priority.0,
                     created_at: k.created_at,
                     need: job.need,
+                    consumables,
                 });
             }
             match next {

@@ -3,10 +3,11 @@
 //! no sleeping for timeouts.
 //!
 //! One file per concern: `retries`, `arrays`, `dependencies`, `timeouts`, `commands`,
-//! `fair_share`, `recovery`.
+//! `fair_share`, `recovery`, `consumables`.
 
 mod arrays;
 mod commands;
+mod consumables;
 mod dependencies;
 mod fair_share;
 mod recovery;
@@ -190,6 +191,16 @@ impl Harness {
             "CreateSchedulingPolicy" => b.create_scheduling_policy(v(body)).await,
             "RegisterJobDefinition" => b.register_job_definition(v(body)).await,
             "SubmitJob" => b.submit_job(v(body)).await,
+            "CreateConsumableResource" => b.create_consumable_resource(v(body)).await,
+            "UpdateConsumableResource" => b.update_consumable_resource(v(body)).await,
+            "DeleteConsumableResource" => {
+                b.delete_consumable_resource(body["consumableResource"].as_str().unwrap())
+                    .await
+            }
+            "DescribeConsumableResource" => {
+                b.describe_consumable_resource(body["consumableResource"].as_str().unwrap())
+                    .await
+            }
             "CancelJob" | "TerminateJob" => {
                 b.stop_job(
                     body["jobId"].as_str().unwrap(),
