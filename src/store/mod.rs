@@ -8,8 +8,12 @@
 //! Writes of jobs go through a group-commit writer: concurrent callers share one transaction (and one
 //! fsync), and each caller's future resolves only after that transaction committed.
 
+mod health;
+mod lock;
 mod sql;
 
+pub use health::{Degraded, WriteHealth};
+pub use lock::{DataDirLock, LockError};
 pub use sql::SqlStore;
 
 use async_trait::async_trait;
@@ -126,6 +130,11 @@ pub enum StoreError {
     /// (connection lost, pool timeout, serialization failure, SQLite busy).
     #[error("store unavailable, retry: {0}")]
     Unavailable(String),
+    /// The disk is full or failing (SQLite FULL/IOERR/CANTOPEN, PostgreSQL disk_full/io_error).
+    /// Nothing was applied, and a retry lands once the operator frees space: writers retry
+    /// these without limit rather than drop a state change.
+    #[error("storage fault, retry: {0}")]
+    Storage(String),
     /// A bug or corrupted data; retrying will not help.
     #[error("store error: {0}")]
     Fatal(String),
@@ -136,7 +145,12 @@ pub enum StoreError {
 
 impl StoreError {
     pub fn is_retryable(&self) -> bool {
-        matches!(self, StoreError::Unavailable(_))
+        matches!(self, StoreError::Unavailable(_) | StoreError::Storage(_))
+    }
+
+    /// The disk rather than the database or the row: reported as the store being degraded.
+    pub fn is_storage_fault(&self) -> bool {
+        matches!(self, StoreError::Storage(_))
     }
 }
 
@@ -146,6 +160,15 @@ pub type StoreResult<T> = Result<T, StoreError>;
 pub trait Store: Send + Sync + 'static {
     /// `"sqlite"` or `"postgres"`.
     fn backend(&self) -> &'static str;
+
+    /// Whether writes land; `/healthz` answers 503 while they fail.
+    fn write_health(&self) -> &WriteHealth;
+
+    /// At a clean stop, once nothing writes any more: waits for queued writes, and on SQLite
+    /// checkpoints the WAL into the database file and records the clean stop in the marker.
+    async fn shutdown(&self) -> StoreResult<()> {
+        Ok(())
+    }
 
     async fn get_meta(&self, key: &str) -> StoreResult<Option<String>>;
     async fn set_meta(&self, key: &str, value: &str) -> StoreResult<()>;

@@ -28,7 +28,7 @@ use crate::util::time::now_ms;
 
 use super::{
     JobCursor, JobListQuery, JobPage, JobRow, JobScope, ResourceKind, ResourceRow, Store,
-    StoreError, StoreResult,
+    StoreError, StoreResult, WriteHealth,
 };
 
 /// A group commit takes whatever is queued up to this many rows; more waits for the next one, so a
@@ -248,6 +248,9 @@ pub struct SqlStore {
     pool: Pool,
     writer: mpsc::Sender<WriteRequest>,
     writer_task: JoinHandle<()>,
+    health: Arc<WriteHealth>,
+    /// The SQLite database's files and marker (`None` on PostgreSQL and in memory).
+    files: Option<Arc<SqliteFiles>>,
 }
 
 impl SqlStore {
@@ -270,10 +273,11 @@ impl SqlStore {
     /// Opens `sqlite://PATH` (created if missing) or `postgres://…`, and migrates the schema.
     pub async fn open(url: &str) -> StoreResult<SqlStore> {
         let started = Instant::now();
-        let (pool, applied) = if url.starts_with("sqlite:") {
+        let (pool, applied, files) = if url.starts_with("sqlite:") {
             open_sqlite(url).await?
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            open_postgres(url).await?
+            let (pool, applied) = open_postgres(url).await?;
+            (pool, applied, None)
         } else {
             // The URL may carry a password: name only the scheme.
             let scheme = url.split(':').next().unwrap_or_default();
@@ -282,11 +286,14 @@ impl SqlStore {
             )));
         };
         let (writer, rx) = mpsc::channel(WRITE_QUEUE_DEPTH);
-        let writer_task = tokio::spawn(run_writer(pool.clone(), rx));
+        let health = Arc::new(WriteHealth::default());
+        let writer_task = tokio::spawn(run_writer(pool.clone(), rx, health.clone()));
         let store = SqlStore {
             pool,
             writer,
             writer_task,
+            health,
+            files,
         };
         info!(
             backend = store.backend(),
@@ -304,6 +311,8 @@ impl SqlStore {
             pool,
             writer,
             writer_task,
+            health: _,
+            files: _,
         } = self;
         drop(writer);
         if let Err(e) = writer_task.await {
@@ -370,9 +379,15 @@ macro_rules! migrate {
     };
 }
 
-async fn open_sqlite(url: &str) -> StoreResult<(Pool, usize)> {
-    let options = SqliteConnectOptions::from_str(url)
-        .map_err(map_err)?
+async fn open_sqlite(url: &str) -> StoreResult<(Pool, usize, Option<Arc<SqliteFiles>>)> {
+    let options = SqliteConnectOptions::from_str(url).map_err(map_err)?;
+    let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+    let files = (!in_memory).then(|| Arc::new(SqliteFiles::new(options.get_filename())));
+    let marker = match &files {
+        Some(f) => f.check_files()?,
+        None => None,
+    };
+    let options = options
         .create_if_missing(true)
         .journal_mode(SqliteJournalMode::Wal)
         // FULL fsyncs the WAL at every commit: an acknowledged SubmitJob survives power loss.
@@ -386,10 +401,16 @@ async fn open_sqlite(url: &str) -> StoreResult<(Pool, usize)> {
         .map_err(map_err)?;
     let mut conn = pool.acquire().await.map_err(map_err)?;
     let conn: &mut sqlx::SqliteConnection = &mut conn;
+    if let (Some(f), Some(m)) = (&files, &marker) {
+        f.check_contents(conn, m).await?;
+    }
     // IMMEDIATE takes the write lock up front: two processes migrating one file queue on the busy
     // timeout instead of failing to upgrade a read lock.
     let applied = migrate!(conn, "BEGIN IMMEDIATE")?;
-    Ok((Pool::Sqlite(pool), applied))
+    if let Some(f) = &files {
+        f.mark_start(conn, marker).await?;
+    }
+    Ok((Pool::Sqlite(pool), applied, files))
 }
 
 async fn open_postgres(url: &str) -> StoreResult<(Pool, usize)> {
@@ -438,11 +459,20 @@ fn map_err(e: sqlx::Error) -> StoreError {
         sqlx::Error::PoolClosed => return StoreError::Closed,
         sqlx::Error::Database(db) => {
             if let Some(pg) = db.try_downcast_ref::<PgDatabaseError>() {
+                // 53100 disk_full, 58030 io_error: the server's disk, as SQLite's FULL/IOERR.
+                if matches!(pg.code(), "53100" | "58030") {
+                    return StoreError::Storage(e.to_string());
+                }
                 pg_code_retryable(pg.code())
             } else if db.try_downcast_ref::<SqliteError>().is_some() {
                 // Extended result codes keep the primary code in the low byte.
                 let code: i32 = db.code().and_then(|c| c.parse().ok()).unwrap_or(0);
-                matches!(code & 0xff, SQLITE_BUSY | SQLITE_LOCKED)
+                match code & 0xff {
+                    SQLITE_FULL | SQLITE_IOERR | SQLITE_CANTOPEN => {
+                        return StoreError::Storage(e.to_string());
+                    }
+                    c => matches!(c, SQLITE_BUSY | SQLITE_LOCKED),
+                }
             } else {
                 false
             }
@@ -458,6 +488,9 @@ fn map_err(e: sqlx::Error) -> StoreError {
 
 const SQLITE_BUSY: i32 = 5;
 const SQLITE_LOCKED: i32 = 6;
+const SQLITE_IOERR: i32 = 10;
+const SQLITE_FULL: i32 = 13;
+const SQLITE_CANTOPEN: i32 = 14;
 
 fn pg_code_retryable(code: &str) -> bool {
     // 08: connection exception; 40001/40P01: serialization failure, deadlock; 53300: too many
@@ -469,7 +502,9 @@ fn pg_code_retryable(code: &str) -> bool {
         )
 }
 
+mod sqlite_files;
 mod writer;
+use sqlite_files::SqliteFiles;
 use writer::*;
 
 fn list_sql(query: &JobListQuery) -> StoreResult<SqlBuilder> {
@@ -583,6 +618,28 @@ impl Store for SqlStore {
         }
     }
 
+    fn write_health(&self) -> &WriteHealth {
+        &self.health
+    }
+
+    async fn shutdown(&self) -> StoreResult<()> {
+        // A barrier: an empty request is answered once everything queued before it committed.
+        let (reply, answer) = oneshot::channel();
+        let queued = self.writer.send(WriteRequest {
+            jobs: Vec::new(),
+            durable: true,
+            reply,
+        });
+        if queued.await.is_ok() {
+            answer.await.map_err(|_| StoreError::Closed)??;
+        }
+        let (Some(files), Pool::Sqlite(p)) = (&self.files, &self.pool) else {
+            return Ok(());
+        };
+        let mut conn = p.acquire().await.map_err(map_err)?;
+        files.mark_clean(&mut conn).await
+    }
+
     async fn get_meta(&self, key: &str) -> StoreResult<Option<String>> {
         on_pool!(&self.pool, p => {
             sqlx::query_scalar("SELECT value FROM meta WHERE key = $1")
@@ -606,6 +663,8 @@ impl Store for SqlStore {
             .map(drop)
         })
         .map_err(map_err)
+        .inspect(|()| self.health.succeeded())
+        .inspect_err(|e| self.health.failed(e))
     }
 
     async fn load_resources(&self) -> StoreResult<Vec<ResourceRow>> {
@@ -645,6 +704,8 @@ impl Store for SqlStore {
             .map(drop)
         })
         .map_err(map_err)
+        .inspect(|()| self.health.succeeded())
+        .inspect_err(|e| self.health.failed(e))
     }
 
     async fn delete_resource(&self, kind: ResourceKind, arn: &str) -> StoreResult<()> {
@@ -657,6 +718,8 @@ impl Store for SqlStore {
                 .map(drop)
         })
         .map_err(map_err)
+        .inspect(|()| self.health.succeeded())
+        .inspect_err(|e| self.health.failed(e))
     }
 
     async fn upsert_jobs(&self, jobs: Vec<JobRow>) -> StoreResult<()> {
