@@ -173,7 +173,14 @@ pub trait Store: Send + Sync + 'static {
     async fn get_meta(&self, key: &str) -> StoreResult<Option<String>>;
     async fn set_meta(&self, key: &str, value: &str) -> StoreResult<()>;
 
+    /// Every resource. A row of a kind this server does not know is moved to the quarantine
+    /// table and left out.
     async fn load_resources(&self) -> StoreResult<Vec<ResourceRow>>;
+    /// Moves a job whose row cannot be read into the quarantine table (one transaction), so
+    /// that the server runs on without it; `reason` says what was wrong.
+    async fn quarantine_job(&self, row: &JobRow, reason: &str) -> StoreResult<()>;
+    /// The same for a resource.
+    async fn quarantine_resource(&self, row: &ResourceRow, reason: &str) -> StoreResult<()>;
     /// Insert or replace by (kind, arn).
     async fn put_resource(&self, row: &ResourceRow) -> StoreResult<()>;
     async fn delete_resource(&self, kind: ResourceKind, arn: &str) -> StoreResult<()>;

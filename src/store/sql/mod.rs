@@ -104,22 +104,23 @@ const MIGRATIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (
 )";
 
 /// Append-only: a released migration is never edited, a change is a new version.
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    description: "meta, resources, jobs",
-    statements: &[
-        "CREATE TABLE meta (
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        description: "meta, resources, jobs",
+        statements: &[
+            "CREATE TABLE meta (
             key TEXT PRIMARY KEY,
             value TEXT NOT NULL
         )",
-        "CREATE TABLE resources (
+            "CREATE TABLE resources (
             kind TEXT NOT NULL,
             arn TEXT NOT NULL,
             name TEXT NOT NULL,
             doc TEXT NOT NULL,
             PRIMARY KEY (kind, arn)
         )",
-        "CREATE TABLE jobs (
+            "CREATE TABLE jobs (
             job_id TEXT PRIMARY KEY,
             job_queue TEXT NOT NULL,
             status TEXT NOT NULL,
@@ -130,23 +131,42 @@ const MIGRATIONS: &[Migration] = &[Migration {
             created_at BIGINT NOT NULL,
             doc TEXT NOT NULL
         )",
-        // ListJobs for one status, newest first; the keyset cursor is a range on the last two
-        // columns. Partial: array children (the bulk of rows for big arrays) are never listed by
-        // queue, so they stay out of both queue indexes.
-        "CREATE INDEX jobs_queue_status_created ON jobs
+            // ListJobs for one status, newest first; the keyset cursor is a range on the last two
+            // columns. Partial: array children (the bulk of rows for big arrays) are never listed by
+            // queue, so they stay out of both queue indexes.
+            "CREATE INDEX jobs_queue_status_created ON jobs
             (job_queue, status, created_at DESC, job_id DESC) WHERE array_parent IS NULL",
-        // ListJobs across all statuses (AWS ignores jobStatus when filters are given).
-        "CREATE INDEX jobs_queue_created ON jobs
+            // ListJobs across all statuses (AWS ignores jobStatus when filters are given).
+            "CREATE INDEX jobs_queue_created ON jobs
             (job_queue, created_at DESC, job_id DESC) WHERE array_parent IS NULL",
-        "CREATE INDEX jobs_parent_index ON jobs
+            "CREATE INDEX jobs_parent_index ON jobs
             (array_parent, array_index) WHERE array_parent IS NOT NULL",
-        // Covers count_children_by_status without touching the table.
-        "CREATE INDEX jobs_parent_status ON jobs
+            // Covers count_children_by_status without touching the table.
+            "CREATE INDEX jobs_parent_status ON jobs
             (array_parent, status) WHERE array_parent IS NOT NULL",
-        // jobs_with_status by prefix; count_jobs_by_queue_status as an index-only scan.
-        "CREATE INDEX jobs_status_queue ON jobs (status, job_queue)",
-    ],
-}];
+            // jobs_with_status by prefix; count_jobs_by_queue_status as an index-only scan.
+            "CREATE INDEX jobs_status_queue ON jobs (status, job_queue)",
+        ],
+    },
+    Migration {
+        version: 2,
+        description: "quarantine",
+        statements: &[
+            // Rows that could not be read, moved aside so the server starts with the rest.
+            // `source` is `job` or `resource:<kind>`; `columns` the row's other columns as JSON,
+            // so an operator can repair and move it back.
+            "CREATE TABLE quarantine (
+                source TEXT NOT NULL,
+                row_key TEXT NOT NULL,
+                columns TEXT NOT NULL,
+                doc TEXT NOT NULL,
+                reason TEXT NOT NULL,
+                quarantined_at BIGINT NOT NULL,
+                PRIMARY KEY (source, row_key)
+            )",
+        ],
+    },
+];
 
 #[derive(Clone)]
 enum Pool {
@@ -295,6 +315,7 @@ impl SqlStore {
             health,
             files,
         };
+        store.announce_quarantine().await?;
         info!(
             backend = store.backend(),
             migrations_applied = applied,
@@ -502,6 +523,7 @@ fn pg_code_retryable(code: &str) -> bool {
         )
 }
 
+mod quarantine;
 mod sqlite_files;
 mod writer;
 use sqlite_files::SqliteFiles;
@@ -674,19 +696,49 @@ impl Store for SqlStore {
                 .await
         })
         .map_err(map_err)?;
-        rows.into_iter()
-            .map(|(kind, arn, name, doc)| {
-                let kind = ResourceKind::parse(&kind).ok_or_else(|| {
-                    StoreError::Fatal(format!("resource {arn} has unknown kind {kind:?}"))
-                })?;
-                Ok(ResourceRow {
+        let mut out = Vec::with_capacity(rows.len());
+        for (kind_text, arn, name, doc) in rows {
+            match ResourceKind::parse(&kind_text) {
+                Some(kind) => out.push(ResourceRow {
                     kind,
                     arn,
                     name,
                     doc,
-                })
-            })
-            .collect()
+                }),
+                None => {
+                    let origin = quarantine::Origin::Resource {
+                        kind: &kind_text,
+                        arn: &arn,
+                    };
+                    let columns =
+                        serde_json::json!({ "kind": kind_text, "arn": arn, "name": name });
+                    let reason = format!("unknown resource kind {kind_text:?}");
+                    self.quarantine(origin, columns, &doc, &reason).await?;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn quarantine_job(&self, row: &JobRow, reason: &str) -> StoreResult<()> {
+        let columns = quarantine::job_columns(row);
+        self.quarantine(
+            quarantine::Origin::Job(&row.job_id),
+            columns,
+            &row.doc,
+            reason,
+        )
+        .await
+    }
+
+    async fn quarantine_resource(&self, row: &ResourceRow, reason: &str) -> StoreResult<()> {
+        let origin = quarantine::Origin::Resource {
+            kind: row.kind.as_str(),
+            arn: &row.arn,
+        };
+        let columns =
+            serde_json::json!({ "kind": row.kind.as_str(), "arn": row.arn, "name": row.name });
+        self.quarantine(origin, columns, &row.doc, reason).await
     }
 
     async fn put_resource(&self, row: &ResourceRow) -> StoreResult<()> {

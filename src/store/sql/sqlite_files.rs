@@ -37,6 +37,28 @@ pub(super) struct Marker {
     pub written_at: i64,
 }
 
+/// Jobs the database holds, in their table or moved to the quarantine table (which an older
+/// schema does not have yet): a quarantined job is set aside, not lost.
+async fn stored_jobs(conn: &mut SqliteConnection) -> StoreResult<i64> {
+    let map = super::map_err;
+    let has_quarantine: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = 'quarantine'",
+    )
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(map)?;
+    let sql = if has_quarantine > 0 {
+        "SELECT (SELECT COUNT(*) FROM jobs) \
+         + (SELECT COUNT(*) FROM quarantine WHERE source = 'job')"
+    } else {
+        "SELECT COUNT(*) FROM jobs"
+    };
+    sqlx::query_scalar(sql)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(map)
+}
+
 /// The paths of one SQLite database and its identity once opened.
 #[derive(Debug)]
 pub(super) struct SqliteFiles {
@@ -177,10 +199,7 @@ impl SqliteFiles {
                 ),
             ));
         }
-        let jobs: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM jobs")
-            .fetch_one(&mut *conn)
-            .await
-            .map_err(map)?;
+        let jobs = stored_jobs(conn).await?;
         if jobs < marker.jobs {
             return Err(refuse(
                 self,
@@ -237,10 +256,7 @@ impl SqliteFiles {
             .execute(&mut *conn)
             .await
             .map_err(map)?;
-        let jobs: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM jobs")
-            .fetch_one(&mut *conn)
-            .await
-            .map_err(map)?;
+        let jobs = stored_jobs(conn).await?;
         let m = Marker {
             store_id,
             epoch,
@@ -262,10 +278,7 @@ impl SqliteFiles {
             .fetch_one(&mut *conn)
             .await
             .map_err(map)?;
-        let jobs: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM jobs")
-            .fetch_one(&mut *conn)
-            .await
-            .map_err(map)?;
+        let jobs = stored_jobs(conn).await?;
         let clean = busy == 0 && log == done;
         if !clean {
             warn!(busy, log, done, "WAL checkpoint incomplete at shutdown");
