@@ -548,3 +548,54 @@ async fn an_unreadable_row_is_quarantined_and_the_server_starts_with_the_rest() 
         "{metrics}"
     );
 }
+
+#[tokio::test]
+async fn a_job_whose_log_cannot_be_written_still_runs_once() {
+    let s = Server::start_with(ServerOptions {
+        extra_args: vec!["--local-runtime".into(), "process".into()],
+        dispatch: true,
+        ..Default::default()
+    });
+    let client = s.client();
+    register(&client, "no-log", &["sh", "-c", "echo lost; exit 0"]).await;
+    // The job log group's directory becomes a file: no stream can be created in it, as on a
+    // full or failing disk.
+    let logs = s.data_dir.join("logs");
+    let groups: Vec<PathBuf> = std::fs::read_dir(&logs)
+        .expect("logs dir")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_dir())
+        .collect();
+    assert_eq!(groups.len(), 1, "{groups:?}");
+    std::fs::remove_dir_all(&groups[0]).expect("remove the group");
+    std::fs::write(&groups[0], b"in the way").expect("a file in its place");
+    let id = client
+        .submit_job()
+        .job_name("no-log")
+        .job_queue("default")
+        .job_definition("no-log")
+        .send()
+        .await
+        .expect("submit")
+        .job_id
+        .expect("jobId");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let job = loop {
+        let j = describe(&client, std::slice::from_ref(&id)).await.remove(0);
+        if matches!(
+            j.status,
+            Some(JobStatus::Succeeded) | Some(JobStatus::Failed)
+        ) {
+            break j;
+        }
+        assert!(Instant::now() < deadline, "job never ended: {:?}", j.status);
+        tokio::time::sleep(POLL).await;
+    };
+    assert_eq!(
+        job.status,
+        Some(JobStatus::Succeeded),
+        "{:?}",
+        job.status_reason
+    );
+    assert_eq!(job.attempts().len(), 1);
+}
