@@ -3,8 +3,9 @@
 //! directory at a time.
 //!
 //! The disk-full test mounts a small tmpfs and so needs root (`mount -t tmpfs`); it is skipped,
-//! saying so, without it. It mounts in the test's own mount namespace, visible to the server it
-//! spawns, and unmounts when it ends.
+//! saying so, without it. It mounts in the mount namespace the test runs in (no `unshare`: the
+//! test itself fills and frees the disk, so it must see the mount the server writes to), on a
+//! fresh temporary directory, and unmounts it (lazily) when it ends, panic or not.
 
 mod common;
 
