@@ -37,7 +37,7 @@ impl From<Invalid> for BatchError {
 impl From<StoreError> for BatchError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::Unavailable(_) | StoreError::Closed => {
+            StoreError::Unavailable(_) | StoreError::Storage(_) | StoreError::Closed => {
                 BatchError::Unavailable(e.to_string())
             }
             StoreError::Fatal(_) => BatchError::Internal(e.to_string()),

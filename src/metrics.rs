@@ -65,6 +65,9 @@ struct Metrics {
     api_calls: Family<ApiLabels, Counter>,
     transitions: Family<TransitionLabels, Counter>,
     queue_depth: Family<QueueLabels, Gauge>,
+    store_write_failures: Counter,
+    store_degraded: Gauge,
+    store_quarantined: Gauge,
 }
 
 fn metrics() -> &'static Metrics {
@@ -113,8 +116,29 @@ fn metrics() -> &'static Metrics {
             "EC2 instances of each managed compute environment, by lifecycle (spot, on-demand)",
             fleet.clone(),
         );
+        let store_write_failures = Counter::default();
+        registry.register(
+            "store_write_failures",
+            "Store writes that failed in a way a retry may fix (disk full, I/O error, database unreachable); each is retried",
+            store_write_failures.clone(),
+        );
+        let store_degraded = Gauge::default();
+        registry.register(
+            "store_degraded",
+            "1 while the store's writes fail (and /healthz answers 503), else 0",
+            store_degraded.clone(),
+        );
+        let store_quarantined = Gauge::default();
+        registry.register(
+            "store_quarantined_rows",
+            "Rows moved to the quarantine table because they could not be read (see docs/operations.md)",
+            store_quarantined.clone(),
+        );
         Metrics {
             registry,
+            store_write_failures,
+            store_degraded,
+            store_quarantined,
             aws_calls,
             fleet,
             capacity,
@@ -157,6 +181,18 @@ pub fn fleet_instances(env: &str, spot: i64, on_demand: i64) {
             })
             .set(v);
     }
+}
+
+pub fn store_write_failed() {
+    metrics().store_write_failures.inc();
+}
+
+pub fn store_degraded(degraded: bool) {
+    metrics().store_degraded.set(i64::from(degraded));
+}
+
+pub fn store_quarantined_rows(n: i64) {
+    metrics().store_quarantined.set(n);
 }
 
 pub fn job_transition(from: JobStatus, to: JobStatus, n: u64) {

@@ -4,7 +4,7 @@ use crate::api::listener::{self, ConnLimits};
 use crate::api::{self, AppState, BodyLimits, sigv4::CredentialStore};
 use crate::batch::{Batch, BatchOptions};
 use crate::error::BatchError;
-use crate::store::{self, StoreError};
+use crate::store::{self, DataDirLock, LockError, StoreError};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -154,6 +154,8 @@ pub enum ServerError {
     Config(String),
     #[error("store: {0}")]
     Store(#[from] StoreError),
+    #[error("{0}")]
+    Lock(#[from] LockError),
     #[error("start-up: {0}")]
     Batch(#[from] BatchError),
     #[error("i/o: {0}")]
@@ -196,6 +198,8 @@ pub async fn run(
 ) -> Result<(), ServerError> {
     args.limits.check()?;
     std::fs::create_dir_all(&args.data_dir)?;
+    // Before anything in the directory is read or written; held until the process ends.
+    let _lock = DataDirLock::acquire(&args.data_dir)?;
     let creds = load_credentials(&args.data_dir)?;
     let credentials = if creds.is_empty() {
         if !args.listen.ip().is_loopback() {
@@ -221,6 +225,7 @@ pub async fn run(
     };
     let store = store::open(&url).await?;
     tracing::info!(backend = store.backend(), "store open");
+    let store_handle = store.clone();
     let aws_driver = args.aws.aws || args.aws.aws_endpoint_url.is_some();
     // The engine's handle goes into the control plane when it is built; the engine itself
     // starts once the runtimes exist.
@@ -341,6 +346,10 @@ pub async fn run(
     // are recovered at the next start.
     let _ = stop_engine.send(true);
     let _ = engine_task.await;
+    // The engine has written its last round: leave the database whole in its main file.
+    if let Err(e) = store_handle.shutdown().await {
+        tracing::warn!(error = %e, "store shutdown incomplete; the next start replays the WAL");
+    }
     tracing::info!("server stopped");
     Ok(())
 }

@@ -58,13 +58,30 @@ fn max_body(op: &str) -> usize {
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
-    let router = Router::new().route("/healthz", get(|| async { "ok" }));
+    let router = Router::new().route("/healthz", get(healthz));
     let router = if state.metrics_on_api {
         router.route("/metrics", get(metrics))
     } else {
         router
     };
     router.fallback(handle).with_state(state)
+}
+
+/// 200 `ok`, or 503 `degraded` while the store's writes fail (a full or failing disk): the
+/// server still answers reads, but accepts nothing new and moves no job until writes land.
+async fn healthz(State(state): State<Arc<AppState>>) -> Response {
+    match state.batch.store().write_health().status() {
+        None => "ok".into_response(),
+        Some(d) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "degraded: store writes failing for {} s: {}\n",
+                d.failing_for.as_secs(),
+                d.last_error
+            ),
+        )
+            .into_response(),
+    }
 }
 
 /// `/metrics` alone, for its own listener (`--metrics-listen`).

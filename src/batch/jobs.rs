@@ -473,10 +473,15 @@ impl Batch {
                         tracing::info!(children = n, "array children written");
                         return;
                     }
-                    Err(e) if e.is_retryable() && attempt < 8 => {
-                        tracing::warn!(error = %e, attempt, "writing array children failed; retrying");
+                    // Without limit: a full disk may take an operator minutes to clear, and
+                    // the family's readers wait for these rows (the next start would rebuild
+                    // them, but only if there is one).
+                    Err(e) if e.is_retryable() => {
+                        if !e.is_storage_fault() {
+                            tracing::warn!(error = %e, attempt, "writing array children failed; retrying");
+                        }
                         tokio::time::sleep(delay).await;
-                        delay *= 2;
+                        delay = (delay * 2).min(std::time::Duration::from_secs(2));
                     }
                     Err(e) => {
                         tracing::error!(error = %e, "cannot write array children; they are written at the next start");

@@ -188,35 +188,45 @@ impl Batch {
     ) -> BatchResult<Self> {
         let mut catalog = Catalog::default();
         for row in store.load_resources().await? {
-            match row.kind {
-                ResourceKind::ComputeEnvironment => {
-                    let ce: ComputeEnvironmentDetail = from_json("compute environment", &row.doc)?;
-                    catalog
-                        .compute_environments
-                        .insert(ce.compute_environment_name.clone(), ce);
+            // One unreadable document costs its resource, not the start: it is moved to the
+            // store's quarantine table and the server starts with the rest.
+            let mut add = || -> BatchResult<()> {
+                match row.kind {
+                    ResourceKind::ComputeEnvironment => {
+                        let ce: ComputeEnvironmentDetail =
+                            from_json("compute environment", &row.doc)?;
+                        catalog
+                            .compute_environments
+                            .insert(ce.compute_environment_name.clone(), ce);
+                    }
+                    ResourceKind::JobQueue => {
+                        let q: JobQueueDetail = from_json("job queue", &row.doc)?;
+                        catalog.queues.insert(q.job_queue_name.clone(), q);
+                    }
+                    ResourceKind::JobDefinition => {
+                        let jd: JobDefinition = from_json("job definition", &row.doc)?;
+                        catalog
+                            .job_definitions
+                            .entry(jd.job_definition_name.clone())
+                            .or_default()
+                            .insert(jd.revision, jd);
+                    }
+                    ResourceKind::SchedulingPolicy => {
+                        let p: SchedulingPolicyDetail = from_json("scheduling policy", &row.doc)?;
+                        catalog.scheduling_policies.insert(p.name.clone(), p);
+                    }
+                    ResourceKind::ConsumableResource => {
+                        let r: ConsumableResourceDetail =
+                            from_json("consumable resource", &row.doc)?;
+                        catalog
+                            .consumable_resources
+                            .insert(r.consumable_resource_name.clone(), r);
+                    }
                 }
-                ResourceKind::JobQueue => {
-                    let q: JobQueueDetail = from_json("job queue", &row.doc)?;
-                    catalog.queues.insert(q.job_queue_name.clone(), q);
-                }
-                ResourceKind::JobDefinition => {
-                    let jd: JobDefinition = from_json("job definition", &row.doc)?;
-                    catalog
-                        .job_definitions
-                        .entry(jd.job_definition_name.clone())
-                        .or_default()
-                        .insert(jd.revision, jd);
-                }
-                ResourceKind::SchedulingPolicy => {
-                    let p: SchedulingPolicyDetail = from_json("scheduling policy", &row.doc)?;
-                    catalog.scheduling_policies.insert(p.name.clone(), p);
-                }
-                ResourceKind::ConsumableResource => {
-                    let r: ConsumableResourceDetail = from_json("consumable resource", &row.doc)?;
-                    catalog
-                        .consumable_resources
-                        .insert(r.consumable_resource_name.clone(), r);
-                }
+                Ok(())
+            };
+            if let Err(e) = add() {
+                store.quarantine_resource(&row, &e.to_string()).await?;
             }
         }
         let host_cpus = std::thread::available_parallelism()

@@ -67,6 +67,9 @@ pub(super) const REASONS_EVERY_MS: i64 = 500;
 /// share a commit. Anything a caller waits for (a command's answer, an ECS launch) is written at
 /// once.
 pub(super) const WRITE_COALESCE: Duration = Duration::from_millis(10);
+/// The longest wait between retries of a failed write. Short enough that jobs move within
+/// seconds of space returning on a full disk; long enough that a failing disk is not hammered.
+pub(super) const WRITE_RETRY_MAX_BACKOFF: Duration = Duration::from_secs(2);
 /// How many waiting jobs of each (queue, share) one pass considers. A pass over every RUNNABLE
 /// job cost O(RUNNABLE log RUNNABLE) for each freed slot (4 ms at 100,000 jobs, paid per
 /// dispatch); over a window it costs O(window) however long the queue. The price: a job deeper

@@ -10,7 +10,7 @@
 //! next one, so writes land in order.
 
 use super::Engine;
-use super::config::WRITE_COALESCE;
+use super::config::{WRITE_COALESCE, WRITE_RETRY_MAX_BACKOFF};
 use crate::batch::dispatch::{StopResult, TagsReply};
 use crate::batch::job_row;
 use crate::compute::{AttemptSpec, StopSignal, Target};
@@ -105,7 +105,9 @@ impl Engine {
                 tracing::error!(error = %e, rows = p.rows.len(), "job write failed permanently");
             }
             outcome => {
-                if let Ok(Err(e)) = outcome {
+                if let Ok(Err(e)) = &outcome
+                    && !e.is_storage_fault()
+                {
                     tracing::warn!(error = %e, rows = p.rows.len(), "job write failed; retrying");
                 }
                 write_until_done(self.batch.store().clone(), p.rows, false).await;
@@ -267,7 +269,10 @@ impl Engine {
     }
 }
 
-/// Writes `rows`, retrying with backoff while the store says the error is passing.
+/// Writes `rows`, retrying with backoff while the store says the error is passing. A full or
+/// failing disk is passing too: the engine waits here (its later rounds with it, so writes keep
+/// their order) for as long as it takes the operator to free space, rather than drop a state
+/// change and strand the job. Reads do not go through the engine and keep answering.
 async fn write_until_done(store: Arc<dyn Store>, rows: Vec<JobRow>, durable: bool) {
     let mut backoff = Duration::from_millis(50);
     loop {
@@ -279,9 +284,12 @@ async fn write_until_done(store: Arc<dyn Store>, rows: Vec<JobRow>, durable: boo
         match written {
             Ok(()) => return,
             Err(e) if e.is_retryable() => {
-                tracing::warn!(error = %e, rows = rows.len(), "job write failed; retrying");
+                // Storage faults are logged by the store's `WriteHealth`, once a minute.
+                if !e.is_storage_fault() {
+                    tracing::warn!(error = %e, rows = rows.len(), "job write failed; retrying");
+                }
                 tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
+                backoff = (backoff * 2).min(WRITE_RETRY_MAX_BACKOFF);
             }
             Err(e) => {
                 tracing::error!(error = %e, rows = rows.len(), "job write failed permanently");

@@ -4,7 +4,7 @@
 use super::Engine;
 use super::job::array_size;
 use crate::compute::{ExpectedAttempt, Target};
-use crate::error::{BatchError, BatchResult};
+use crate::error::BatchResult;
 use crate::model::arn::name_of_arn;
 use crate::model::{JobDetail, JobStatus};
 use std::collections::HashMap;
@@ -19,9 +19,16 @@ impl Engine {
             .await?;
         let mut jobs = Vec::with_capacity(rows.len());
         for r in rows {
-            let d: JobDetail = serde_json::from_str(&r.doc).map_err(|e| {
-                BatchError::Internal(format!("stored job {} is unreadable: {e}", r.job_id))
-            })?;
+            let d: JobDetail = match serde_json::from_str(&r.doc) {
+                Ok(d) => d,
+                Err(e) => {
+                    // One unreadable job must not keep every other from running: moved aside
+                    // (whole, for an operator to repair), and the engine starts without it.
+                    let reason = format!("stored job {} is unreadable: {e}", r.job_id);
+                    store.quarantine_job(&r, &reason).await?;
+                    continue;
+                }
+            };
             let parent = r.array_parent.clone().zip(r.array_index);
             jobs.push((d, parent));
         }

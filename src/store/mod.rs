@@ -8,8 +8,12 @@
 //! Writes of jobs go through a group-commit writer: concurrent callers share one transaction (and one
 //! fsync), and each caller's future resolves only after that transaction committed.
 
+mod health;
+mod lock;
 mod sql;
 
+pub use health::{Degraded, WriteHealth};
+pub use lock::{DataDirLock, LockError};
 pub use sql::SqlStore;
 
 use async_trait::async_trait;
@@ -129,6 +133,11 @@ pub enum StoreError {
     /// (connection lost, pool timeout, serialization failure, SQLite busy).
     #[error("store unavailable, retry: {0}")]
     Unavailable(String),
+    /// The disk is full or failing (SQLite FULL/IOERR/CANTOPEN, PostgreSQL disk_full/io_error).
+    /// Nothing was applied, and a retry lands once the operator frees space: writers retry
+    /// these without limit rather than drop a state change.
+    #[error("storage fault, retry: {0}")]
+    Storage(String),
     /// A bug or corrupted data; retrying will not help.
     #[error("store error: {0}")]
     Fatal(String),
@@ -139,7 +148,12 @@ pub enum StoreError {
 
 impl StoreError {
     pub fn is_retryable(&self) -> bool {
-        matches!(self, StoreError::Unavailable(_))
+        matches!(self, StoreError::Unavailable(_) | StoreError::Storage(_))
+    }
+
+    /// The disk rather than the database or the row: reported as the store being degraded.
+    pub fn is_storage_fault(&self) -> bool {
+        matches!(self, StoreError::Storage(_))
     }
 }
 
@@ -150,10 +164,26 @@ pub trait Store: Send + Sync + 'static {
     /// `"sqlite"` or `"postgres"`.
     fn backend(&self) -> &'static str;
 
+    /// Whether writes land; `/healthz` answers 503 while they fail.
+    fn write_health(&self) -> &WriteHealth;
+
+    /// At a clean stop, once nothing writes any more: waits for queued writes, and on SQLite
+    /// checkpoints the WAL into the database file and records the clean stop in the marker.
+    async fn shutdown(&self) -> StoreResult<()> {
+        Ok(())
+    }
+
     async fn get_meta(&self, key: &str) -> StoreResult<Option<String>>;
     async fn set_meta(&self, key: &str, value: &str) -> StoreResult<()>;
 
+    /// Every resource. A row of a kind this server does not know is moved to the quarantine
+    /// table and left out.
     async fn load_resources(&self) -> StoreResult<Vec<ResourceRow>>;
+    /// Moves a job whose row cannot be read into the quarantine table (one transaction), so
+    /// that the server runs on without it; `reason` says what was wrong.
+    async fn quarantine_job(&self, row: &JobRow, reason: &str) -> StoreResult<()>;
+    /// The same for a resource.
+    async fn quarantine_resource(&self, row: &ResourceRow, reason: &str) -> StoreResult<()>;
     /// Insert or replace by (kind, arn).
     async fn put_resource(&self, row: &ResourceRow) -> StoreResult<()>;
     async fn delete_resource(&self, kind: ResourceKind, arn: &str) -> StoreResult<()>;

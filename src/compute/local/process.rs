@@ -56,6 +56,9 @@ use tracing::Instrument;
 /// process that left the group with `setsid` could hold them open for ever).
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// A line longer than this is cut into several events rather than buffered without bound.
+/// How long an attempt that could not get a working directory waits before it is reported
+/// not started (and the job goes back to RUNNABLE to be placed again).
+const NOT_STARTED_PAUSE: Duration = Duration::from_secs(1);
 const MAX_LINE: usize = crate::logs::MAX_MESSAGE_BYTES;
 
 /// One attempt as the run journal (`<data-dir>/run/journal`) records it.
@@ -357,9 +360,26 @@ impl Runtime for ProcessRuntime {
                 return Ok(());
             }
         };
-        let work = inner.take_work_dir(&spec.task_id).map_err(|e| {
-            RuntimeError::Unavailable(format!("cannot create a working directory: {e}"))
-        })?;
+        let work = match inner.take_work_dir(&spec.task_id) {
+            Ok(w) => w,
+            Err(e) => {
+                // A full or failing disk: the attempt never ran, so it costs the job nothing.
+                // Reported after a pause so that a disk that stays full does not turn into a
+                // tight loop of launches.
+                span.in_scope(|| tracing::warn!(error = %e, "cannot create a working directory"));
+                let events = inner.events.clone();
+                let ev = RuntimeEvent::NotStarted {
+                    job_id: spec.job_id.clone(),
+                    attempt: spec.attempt,
+                    reason: format!("cannot create a working directory: {e}"),
+                };
+                tokio::spawn(async move {
+                    tokio::time::sleep(NOT_STARTED_PAUSE).await;
+                    send(&events, ev).await;
+                });
+                return Ok(());
+            }
+        };
         let mut cmd = tokio::process::Command::new(program);
         cmd.args(args)
             .env_clear()
@@ -459,25 +479,13 @@ impl Runtime for ProcessRuntime {
                 .await;
                 // Created while the process already runs: the pipes hold its first output, and
                 // creating a file (~0.5 ms here) no longer delays every launch.
+                // A log file that cannot be created (disk full, I/O error) costs the attempt its
+                // output, not its run: the job is what the user asked for, its log a by-product.
                 let writer = match inner.logs.writer(&spec.log_group, &spec.log_stream) {
-                    Ok(w) => Arc::new(w),
+                    Ok(w) => Some(Arc::new(w)),
                     Err(e) => {
-                        signal_group(pid, Signal::SIGKILL);
-                        let _ = child.wait().await;
-                        inner.running().remove(&(spec.job_id.clone(), spec.attempt));
-                        inner.forget(&spec.task_id);
-                        inner.give_back_work_dir(work);
-                        send(
-                            &inner.events,
-                            exited(
-                                &spec.job_id,
-                                spec.attempt,
-                                None,
-                                Some(format!("CannotCreateLogStream: {e}")),
-                            ),
-                        )
-                        .await;
-                        return;
+                        tracing::warn!(error = %e, "cannot create the attempt's log stream; its output is discarded");
+                        None
                     }
                 };
                 // Copied in this task rather than two of their own: fewer wake-ups per attempt.
@@ -758,11 +766,16 @@ fn safe_file_name(s: &str) -> String {
 }
 
 /// Copies a pipe into the log stream, one event per line (a line longer than [`MAX_LINE`] is
-/// cut), each timestamped when it arrives. Invalid UTF-8 is replaced, not dropped.
-pub(crate) async fn copy_lines<R: AsyncRead + Unpin>(pipe: Option<R>, writer: Arc<LogWriter>) {
+/// cut), each timestamped when it arrives. Invalid UTF-8 is replaced, not dropped. Without a
+/// stream (it could not be created) the pipe is still drained, so the job never blocks on it.
+pub(crate) async fn copy_lines<R: AsyncRead + Unpin>(
+    pipe: Option<R>,
+    writer: Option<Arc<LogWriter>>,
+) {
     let Some(pipe) = pipe else {
         return;
     };
+    let mut sink = LineSink { writer, failed: 0 };
     let mut reader = BufReader::new(pipe);
     let mut line: Vec<u8> = Vec::new();
     loop {
@@ -793,24 +806,48 @@ pub(crate) async fn copy_lines<R: AsyncRead + Unpin>(pipe: Option<R>, writer: Ar
         };
         reader.consume(used);
         if newline || line.len() >= MAX_LINE {
-            emit(&writer, &mut line, newline);
+            sink.emit(&mut line, newline);
         }
     }
     if !line.is_empty() {
-        emit(&writer, &mut line, false);
+        sink.emit(&mut line, false);
+    }
+    if sink.failed > 1
+        && let Some(w) = &sink.writer
+    {
+        tracing::warn!(
+            lines = sink.failed,
+            stream = w.stream(),
+            "log lines not stored"
+        );
     }
 }
 
-/// Stores one line; `ended`: it came with a newline, so a CR before it was a CRLF ending.
-fn emit(writer: &LogWriter, line: &mut Vec<u8>, ended: bool) {
-    if ended && line.last() == Some(&b'\r') {
-        line.pop();
+/// Where a pipe's lines go, and how many could not be stored.
+struct LineSink {
+    writer: Option<Arc<LogWriter>>,
+    failed: u64,
+}
+
+impl LineSink {
+    /// Stores one line; `ended`: it came with a newline, so a CR before it was a CRLF ending.
+    fn emit(&mut self, line: &mut Vec<u8>, ended: bool) {
+        if ended && line.last() == Some(&b'\r') {
+            line.pop();
+        }
+        if let Some(writer) = &self.writer {
+            let text = String::from_utf8_lossy(line);
+            if let Err(e) = writer.append(&text) {
+                // The first failure says why; the count of the rest comes at the end, rather
+                // than a line of our own log per lost line of a full disk.
+                if self.failed == 0 {
+                    tracing::warn!(error = %e, stream = writer.stream(), "cannot store a log line");
+                }
+                self.failed += 1;
+            }
+        }
+        line.clear();
     }
-    let text = String::from_utf8_lossy(line);
-    if let Err(e) = writer.append(&text) {
-        tracing::warn!(error = %e, stream = writer.stream(), "cannot store a log line");
-    }
-    line.clear();
 }
 
 /// The `setrlimit` resource of an ECS ulimit name (validated at registration).

@@ -28,7 +28,7 @@ use crate::util::time::now_ms;
 
 use super::{
     JobCursor, JobListQuery, JobPage, JobRow, JobScope, ResourceKind, ResourceRow, Store,
-    StoreError, StoreResult,
+    StoreError, StoreResult, WriteHealth,
 };
 
 /// A group commit takes whatever is queued up to this many rows; more waits for the next one, so a
@@ -104,22 +104,23 @@ const MIGRATIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (
 )";
 
 /// Append-only: a released migration is never edited, a change is a new version.
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    description: "meta, resources, jobs",
-    statements: &[
-        "CREATE TABLE meta (
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        description: "meta, resources, jobs",
+        statements: &[
+            "CREATE TABLE meta (
             key TEXT PRIMARY KEY,
             value TEXT NOT NULL
         )",
-        "CREATE TABLE resources (
+            "CREATE TABLE resources (
             kind TEXT NOT NULL,
             arn TEXT NOT NULL,
             name TEXT NOT NULL,
             doc TEXT NOT NULL,
             PRIMARY KEY (kind, arn)
         )",
-        "CREATE TABLE jobs (
+            "CREATE TABLE jobs (
             job_id TEXT PRIMARY KEY,
             job_queue TEXT NOT NULL,
             status TEXT NOT NULL,
@@ -130,23 +131,42 @@ const MIGRATIONS: &[Migration] = &[Migration {
             created_at BIGINT NOT NULL,
             doc TEXT NOT NULL
         )",
-        // ListJobs for one status, newest first; the keyset cursor is a range on the last two
-        // columns. Partial: array children (the bulk of rows for big arrays) are never listed by
-        // queue, so they stay out of both queue indexes.
-        "CREATE INDEX jobs_queue_status_created ON jobs
+            // ListJobs for one status, newest first; the keyset cursor is a range on the last two
+            // columns. Partial: array children (the bulk of rows for big arrays) are never listed by
+            // queue, so they stay out of both queue indexes.
+            "CREATE INDEX jobs_queue_status_created ON jobs
             (job_queue, status, created_at DESC, job_id DESC) WHERE array_parent IS NULL",
-        // ListJobs across all statuses (AWS ignores jobStatus when filters are given).
-        "CREATE INDEX jobs_queue_created ON jobs
+            // ListJobs across all statuses (AWS ignores jobStatus when filters are given).
+            "CREATE INDEX jobs_queue_created ON jobs
             (job_queue, created_at DESC, job_id DESC) WHERE array_parent IS NULL",
-        "CREATE INDEX jobs_parent_index ON jobs
+            "CREATE INDEX jobs_parent_index ON jobs
             (array_parent, array_index) WHERE array_parent IS NOT NULL",
-        // Covers count_children_by_status without touching the table.
-        "CREATE INDEX jobs_parent_status ON jobs
+            // Covers count_children_by_status without touching the table.
+            "CREATE INDEX jobs_parent_status ON jobs
             (array_parent, status) WHERE array_parent IS NOT NULL",
-        // jobs_with_status by prefix; count_jobs_by_queue_status as an index-only scan.
-        "CREATE INDEX jobs_status_queue ON jobs (status, job_queue)",
-    ],
-}];
+            // jobs_with_status by prefix; count_jobs_by_queue_status as an index-only scan.
+            "CREATE INDEX jobs_status_queue ON jobs (status, job_queue)",
+        ],
+    },
+    Migration {
+        version: 2,
+        description: "quarantine",
+        statements: &[
+            // Rows that could not be read, moved aside so the server starts with the rest.
+            // `source` is `job` or `resource:<kind>`; `columns` the row's other columns as JSON,
+            // so an operator can repair and move it back.
+            "CREATE TABLE quarantine (
+                source TEXT NOT NULL,
+                row_key TEXT NOT NULL,
+                columns TEXT NOT NULL,
+                doc TEXT NOT NULL,
+                reason TEXT NOT NULL,
+                quarantined_at BIGINT NOT NULL,
+                PRIMARY KEY (source, row_key)
+            )",
+        ],
+    },
+];
 
 #[derive(Clone)]
 enum Pool {
@@ -248,6 +268,9 @@ pub struct SqlStore {
     pool: Pool,
     writer: mpsc::Sender<WriteRequest>,
     writer_task: JoinHandle<()>,
+    health: Arc<WriteHealth>,
+    /// The SQLite database's files and marker (`None` on PostgreSQL and in memory).
+    files: Option<Arc<SqliteFiles>>,
 }
 
 impl SqlStore {
@@ -270,10 +293,11 @@ impl SqlStore {
     /// Opens `sqlite://PATH` (created if missing) or `postgres://…`, and migrates the schema.
     pub async fn open(url: &str) -> StoreResult<SqlStore> {
         let started = Instant::now();
-        let (pool, applied) = if url.starts_with("sqlite:") {
+        let (pool, applied, files) = if url.starts_with("sqlite:") {
             open_sqlite(url).await?
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            open_postgres(url).await?
+            let (pool, applied) = open_postgres(url).await?;
+            (pool, applied, None)
         } else {
             // The URL may carry a password: name only the scheme.
             let scheme = url.split(':').next().unwrap_or_default();
@@ -282,12 +306,16 @@ impl SqlStore {
             )));
         };
         let (writer, rx) = mpsc::channel(WRITE_QUEUE_DEPTH);
-        let writer_task = tokio::spawn(run_writer(pool.clone(), rx));
+        let health = Arc::new(WriteHealth::default());
+        let writer_task = tokio::spawn(run_writer(pool.clone(), rx, health.clone()));
         let store = SqlStore {
             pool,
             writer,
             writer_task,
+            health,
+            files,
         };
+        store.announce_quarantine().await?;
         info!(
             backend = store.backend(),
             migrations_applied = applied,
@@ -304,6 +332,8 @@ impl SqlStore {
             pool,
             writer,
             writer_task,
+            health: _,
+            files: _,
         } = self;
         drop(writer);
         if let Err(e) = writer_task.await {
@@ -370,9 +400,15 @@ macro_rules! migrate {
     };
 }
 
-async fn open_sqlite(url: &str) -> StoreResult<(Pool, usize)> {
-    let options = SqliteConnectOptions::from_str(url)
-        .map_err(map_err)?
+async fn open_sqlite(url: &str) -> StoreResult<(Pool, usize, Option<Arc<SqliteFiles>>)> {
+    let options = SqliteConnectOptions::from_str(url).map_err(map_err)?;
+    let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+    let files = (!in_memory).then(|| Arc::new(SqliteFiles::new(options.get_filename())));
+    let marker = match &files {
+        Some(f) => f.check_files()?,
+        None => None,
+    };
+    let options = options
         .create_if_missing(true)
         .journal_mode(SqliteJournalMode::Wal)
         // FULL fsyncs the WAL at every commit: an acknowledged SubmitJob survives power loss.
@@ -386,10 +422,16 @@ async fn open_sqlite(url: &str) -> StoreResult<(Pool, usize)> {
         .map_err(map_err)?;
     let mut conn = pool.acquire().await.map_err(map_err)?;
     let conn: &mut sqlx::SqliteConnection = &mut conn;
+    if let (Some(f), Some(m)) = (&files, &marker) {
+        f.check_contents(conn, m).await?;
+    }
     // IMMEDIATE takes the write lock up front: two processes migrating one file queue on the busy
     // timeout instead of failing to upgrade a read lock.
     let applied = migrate!(conn, "BEGIN IMMEDIATE")?;
-    Ok((Pool::Sqlite(pool), applied))
+    if let Some(f) = &files {
+        f.mark_start(conn, marker).await?;
+    }
+    Ok((Pool::Sqlite(pool), applied, files))
 }
 
 async fn open_postgres(url: &str) -> StoreResult<(Pool, usize)> {
@@ -438,11 +480,20 @@ fn map_err(e: sqlx::Error) -> StoreError {
         sqlx::Error::PoolClosed => return StoreError::Closed,
         sqlx::Error::Database(db) => {
             if let Some(pg) = db.try_downcast_ref::<PgDatabaseError>() {
+                // 53100 disk_full, 58030 io_error: the server's disk, as SQLite's FULL/IOERR.
+                if matches!(pg.code(), "53100" | "58030") {
+                    return StoreError::Storage(e.to_string());
+                }
                 pg_code_retryable(pg.code())
             } else if db.try_downcast_ref::<SqliteError>().is_some() {
                 // Extended result codes keep the primary code in the low byte.
                 let code: i32 = db.code().and_then(|c| c.parse().ok()).unwrap_or(0);
-                matches!(code & 0xff, SQLITE_BUSY | SQLITE_LOCKED)
+                match code & 0xff {
+                    SQLITE_FULL | SQLITE_IOERR | SQLITE_CANTOPEN => {
+                        return StoreError::Storage(e.to_string());
+                    }
+                    c => matches!(c, SQLITE_BUSY | SQLITE_LOCKED),
+                }
             } else {
                 false
             }
@@ -458,6 +509,9 @@ fn map_err(e: sqlx::Error) -> StoreError {
 
 const SQLITE_BUSY: i32 = 5;
 const SQLITE_LOCKED: i32 = 6;
+const SQLITE_IOERR: i32 = 10;
+const SQLITE_FULL: i32 = 13;
+const SQLITE_CANTOPEN: i32 = 14;
 
 fn pg_code_retryable(code: &str) -> bool {
     // 08: connection exception; 40001/40P01: serialization failure, deadlock; 53300: too many
@@ -469,7 +523,10 @@ fn pg_code_retryable(code: &str) -> bool {
         )
 }
 
+mod quarantine;
+mod sqlite_files;
 mod writer;
+use sqlite_files::SqliteFiles;
 use writer::*;
 
 fn list_sql(query: &JobListQuery) -> StoreResult<SqlBuilder> {
@@ -583,6 +640,28 @@ impl Store for SqlStore {
         }
     }
 
+    fn write_health(&self) -> &WriteHealth {
+        &self.health
+    }
+
+    async fn shutdown(&self) -> StoreResult<()> {
+        // A barrier: an empty request is answered once everything queued before it committed.
+        let (reply, answer) = oneshot::channel();
+        let queued = self.writer.send(WriteRequest {
+            jobs: Vec::new(),
+            durable: true,
+            reply,
+        });
+        if queued.await.is_ok() {
+            answer.await.map_err(|_| StoreError::Closed)??;
+        }
+        let (Some(files), Pool::Sqlite(p)) = (&self.files, &self.pool) else {
+            return Ok(());
+        };
+        let mut conn = p.acquire().await.map_err(map_err)?;
+        files.mark_clean(&mut conn).await
+    }
+
     async fn get_meta(&self, key: &str) -> StoreResult<Option<String>> {
         on_pool!(&self.pool, p => {
             sqlx::query_scalar("SELECT value FROM meta WHERE key = $1")
@@ -606,6 +685,8 @@ impl Store for SqlStore {
             .map(drop)
         })
         .map_err(map_err)
+        .inspect(|()| self.health.succeeded())
+        .inspect_err(|e| self.health.failed(e))
     }
 
     async fn load_resources(&self) -> StoreResult<Vec<ResourceRow>> {
@@ -615,19 +696,49 @@ impl Store for SqlStore {
                 .await
         })
         .map_err(map_err)?;
-        rows.into_iter()
-            .map(|(kind, arn, name, doc)| {
-                let kind = ResourceKind::parse(&kind).ok_or_else(|| {
-                    StoreError::Fatal(format!("resource {arn} has unknown kind {kind:?}"))
-                })?;
-                Ok(ResourceRow {
+        let mut out = Vec::with_capacity(rows.len());
+        for (kind_text, arn, name, doc) in rows {
+            match ResourceKind::parse(&kind_text) {
+                Some(kind) => out.push(ResourceRow {
                     kind,
                     arn,
                     name,
                     doc,
-                })
-            })
-            .collect()
+                }),
+                None => {
+                    let origin = quarantine::Origin::Resource {
+                        kind: &kind_text,
+                        arn: &arn,
+                    };
+                    let columns =
+                        serde_json::json!({ "kind": kind_text, "arn": arn, "name": name });
+                    let reason = format!("unknown resource kind {kind_text:?}");
+                    self.quarantine(origin, columns, &doc, &reason).await?;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    async fn quarantine_job(&self, row: &JobRow, reason: &str) -> StoreResult<()> {
+        let columns = quarantine::job_columns(row);
+        self.quarantine(
+            quarantine::Origin::Job(&row.job_id),
+            columns,
+            &row.doc,
+            reason,
+        )
+        .await
+    }
+
+    async fn quarantine_resource(&self, row: &ResourceRow, reason: &str) -> StoreResult<()> {
+        let origin = quarantine::Origin::Resource {
+            kind: row.kind.as_str(),
+            arn: &row.arn,
+        };
+        let columns =
+            serde_json::json!({ "kind": row.kind.as_str(), "arn": row.arn, "name": row.name });
+        self.quarantine(origin, columns, &row.doc, reason).await
     }
 
     async fn put_resource(&self, row: &ResourceRow) -> StoreResult<()> {
@@ -645,6 +756,8 @@ impl Store for SqlStore {
             .map(drop)
         })
         .map_err(map_err)
+        .inspect(|()| self.health.succeeded())
+        .inspect_err(|e| self.health.failed(e))
     }
 
     async fn delete_resource(&self, kind: ResourceKind, arn: &str) -> StoreResult<()> {
@@ -657,6 +770,8 @@ impl Store for SqlStore {
                 .map(drop)
         })
         .map_err(map_err)
+        .inspect(|()| self.health.succeeded())
+        .inspect_err(|e| self.health.failed(e))
     }
 
     async fn upsert_jobs(&self, jobs: Vec<JobRow>) -> StoreResult<()> {

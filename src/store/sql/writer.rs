@@ -212,12 +212,30 @@ pub(super) fn dedup<'a>(requests: impl IntoIterator<Item = &'a WriteRequest>) ->
     rows
 }
 
-pub(super) async fn run_writer(pool: Pool, mut rx: mpsc::Receiver<WriteRequest>) {
+/// While writes fail and none is queued, the writer tries a one-row write this often, so that
+/// the store stops reporting itself degraded once space returns even if nobody writes.
+const PROBE_EVERY: Duration = Duration::from_secs(2);
+
+pub(super) async fn run_writer(
+    pool: Pool,
+    mut rx: mpsc::Receiver<WriteRequest>,
+    health: Arc<WriteHealth>,
+) {
     let mut carried: Option<WriteRequest> = None;
     let mut relaxed: RelaxedConn = None;
     loop {
         let first = match carried.take() {
             Some(r) => r,
+            None if health.is_degraded() => {
+                match tokio::time::timeout(PROBE_EVERY, rx.recv()).await {
+                    Ok(Some(r)) => r,
+                    Ok(None) => break,
+                    Err(_) => {
+                        probe(&pool, &health).await;
+                        continue;
+                    }
+                }
+            }
             None => match rx.recv().await {
                 Some(r) => r,
                 None => break,
@@ -238,7 +256,7 @@ pub(super) async fn run_writer(pool: Pool, mut rx: mpsc::Receiver<WriteRequest>)
                 Err(_) => break,
             }
         }
-        commit_group(&pool, &mut relaxed, group).await;
+        commit_group(&pool, &mut relaxed, &health, group).await;
     }
     if let Some(c) = relaxed.take() {
         // Closed rather than handed back to the pool at NORMAL.
@@ -247,7 +265,30 @@ pub(super) async fn run_writer(pool: Pool, mut rx: mpsc::Receiver<WriteRequest>)
     debug!("store writer stopped");
 }
 
-pub(super) async fn commit_group(pool: &Pool, relaxed: &mut RelaxedConn, group: Vec<WriteRequest>) {
+/// A one-row write that tells whether writes land again.
+async fn probe(pool: &Pool, health: &WriteHealth) {
+    let written = on_pool!(pool, p => {
+        sqlx::query(
+            "INSERT INTO meta (key, value) VALUES ('write_probe', $1) \
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        )
+        .bind(now_ms().to_string())
+        .execute(p)
+        .await
+        .map(drop)
+    });
+    match written.map_err(map_err) {
+        Ok(_) => health.succeeded(),
+        Err(e) => health.failed(&e),
+    }
+}
+
+pub(super) async fn commit_group(
+    pool: &Pool,
+    relaxed: &mut RelaxedConn,
+    health: &WriteHealth,
+    group: Vec<WriteRequest>,
+) {
     let started = Instant::now();
     let rows = dedup(&group);
     let durable = group.iter().any(|r| r.durable);
@@ -256,6 +297,10 @@ pub(super) async fn commit_group(pool: &Pool, relaxed: &mut RelaxedConn, group: 
         .map_err(map_err);
     let row_count = rows.len();
     drop(rows);
+    match &result {
+        Ok(()) => health.succeeded(),
+        Err(e) => health.failed(e),
+    }
     match result {
         Ok(()) => {
             debug!(
@@ -277,14 +322,21 @@ pub(super) async fn commit_group(pool: &Pool, relaxed: &mut RelaxedConn, group: 
                 let result = write_rows(pool, relaxed, &dedup([&r]), r.durable)
                     .await
                     .map_err(map_err);
-                if let Err(e) = &result {
-                    warn!(error = %e, rows = r.jobs.len(), "job upsert failed");
+                match &result {
+                    Ok(()) => health.succeeded(),
+                    Err(e) => {
+                        health.failed(e);
+                        warn!(error = %e, rows = r.jobs.len(), "job upsert failed");
+                    }
                 }
                 let _ = r.reply.send(result);
             }
         }
         Err(e) => {
-            warn!(error = %e, rows = row_count, waiters = group.len(), "group commit failed");
+            // Storage faults are logged by `WriteHealth`, at most once a minute.
+            if !e.is_storage_fault() {
+                warn!(error = %e, rows = row_count, waiters = group.len(), "group commit failed");
+            }
             for r in group {
                 let _ = r.reply.send(Err(clone_err(&e)));
             }
@@ -295,6 +347,7 @@ pub(super) async fn commit_group(pool: &Pool, relaxed: &mut RelaxedConn, group: 
 pub(super) fn clone_err(e: &StoreError) -> StoreError {
     match e {
         StoreError::Unavailable(m) => StoreError::Unavailable(m.clone()),
+        StoreError::Storage(m) => StoreError::Storage(m.clone()),
         StoreError::Fatal(m) => StoreError::Fatal(m.clone()),
         StoreError::Closed => StoreError::Closed,
     }
