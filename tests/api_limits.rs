@@ -420,9 +420,11 @@ async fn slow_head_peer(addr: String, every: Duration, until: Instant) -> Outcom
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_header_flood_is_closed_by_the_header_timeout() {
-    // 1,200 peers each send a request head one byte a second, with a 2 s header timeout; the
-    // server holds at most its cap at once and closes every one of them.
-    const PEERS: usize = 1200;
+    // 1,000 peers each send a request head one byte a second, with a 2 s header timeout; the
+    // server holds at most its cap at once and closes every one of them. (1,000: the 800 the
+    // server has not accepted yet fit the kernel's accept queue with room to spare, so a real
+    // client's connect is not dropped there and timed out by its SDK after 3.1 s.)
+    const PEERS: usize = 1000;
     let server = flooded_server(64);
     let pid = server.child.id();
     let addr = server.endpoint.trim_start_matches("http://").to_string();
