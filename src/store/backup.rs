@@ -79,7 +79,7 @@ pub async fn backup(url: &str, dest: &Path) -> Result<BackupSummary, BackupError
         .unwrap_or_else(|| "flotilla-backup.db".into());
     let partial = dir.join(format!(".{name}.partial-{}", std::process::id()));
     let _ = std::fs::remove_file(&partial);
-    let result = copy_and_check(&source, &partial, dest).await;
+    let result = copy_and_check(&source, &partial, dest, &dir).await;
     if result.is_err() {
         let _ = std::fs::remove_file(&partial);
     }
@@ -90,6 +90,7 @@ async fn copy_and_check(
     source: &Path,
     partial: &Path,
     dest: &Path,
+    dir: &Path,
 ) -> Result<BackupSummary, BackupError> {
     // Not read-only: a reader of a WAL database needs the shared-memory file, which it may
     // have to create if the server is not running. Nothing is written to the source.
@@ -129,9 +130,7 @@ async fn copy_and_check(
     std::fs::File::open(partial)?.sync_all()?;
     std::fs::rename(partial, dest)?;
     // The rename is durable once the directory is synced.
-    if let Some(dir) = dest.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::File::open(dir)?.sync_all()?;
-    }
+    std::fs::File::open(dir)?.sync_all()?;
     Ok(BackupSummary {
         path: dest.to_path_buf(),
         bytes: std::fs::metadata(dest)?.len(),
