@@ -799,3 +799,177 @@ async fn job_queue_snapshot_shows_the_front_of_the_queue() {
     assert_eq!(code, "ClientException");
     assert!(msg.contains("jobQueue"), "{msg}");
 }
+
+/// A 400 ClientException naming `nextToken`.
+#[track_caller]
+fn assert_token_refused<T: std::fmt::Debug, E>(
+    r: Result<T, aws_sdk_batch::error::SdkError<E, aws_sdk_batch::config::http::HttpResponse>>,
+) where
+    E: aws_sdk_batch::error::ProvideErrorMetadata + std::fmt::Debug,
+{
+    let status = r
+        .as_ref()
+        .err()
+        .and_then(|e| e.raw_response())
+        .map(|r| r.status().as_u16());
+    let (code, msg) = service_error(r);
+    assert_eq!(status, Some(400), "{code}: {msg}");
+    assert_eq!(code, "ClientException", "{msg}");
+    assert!(msg.contains("nextToken"), "{msg}");
+}
+
+#[tokio::test]
+async fn next_tokens_are_bound_to_their_listing() {
+    let server = Server::start();
+    let client = server.client();
+    register_simple(&client, "jd").await;
+    register_simple(&client, "jd2").await;
+    register_simple(&client, "jd2").await;
+    let ce = create_local_ce(&client, "other-ce").await;
+    let other = create_queue(&client, "other", &ce).await;
+    for i in 0..3 {
+        submit(&client, &format!("d{i}"), "default", "jd").await;
+        submit(&client, &format!("o{i}"), "other", "jd").await;
+    }
+    let parent = client
+        .submit_job()
+        .job_name("arr")
+        .job_queue("default")
+        .job_definition("jd")
+        .array_properties(ArrayProperties::builder().size(4).build())
+        .send()
+        .await
+        .expect("array")
+        .job_id
+        .unwrap();
+    let first_page = |queue: Option<&str>, array: Option<&str>| {
+        client
+            .list_jobs()
+            .set_job_queue(queue.map(String::from))
+            .set_array_job_id(array.map(String::from))
+            .job_status(JobStatus::Runnable)
+            .max_results(1)
+            .send()
+    };
+    let queue_token = first_page(Some("default"), None)
+        .await
+        .expect("queue page")
+        .next_token
+        .expect("more than one job in the queue");
+    let array_token = first_page(None, Some(&parent))
+        .await
+        .expect("array page")
+        .next_token
+        .expect("more than one child");
+    let list = |queue: Option<&str>, array: Option<&str>, token: &str| {
+        client
+            .list_jobs()
+            .set_job_queue(queue.map(String::from))
+            .set_array_job_id(array.map(String::from))
+            .job_status(JobStatus::Runnable)
+            .max_results(1)
+            .next_token(token)
+            .send()
+    };
+
+    // A queue's token on an array job, an array's on a queue, queue A's on queue B.
+    assert_token_refused(list(None, Some(&parent), &queue_token).await);
+    assert_token_refused(list(Some("default"), None, &array_token).await);
+    assert_token_refused(list(Some(&other), None, &queue_token).await);
+    // Another array job's token.
+    let parent2 = client
+        .submit_job()
+        .job_name("arr2")
+        .job_queue("default")
+        .job_definition("jd")
+        .array_properties(ArrayProperties::builder().size(2).build())
+        .send()
+        .await
+        .expect("array")
+        .job_id
+        .unwrap();
+    assert_token_refused(list(None, Some(&parent2), &array_token).await);
+    // A token that was never issued.
+    assert_token_refused(list(Some("default"), None, "bm90LWEtdG9rZW4").await);
+    // The queue is the same whether named or given by ARN, and the token continues it.
+    let default_arn = format!("{ARN_PREFIX}job-queue/default");
+    let next = list(Some(&default_arn), None, &queue_token)
+        .await
+        .expect("the queue's own token");
+    assert_eq!(next.job_summary_list.unwrap_or_default().len(), 1);
+    let next = list(None, Some(&parent), &array_token)
+        .await
+        .expect("the array's own token");
+    assert_eq!(
+        next.job_summary_list.unwrap_or_default()[0]
+            .job_id
+            .as_deref(),
+        Some(format!("{parent}:1").as_str())
+    );
+
+    // The catalog listings: each operation's tokens are its own, and DescribeJobDefinitions'
+    // are bound to the name they list.
+    let queues_token = client
+        .describe_job_queues()
+        .max_results(1)
+        .send()
+        .await
+        .expect("queues")
+        .next_token
+        .expect("two queues");
+    assert_token_refused(
+        client
+            .describe_compute_environments()
+            .next_token(&queues_token)
+            .send()
+            .await,
+    );
+    assert_token_refused(
+        client
+            .describe_job_definitions()
+            .next_token(&queues_token)
+            .send()
+            .await,
+    );
+    assert_token_refused(
+        client
+            .list_scheduling_policies()
+            .next_token(&queues_token)
+            .send()
+            .await,
+    );
+    let jd2_token = client
+        .describe_job_definitions()
+        .job_definition_name("jd2")
+        .max_results(1)
+        .send()
+        .await
+        .expect("definitions")
+        .next_token
+        .expect("two revisions");
+    assert_token_refused(
+        client
+            .describe_job_definitions()
+            .job_definition_name("jd")
+            .next_token(&jd2_token)
+            .send()
+            .await,
+    );
+    let rest = client
+        .describe_job_definitions()
+        .job_definition_name("jd2")
+        .next_token(&jd2_token)
+        .send()
+        .await
+        .expect("the name's own token")
+        .job_definitions
+        .unwrap_or_default();
+    assert_eq!(rest.len(), 1);
+    assert_eq!(rest[0].revision, Some(2));
+    client
+        .describe_job_queues()
+        .next_token(&queues_token)
+        .send()
+        .await
+        .expect("the operation's own token");
+}

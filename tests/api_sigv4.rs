@@ -322,3 +322,100 @@ async fn credentials_file_in_the_data_dir() {
         .await
         .expect("file pair");
 }
+
+/// A valid signature by a known key, scoped to the wrong region or the wrong service, is
+/// refused, and a write through it changes nothing.
+#[tokio::test]
+async fn signatures_scoped_to_another_region_or_service_are_refused() {
+    let server = Server::start();
+
+    // The SDK, configured for eu-west-1, signs for eu-west-1.
+    let conf = aws_sdk_batch::Config::builder()
+        .behavior_version(aws_sdk_batch::config::BehaviorVersion::latest())
+        .region(aws_sdk_batch::config::Region::new("eu-west-1"))
+        .endpoint_url(&server.endpoint)
+        .credentials_provider(aws_sdk_batch::config::Credentials::new(
+            ACCESS_KEY, SECRET_KEY, None, None, "test",
+        ))
+        .build();
+    let elsewhere = aws_sdk_batch::Client::from_conf(conf);
+    let err = elsewhere
+        .create_job_queue()
+        .job_queue_name("from-eu-west-1")
+        .priority(1)
+        .compute_environment_order(
+            aws_sdk_batch::types::ComputeEnvironmentOrder::builder()
+                .order(1)
+                .compute_environment("local")
+                .build(),
+        )
+        .send()
+        .await
+        .expect_err("refused");
+    assert_eq!(err.raw_response().map(|r| r.status().as_u16()), Some(403));
+    let (code, msg) = service_error::<_, _>(Err::<(), _>(err));
+    assert_eq!(code, "InvalidSignatureException");
+    assert!(
+        msg.contains("us-east-1") && msg.contains("eu-west-1"),
+        "{msg}"
+    );
+    let queues = server
+        .client()
+        .describe_job_queues()
+        .job_queues("from-eu-west-1")
+        .send()
+        .await
+        .expect("describe")
+        .job_queues
+        .unwrap_or_default();
+    assert!(queues.is_empty(), "{queues:?}");
+
+    // Signed for CloudWatch Logs (`logs`), sent to a Batch route.
+    let raw = server.raw();
+    let sign_for = |service: &str, path: &str, target: Option<&str>| {
+        let mut headers = raw.unsigned().headers(
+            "POST",
+            path,
+            Some("application/json"),
+            BODY,
+            SystemTime::now(),
+        );
+        if let Some(t) = target {
+            headers.insert("x-amz-target", t.parse().unwrap());
+        }
+        flotilla::api::sigv4::sign(
+            &http::Method::POST,
+            path,
+            "",
+            &mut headers,
+            BODY,
+            ACCESS_KEY,
+            SECRET_KEY,
+            "us-east-1",
+            service,
+            SystemTime::now(),
+        );
+        headers
+    };
+    let r = raw
+        .send_with_headers("POST", PATH, sign_for("logs", PATH, None), BODY.to_vec())
+        .await;
+    assert_auth_error(&r, "InvalidSignatureException");
+    assert!(r.message().contains("'batch'"), "{r:?}");
+    // And the reverse: signed for `batch`, sent to the Logs API.
+    let target = Some("Logs_20140328.DescribeLogGroups");
+    let r = raw
+        .send_with_headers("POST", "/", sign_for("batch", "/", target), BODY.to_vec())
+        .await;
+    assert_auth_error(&r, "InvalidSignatureException");
+    assert!(r.message().contains("'logs'"), "{r:?}");
+    // The same requests scoped rightly are served.
+    let r = raw
+        .send_with_headers("POST", PATH, sign_for("batch", PATH, None), BODY.to_vec())
+        .await;
+    assert_eq!(r.status, 200, "{r:?}");
+    let r = raw
+        .send_with_headers("POST", "/", sign_for("logs", "/", target), BODY.to_vec())
+        .await;
+    assert_eq!(r.status, 200, "{r:?}");
+}

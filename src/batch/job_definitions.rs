@@ -165,7 +165,21 @@ impl Batch {
                 )
             })
             .collect();
-        let (page, token) = paginate(items, req.max_results, req.next_token.as_deref())?;
+        // What the request selects: the listed definitions, else the name, else all; then the status.
+        let selection: Vec<&str> = match (&req.job_definitions, &req.job_definition_name) {
+            (Some(list), _) => std::iter::once("list")
+                .chain(list.iter().map(String::as_str))
+                .collect(),
+            (None, Some(name)) => vec!["name", name],
+            (None, None) => vec!["all"],
+        };
+        let status_part = status.map_or("", |s| s.as_str());
+        let scope = token::TokenScope::new(
+            "DescribeJobDefinitions",
+            std::iter::once(status_part).chain(selection),
+        );
+        let (page, token) =
+            token::paginate(&scope, items, req.max_results, req.next_token.as_deref())?;
         Ok(json!({ "jobDefinitions": page, "nextToken": token }))
     }
 }

@@ -214,7 +214,9 @@ impl Batch {
             return Ok(json!({ "jobQueues": found }));
         }
         let items = cat.queues.iter().map(|(k, v)| (k.clone(), v)).collect();
-        let (page, token) = paginate(items, req.max_results, req.next_token.as_deref())?;
+        let scope = token::TokenScope::new("DescribeJobQueues", []);
+        let (page, token) =
+            token::paginate(&scope, items, req.max_results, req.next_token.as_deref())?;
         Ok(json!({ "jobQueues": page, "nextToken": token }))
     }
 }

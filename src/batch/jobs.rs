@@ -603,6 +603,12 @@ impl Batch {
             self.children_settled([parent.as_str()]).await;
             JobScope::ArrayParent(parent)
         };
+        // A queue's tokens are keyset positions by creation time, an array's by index: each
+        // is only meaningful in the listing that issued it.
+        let token_scope = match &scope {
+            JobScope::Queue(arn) => token::TokenScope::new("ListJobs", ["queue", arn]),
+            JobScope::ArrayParent(id) => token::TokenScope::new("ListJobs", ["array", id]),
+        };
         let mut q = JobListQuery {
             scope,
             statuses: None,
@@ -613,7 +619,11 @@ impl Batch {
             created_before: None,
             created_after: None,
             limit,
-            cursor: req.next_token.as_deref().map(decode_cursor).transpose()?,
+            cursor: req
+                .next_token
+                .as_deref()
+                .map(|t| token::decode_cursor(&token_scope, t))
+                .transpose()?,
         };
         let filters = req.filters.clone().unwrap_or_default();
         if filters.is_empty() {
@@ -698,7 +708,7 @@ impl Batch {
         }
         Ok(json!({
             "jobSummaryList": summaries,
-            "nextToken": page.next.as_ref().map(encode_cursor),
+            "nextToken": page.next.as_ref().map(|c| token::encode_cursor(&token_scope, c)),
         }))
     }
 

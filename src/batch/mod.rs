@@ -15,15 +15,15 @@ mod jobs;
 mod resources;
 mod scheduling_policies;
 mod tags;
+mod token;
 
 pub use crate::model::Catalog;
 pub use consumable_resources::{ConsumableUse, consumable_quantities};
 
 use crate::error::{BatchError, BatchResult};
 use crate::model::*;
-use crate::store::{JobCursor, JobRow, ResourceKind, ResourceRow, Store};
+use crate::store::{JobRow, ResourceKind, ResourceRow, Store};
 use crate::util::time::now_ms;
-use base64::Engine;
 use dispatch::Dispatch;
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -95,86 +95,6 @@ fn to_json<T: serde::Serialize>(v: &T) -> BatchResult<String> {
 fn from_json<T: serde::de::DeserializeOwned>(what: &str, s: &str) -> BatchResult<T> {
     serde_json::from_str(s)
         .map_err(|e| BatchError::Internal(format!("stored {what} is unreadable: {e}")))
-}
-
-pub(crate) fn encode_token(s: &str) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s)
-}
-
-pub(crate) fn decode_token(t: &str) -> BatchResult<String> {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(t)
-        .ok()
-        .and_then(|b| String::from_utf8(b).ok())
-        .ok_or_else(|| BatchError::client("nextToken: is not a token this server issued"))
-}
-
-pub(crate) fn encode_cursor(c: &JobCursor) -> String {
-    match c {
-        JobCursor::Created { created_at, job_id } => {
-            encode_token(&format!("c:{created_at}:{job_id}"))
-        }
-        JobCursor::Index(i) => encode_token(&format!("i:{i}")),
-    }
-}
-
-pub(crate) fn decode_cursor(t: &str) -> BatchResult<JobCursor> {
-    let s = decode_token(t)?;
-    let bad = || BatchError::client("nextToken: is not a token this server issued");
-    if let Some(rest) = s.strip_prefix("c:") {
-        let (at, id) = rest.split_once(':').ok_or_else(bad)?;
-        Ok(JobCursor::Created {
-            created_at: at.parse().map_err(|_| bad())?,
-            job_id: id.to_string(),
-        })
-    } else if let Some(i) = s.strip_prefix("i:") {
-        Ok(JobCursor::Index(i.parse().map_err(|_| bad())?))
-    } else {
-        Err(bad())
-    }
-}
-
-/// `maxResults` for the describe/list operations of resources: 1–100, default 100.
-fn page_size(max_results: Option<i32>, field_max: i32) -> BatchResult<usize> {
-    match max_results {
-        None => Ok(field_max as usize),
-        Some(n) if (1..=field_max).contains(&n) => Ok(n as usize),
-        Some(n) => Err(BatchError::client(format!(
-            "maxResults: must be between 1 and {field_max}, got {n}"
-        ))),
-    }
-}
-
-/// One page of an ordered sequence of (key, item), resuming after the token's key.
-fn paginate<T>(
-    items: Vec<(String, T)>,
-    max_results: Option<i32>,
-    next_token: Option<&str>,
-) -> BatchResult<(Vec<T>, Option<String>)> {
-    let size = page_size(max_results, 100)?;
-    let after = next_token.map(decode_token).transpose()?;
-    let mut out = Vec::new();
-    let mut last_key = None;
-    let mut more = false;
-    for (key, item) in items {
-        if let Some(a) = &after
-            && key.as_str() <= a.as_str()
-        {
-            continue;
-        }
-        if out.len() == size {
-            more = true;
-            break;
-        }
-        last_key = Some(key);
-        out.push(item);
-    }
-    let token = if more {
-        last_key.map(|k| encode_token(&k))
-    } else {
-        None
-    };
-    Ok((out, token))
 }
 
 impl Batch {
@@ -394,35 +314,4 @@ pub(crate) fn job_row(job: &JobDetail, parent: Option<(&str, i32)>) -> BatchResu
         created_at: job.created_at,
         doc: to_json(job)?,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn pagination_resumes_after_the_token() {
-        let items: Vec<(String, i32)> = (0..7).map(|i| (format!("k{i}"), i)).collect();
-        let (p1, t1) = paginate(items.clone(), Some(3), None).unwrap();
-        assert_eq!(p1, vec![0, 1, 2]);
-        let (p2, t2) = paginate(items.clone(), Some(3), t1.as_deref()).unwrap();
-        assert_eq!(p2, vec![3, 4, 5]);
-        let (p3, t3) = paginate(items.clone(), Some(3), t2.as_deref()).unwrap();
-        assert_eq!(p3, vec![6]);
-        assert!(t3.is_none());
-        assert!(paginate(items.clone(), Some(0), None).is_err());
-        assert!(paginate(items, None, Some("%%%")).is_err());
-    }
-
-    #[test]
-    fn cursors_round_trip() {
-        let c = JobCursor::Created {
-            created_at: 17,
-            job_id: "a:b".into(),
-        };
-        assert_eq!(decode_cursor(&encode_cursor(&c)).unwrap(), c);
-        let i = JobCursor::Index(42);
-        assert_eq!(decode_cursor(&encode_cursor(&i)).unwrap(), i);
-        assert!(decode_cursor("bm9wZQ").is_err());
-    }
 }

@@ -406,7 +406,9 @@ impl Batch {
             .iter()
             .map(|(k, v)| (k.clone(), v))
             .collect();
-        let (page, token) = paginate(items, req.max_results, req.next_token.as_deref())?;
+        let scope = token::TokenScope::new("DescribeComputeEnvironments", []);
+        let (page, token) =
+            token::paginate(&scope, items, req.max_results, req.next_token.as_deref())?;
         Ok(json!({ "computeEnvironments": page, "nextToken": token }))
     }
 }

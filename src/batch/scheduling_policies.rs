@@ -128,7 +128,8 @@ impl Batch {
             .iter()
             .map(|(k, p)| (k.clone(), json!({ "arn": p.arn })))
             .collect();
-        let (page, token) = paginate(items, max_results, next_token)?;
+        let scope = token::TokenScope::new("ListSchedulingPolicies", []);
+        let (page, token) = token::paginate(&scope, items, max_results, next_token)?;
         Ok(json!({ "schedulingPolicies": page, "nextToken": token }))
     }
 }

@@ -7,6 +7,7 @@
 //! `global` arguments, because those would leak into `flotilla server`, whose own `--region`
 //! would then clash; instead each client subcommand flattens [`GlobalOverrides`].
 
+mod admin;
 mod client;
 mod jobs;
 mod json;
@@ -164,9 +165,35 @@ pub enum Command {
     /// Print a job's log (CloudWatch Logs GetLogEvents on the server).
     Logs(LogsArgs),
 
+    /// Operate on a server's data directory (backups).
+    #[command(subcommand)]
+    Admin(AdminCommand),
+
     /// Benchmark a fresh local server (submit, array, schedule, e2e, footprint) and print the
     /// figures; see docs/performance.md.
     Bench(crate::bench::BenchArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Copy the SQLite store to DEST while the server runs: a consistent snapshot, the WAL
+    /// included (see docs/operations.md, "Backup and restore"). PostgreSQL: use pg_dump.
+    Backup(BackupArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// File to write; must not exist.
+    #[arg(value_name = "DEST")]
+    pub dest: PathBuf,
+
+    /// The server's data directory.
+    #[arg(long, default_value = ".flotilla", env = "FLOTILLA_DATA_DIR")]
+    pub data_dir: PathBuf,
+
+    /// The server's `--database-url`, when it sets one.
+    #[arg(long, env = "FLOTILLA_DATABASE_URL")]
+    pub database_url: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -475,6 +502,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match command {
         Command::Server(a) => Ok(crate::server::run(a, crate::server::shutdown_signal()).await?),
         Command::Bench(a) => crate::bench::run(a).await,
+        Command::Admin(AdminCommand::Backup(a)) => admin::backup(&a).await,
         Command::Submit(a) => jobs::submit(&connect(&a.global).await?, &a).await,
         Command::Logs(a) => logs::print(&connect(&a.global).await?, &a).await,
         Command::Jobs(JobsCommand::List(a)) => jobs::list(&connect(&a.global).await?, &a).await,

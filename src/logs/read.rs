@@ -26,11 +26,12 @@ impl LogStore {
         let mut f = self.open_stream(group, stream)?;
         let in_window =
             |ts: i64| q.start_time.is_none_or(|s| ts >= s) && q.end_time.is_none_or(|e| ts < e);
+        let tag = token_tag(&["GetLogEvents", group, stream]);
         let (forward, from) = match q.next_token.as_deref() {
             None if q.start_from_head.unwrap_or(false) => (true, f.data_start),
             None => (false, f.end),
             Some(t) => {
-                let (dir, pos) = parse_pos_token(t)?;
+                let (dir, pos) = parse_pos_token(t, &tag)?;
                 f.check_boundary(pos)?;
                 (dir == 'f', pos)
             }
@@ -60,8 +61,8 @@ impl LogStore {
             }
             Ok(LogEventsPage {
                 events,
-                next_forward_token: format!("f/{consumed}"),
-                next_backward_token: format!("b/{}", first_start.unwrap_or(from)),
+                next_forward_token: format!("f/{tag}/{consumed}"),
+                next_backward_token: format!("b/{tag}/{}", first_start.unwrap_or(from)),
             })
         } else {
             let mut consumed = from;
@@ -86,8 +87,8 @@ impl LogStore {
             events.reverse();
             Ok(LogEventsPage {
                 events,
-                next_forward_token: format!("f/{}", last_end.unwrap_or(from)),
-                next_backward_token: format!("b/{consumed}"),
+                next_forward_token: format!("f/{tag}/{}", last_end.unwrap_or(from)),
+                next_backward_token: format!("b/{tag}/{consumed}"),
             })
         }
     }
@@ -128,10 +129,17 @@ impl LogStore {
         };
         streams.sort();
         streams.dedup();
+        // The streams searched are what a token is a position in.
+        let mut scope = vec!["FilterLogEvents", group];
+        match (&q.stream_names, &q.stream_prefix) {
+            (Some(names), _) => scope.extend(names.iter().map(String::as_str)),
+            (None, prefix) => scope.extend(["prefix", prefix.as_deref().unwrap_or("")]),
+        }
+        let tag = token_tag(&scope);
         let (mut resume_stream, mut resume_pos) = match q.next_token.as_deref() {
             None => (None, 0),
             Some(t) => {
-                let (pos, name) = parse_filter_token(t)?;
+                let (pos, name) = parse_filter_token(t, &tag)?;
                 (Some(name), pos)
             }
         };
@@ -199,7 +207,7 @@ impl LogStore {
                 searched_completely: complete,
             });
             if !complete {
-                next_token = Some(format!("s/{consumed}/{name}"));
+                next_token = Some(format!("s/{tag}/{consumed}/{name}"));
                 break 'streams;
             }
         }
@@ -243,7 +251,14 @@ impl LogStore {
         if q.descending {
             infos.reverse();
         }
-        paginate(infos, q.next_token.as_deref(), limit)
+        let order = match q.order_by {
+            StreamOrder::Name => "name",
+            StreamOrder::LastEventTime => "time",
+        };
+        let direction = if q.descending { "desc" } else { "asc" };
+        let prefix = q.prefix.as_deref().unwrap_or("");
+        let tag = token_tag(&["DescribeLogStreams", group, prefix, order, direction]);
+        paginate(infos, q.next_token.as_deref(), limit, &tag)
     }
 
     /// CloudWatch `DescribeLogGroups`.
@@ -278,7 +293,8 @@ impl LogStore {
             });
         }
         groups.sort_by(|a, b| a.name.cmp(&b.name));
-        paginate(groups, q.next_token.as_deref(), limit)
+        let tag = token_tag(&["DescribeLogGroups", prefix]);
+        paginate(groups, q.next_token.as_deref(), limit, &tag)
     }
 }
 
@@ -317,42 +333,62 @@ impl Budget {
     }
 }
 
-pub(super) fn parse_pos_token(token: &str) -> Result<(char, u64), LogError> {
-    let bad = || LogError::invalid("The specified nextToken is invalid.");
-    let (dir, pos) = token.split_once('/').ok_or_else(bad)?;
-    let dir = match dir {
-        "f" => 'f',
-        "b" => 'b',
-        _ => return Err(bad()),
-    };
-    Ok((dir, pos.parse().map_err(|_| bad())?))
+/// What a token is bound to: a digest of the operation and what it reads (group, stream,
+/// selection, order). Positions are byte offsets or counts, meaningless in another stream or
+/// listing, and an offset that happens to fall on a line boundary there would otherwise be
+/// accepted and read from the wrong place.
+pub(super) fn token_tag(scope: &[&str]) -> String {
+    format!("{:016x}", short_hash(&scope.join("\u{1f}")))
 }
 
-pub(super) fn parse_filter_token(token: &str) -> Result<(u64, String), LogError> {
-    let bad = || LogError::invalid("The specified nextToken is invalid.");
-    let rest = token.strip_prefix("s/").ok_or_else(bad)?;
-    let (pos, name) = rest.split_once('/').ok_or_else(bad)?;
+fn invalid_token() -> LogError {
+    LogError::invalid("The specified nextToken is invalid.")
+}
+
+/// The rest of a token `<kind>/<tag>/<rest>` issued with `tag`.
+fn untag<'a>(token: &'a str, kind: &str, tag: &str) -> Result<&'a str, LogError> {
+    token
+        .strip_prefix(kind)
+        .and_then(|t| t.strip_prefix('/'))
+        .and_then(|t| t.strip_prefix(tag))
+        .and_then(|t| t.strip_prefix('/'))
+        .ok_or_else(invalid_token)
+}
+
+pub(super) fn parse_pos_token(token: &str, tag: &str) -> Result<(char, u64), LogError> {
+    let (dir, pos) = match (untag(token, "f", tag), untag(token, "b", tag)) {
+        (Ok(pos), _) => ('f', pos),
+        (_, Ok(pos)) => ('b', pos),
+        (Err(e), _) => return Err(e),
+    };
+    Ok((dir, pos.parse().map_err(|_| invalid_token())?))
+}
+
+pub(super) fn parse_filter_token(token: &str, tag: &str) -> Result<(u64, String), LogError> {
+    let rest = untag(token, "s", tag)?;
+    let (pos, name) = rest.split_once('/').ok_or_else(invalid_token)?;
     if name.is_empty() {
-        return Err(bad());
+        return Err(invalid_token());
     }
-    Ok((pos.parse().map_err(|_| bad())?, name.to_string()))
+    Ok((pos.parse().map_err(|_| invalid_token())?, name.to_string()))
 }
 
 pub(super) fn paginate<T>(
     items: Vec<T>,
     token: Option<&str>,
     limit: usize,
+    tag: &str,
 ) -> Result<Page<T>, LogError> {
     let skip = match token {
         None => 0,
-        Some(t) => t
-            .strip_prefix("d/")
-            .and_then(|n| n.parse::<usize>().ok())
-            .ok_or_else(|| LogError::invalid("The specified nextToken is invalid."))?,
+        Some(t) => untag(t, "d", tag)?
+            .parse::<usize>()
+            .map_err(|_| invalid_token())?,
     };
     let total = items.len();
     let items: Vec<T> = items.into_iter().skip(skip).take(limit).collect();
-    let next_token = (skip + items.len() < total).then(|| format!("d/{}", skip + items.len()));
+    let next_token =
+        (skip + items.len() < total).then(|| format!("d/{tag}/{}", skip + items.len()));
     Ok(Page { items, next_token })
 }
 

@@ -493,3 +493,83 @@ fn tail_reports_the_newest_timestamp_and_its_messages() {
         Some((7, vec!["b".to_string(), "c".to_string()]))
     );
 }
+
+#[track_caller]
+fn invalid<T>(r: Result<T, LogError>) {
+    let e = r.map(|_| ()).unwrap_err();
+    assert_eq!(e.error_type(), "InvalidParameterException", "{e}");
+}
+
+#[test]
+fn tokens_belong_to_their_stream_and_listing() {
+    let (_d, store) = store();
+    fill(&store, 6);
+    let other = "def/default/task-2";
+    let w = store.writer(JOB_LOG_GROUP, other).expect("writer");
+    for i in 0..6 {
+        w.append_at(1_000 + i, &format!("line {i}"))
+            .expect("append");
+    }
+    // Both streams hold the same lines, so the offset is a line boundary in both: only the
+    // binding tells them apart.
+    let page = get(
+        &store,
+        GetLogEvents {
+            limit: Some(2),
+            start_from_head: Some(true),
+            ..Default::default()
+        },
+    );
+    let token = |t: &str| GetLogEvents {
+        next_token: Some(t.to_string()),
+        ..Default::default()
+    };
+    invalid(store.get_log_events(JOB_LOG_GROUP, other, &token(&page.next_forward_token)));
+    invalid(store.get_log_events(JOB_LOG_GROUP, other, &token(&page.next_backward_token)));
+    // In its own stream it continues; an offset moved off a line boundary is still refused.
+    assert_eq!(msgs(&get(&store, token(&page.next_forward_token))).len(), 4);
+    let (head, pos) = page.next_forward_token.rsplit_once('/').unwrap();
+    let moved = format!("{head}/{}", pos.parse::<u64>().unwrap() + 1);
+    invalid(store.get_log_events(JOB_LOG_GROUP, S, &token(&moved)));
+
+    // FilterLogEvents: bound to the streams it searches.
+    let filter = |names: &[&str], t: Option<String>| FilterLogEvents {
+        stream_names: Some(names.iter().map(|s| s.to_string()).collect()),
+        next_token: t,
+        limit: Some(2),
+        ..Default::default()
+    };
+    let page = store
+        .filter_log_events(JOB_LOG_GROUP, &filter(&[S, other], None))
+        .expect("filter");
+    let t = page.next_token.expect("more events");
+    invalid(store.filter_log_events(JOB_LOG_GROUP, &filter(&[other], Some(t.clone()))));
+    store
+        .filter_log_events(JOB_LOG_GROUP, &filter(&[S, other], Some(t)))
+        .expect("its own token");
+
+    // DescribeLogStreams: bound to prefix and order; DescribeLogGroups' tokens are not its.
+    let streams = |prefix: Option<&str>, descending: bool, t: Option<String>| DescribeStreams {
+        prefix: prefix.map(String::from),
+        descending,
+        next_token: t,
+        limit: Some(1),
+        ..Default::default()
+    };
+    let page = store
+        .describe_log_streams(JOB_LOG_GROUP, &streams(None, false, None))
+        .expect("describe");
+    let t = page.next_token.expect("two streams");
+    invalid(store.describe_log_streams(JOB_LOG_GROUP, &streams(None, true, Some(t.clone()))));
+    invalid(store.describe_log_streams(
+        JOB_LOG_GROUP,
+        &streams(Some("def/"), false, Some(t.clone())),
+    ));
+    invalid(store.describe_log_groups(&DescribeGroups {
+        next_token: Some(t.clone()),
+        ..Default::default()
+    }));
+    store
+        .describe_log_streams(JOB_LOG_GROUP, &streams(None, false, Some(t)))
+        .expect("its own token");
+}

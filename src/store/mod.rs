@@ -8,6 +8,7 @@
 //! Writes of jobs go through a group-commit writer: concurrent callers share one transaction (and one
 //! fsync), and each caller's future resolves only after that transaction committed.
 
+pub mod backup;
 mod health;
 mod lock;
 mod sql;
