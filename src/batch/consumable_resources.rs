@@ -377,7 +377,9 @@ impl Batch {
                 )
             })
             .collect();
-        let (page, token) = paginate(items, req.max_results, req.next_token.as_deref())?;
+        let scope = super::token::TokenScope::new("ListConsumableResources", []);
+        let (page, token) =
+            super::token::paginate(&scope, items, req.max_results, req.next_token.as_deref())?;
         Ok(json!({ "consumableResources": page, "nextToken": token }))
     }
 
@@ -463,7 +465,9 @@ impl Batch {
             ));
         }
         items.sort_by(|a, b| a.0.cmp(&b.0));
-        let (page, token) = paginate(items, req.max_results, req.next_token.as_deref())?;
+        let scope = super::token::TokenScope::new("ListJobsByConsumableResource", [name.as_str()]);
+        let (page, token) =
+            super::token::paginate(&scope, items, req.max_results, req.next_token.as_deref())?;
         let page: Vec<Value> = page
             .into_iter()
             .map(|mut j| {
