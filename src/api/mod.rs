@@ -493,12 +493,8 @@ async fn dispatch(
 ) -> Result<Value, ApiError> {
     check_content_type(headers, body)?;
     // Members Flotilla refuses are refused by name before the typed parse, which would drop
-    // them. A body that is not JSON is left to the typed parse, which says where it breaks.
-    if !body.iter().all(u8::is_ascii_whitespace)
-        && let Ok(value) = serde_json::from_slice::<Value>(body)
-    {
-        compat::check(op, &value).map_err(ApiError::client)?;
-    }
+    // them.
+    compat::check(op, body).map_err(ApiError::client)?;
     let out = match op {
         "CreateComputeEnvironment" => batch.create_compute_environment(parse(body)?).await,
         "UpdateComputeEnvironment" => batch.update_compute_environment(parse(body)?).await,

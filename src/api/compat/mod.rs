@@ -69,20 +69,71 @@ pub fn model() -> &'static Model {
     })
 }
 
-fn table() -> &'static HashMap<&'static str, Support> {
-    static INDEX: OnceLock<HashMap<&'static str, Support>> = OnceLock::new();
-    INDEX.get_or_init(|| TABLE.iter().copied().collect())
+/// The table by shape, then member: looked up on every request, so without building keys.
+fn table() -> &'static HashMap<&'static str, HashMap<&'static str, Support>> {
+    static INDEX: OnceLock<HashMap<&'static str, HashMap<&'static str, Support>>> = OnceLock::new();
+    INDEX.get_or_init(|| {
+        let mut index: HashMap<&str, HashMap<&str, Support>> = HashMap::new();
+        for (key, rule) in TABLE {
+            if let Some((shape, member)) = key.split_once('.') {
+                index.entry(shape).or_default().insert(member, *rule);
+            }
+        }
+        index
+    })
 }
 
 /// What Flotilla does with `shape.member`, if the table says.
 pub fn support(shape: &str, member: &str) -> Option<Support> {
-    table().get(format!("{shape}.{member}").as_str()).copied()
+    table().get(shape)?.get(member).copied()
+}
+
+/// Per operation, the JSON keys (quoted, as they appear in a body) of the members a request of
+/// it can carry that Flotilla refuses in some or all values. A body that holds none of them is
+/// let through without being parsed twice: the common case, on the SubmitJob hot path.
+fn triggers(op: &str) -> &'static [String] {
+    static TRIGGERS: OnceLock<HashMap<String, Vec<String>>> = OnceLock::new();
+    TRIGGERS
+        .get_or_init(|| {
+            model()
+                .operations
+                .keys()
+                .map(|op| {
+                    let mut keys: Vec<String> = reachable(&[op.as_str()])
+                        .into_iter()
+                        .filter(|(_, r)| {
+                            matches!(r, Some(Support::Rejected(_) | Support::OnlyDefault(..)))
+                        })
+                        .filter_map(|(key, _)| Some(format!("\"{}\"", key.split_once('.')?.1)))
+                        .collect();
+                    keys.sort();
+                    keys.dedup();
+                    (op.clone(), keys)
+                })
+                .collect()
+        })
+        .get(op)
+        .map_or(&[], Vec::as_slice)
 }
 
 /// Refuses a request of `op` that carries a member Flotilla refuses, naming it by its path
 /// (`containerProperties.linuxParameters.devices[0]`). Members outside AWS's model are left to
-/// the operation's own parsing, which ignores them as AWS does.
-pub fn check(op: &str, body: &Value) -> Result<(), String> {
+/// the operation's own parsing, which ignores them as AWS does; so is a body that is not JSON.
+pub fn check(op: &str, body: &[u8]) -> Result<(), String> {
+    let keys = triggers(op);
+    let holds = |needle: &[u8]| body.windows(needle.len()).any(|w| w == needle);
+    // A key spelled with \u escapes would slip past the search: such a body is parsed.
+    if !keys.iter().any(|k| holds(k.as_bytes())) && !holds(b"\\u") {
+        return Ok(());
+    }
+    match serde_json::from_slice::<Value>(body) {
+        Ok(v) => check_value(op, &v),
+        Err(_) => Ok(()),
+    }
+}
+
+/// [`check`] of a parsed body.
+pub fn check_value(op: &str, body: &Value) -> Result<(), String> {
     let m = model();
     let Some(input) = m.operations.get(op) else {
         return Ok(());
@@ -271,7 +322,7 @@ mod tests {
             "jobDefinitionName": "d", "type": "container",
             "containerProperties": {"image": "busybox", "enableExecuteCommand": true}
         });
-        let e = check("RegisterJobDefinition", &body).unwrap_err();
+        let e = check_value("RegisterJobDefinition", &body).unwrap_err();
         assert!(
             e.starts_with("containerProperties.enableExecuteCommand:"),
             "{e}"
@@ -280,18 +331,34 @@ mod tests {
             "jobDefinitionName": "d", "type": "container",
             "containerProperties": {"image": "busybox", "enableExecuteCommand": false}
         });
-        check("RegisterJobDefinition", &body).unwrap();
+        check_value("RegisterJobDefinition", &body).unwrap();
         let body = json!({"jobName": "j", "jobQueue": "q", "jobDefinition": "d",
             "eksPropertiesOverride": {"podProperties": {}}});
-        let e = check("SubmitJob", &body).unwrap_err();
+        let e = check_value("SubmitJob", &body).unwrap_err();
         assert!(e.starts_with("eksPropertiesOverride:"), "{e}");
+    }
+
+    #[test]
+    fn bodies_are_parsed_only_when_they_may_hold_a_refused_member() {
+        assert!(triggers("SubmitJob").contains(&"\"nodeOverrides\"".to_string()));
+        assert!(!triggers("SubmitJob").contains(&"\"jobName\"".to_string()));
+        // Not JSON, but no refused key: passed on to the typed parse, which says what is wrong.
+        check("SubmitJob", b"{not json").unwrap();
+        let e = check("SubmitJob", br#"{"jobName": "j", "nodeOverrides": {}}"#).unwrap_err();
+        assert!(e.starts_with("nodeOverrides:"), "{e}");
+        let e = check(
+            "SubmitJob",
+            br#"{"jobName": "j", "node\u004fverrides": {}}"#,
+        )
+        .unwrap_err();
+        assert!(e.starts_with("nodeOverrides:"), "{e}");
     }
 
     #[test]
     fn unknown_members_and_nulls_pass() {
         let body = json!({"jobName": "j", "jobQueue": "q", "jobDefinition": "d",
             "notInTheModel": 1, "eksPropertiesOverride": null});
-        check("SubmitJob", &body).unwrap();
+        check_value("SubmitJob", &body).unwrap();
     }
 
     #[test]
