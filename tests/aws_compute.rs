@@ -612,4 +612,40 @@ async fn task_definition_and_task_carry_every_container_setting_and_the_propagat
             .map(|r| r.credentials_parameter()),
         Some("arn:aws:secretsmanager:us-east-1:000000000000:secret:reg")
     );
+
+    // A job that turns propagation off: its task has no tags, and it shares the task
+    // definition (same settings; only tags, command and environment are per job).
+    emu.complete(&task_arn, 0).await;
+    let id2 = client
+        .submit_job()
+        .job_name("every-2")
+        .job_queue("gpu-q")
+        .job_definition("every")
+        .propagate_tags(false)
+        .tags("run", "r2")
+        .send()
+        .await
+        .expect("submit job")
+        .job_id
+        .expect("jobId");
+    let job2 = wait_running(&client, std::slice::from_ref(&id2))
+        .await
+        .pop()
+        .expect("job");
+    let arn2 = job2
+        .container
+        .as_ref()
+        .and_then(|c| c.task_arn.clone())
+        .expect("task ARN");
+    let described = ecs
+        .describe_tasks()
+        .cluster(task["cluster"].as_str().expect("cluster"))
+        .tasks(&arn2)
+        .include(ecst::TaskField::Tags)
+        .send()
+        .await
+        .expect("describe task");
+    let t2 = &described.tasks()[0];
+    assert!(t2.tags().is_empty(), "{:?}", t2.tags());
+    assert_eq!(t2.task_definition_arn(), td.task_definition_arn());
 }
