@@ -365,3 +365,287 @@ async fn killed_server_adopts_running_tasks_after_restart() {
     // Nothing was started twice.
     assert_eq!(tasks(&emu.state().await).len(), 10);
 }
+
+/// An ECS client on the emulator, to read what Flotilla registered and started there.
+async fn ecs_client(emu: &Emulator) -> aws_sdk_ecs::Client {
+    let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .endpoint_url(&emu.endpoint)
+        .credentials_provider(aws_credential_types::Credentials::for_tests())
+        .load()
+        .await;
+    aws_sdk_ecs::Client::new(&conf)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn task_definition_and_task_carry_every_container_setting_and_the_propagated_tags() {
+    use aws_sdk_ecs::types as ecst;
+    let emu = Emulator::start();
+    let server = start(&emu, 300, &[]);
+    let client = server.client();
+    // One GPU instance type, so the job's GPU finds a home.
+    let ce = client
+        .create_compute_environment()
+        .compute_environment_name("gpu")
+        .r#type(CeType::Managed)
+        .compute_resources(
+            ComputeResource::builder()
+                .r#type(CrType::Ec2)
+                .allocation_strategy(CrAllocationStrategy::BestFitProgressive)
+                .minv_cpus(0)
+                .maxv_cpus(8)
+                .instance_types("g4dn.xlarge")
+                .subnets(default_subnet(&emu).await)
+                .instance_role("ecsInstanceRole")
+                .build(),
+        )
+        .send()
+        .await
+        .expect("create compute environment")
+        .compute_environment_arn
+        .expect("arn");
+    wait_valid(&client, "gpu").await;
+    common::create_queue(&client, "gpu-q", &ce).await;
+    let r = server
+        .raw()
+        .post(
+            "RegisterJobDefinition",
+            &serde_json::json!({
+                "jobDefinitionName": "every",
+                "type": "container",
+                "propagateTags": true,
+                "tags": {"team": "data", "shared": "from-definition"},
+                "containerProperties": {
+                    "image": "busybox",
+                    "command": ["true"],
+                    "jobRoleArn": "arn:aws:iam::000000000000:role/job",
+                    "executionRoleArn": "arn:aws:iam::000000000000:role/exec",
+                    "user": "nobody",
+                    "privileged": true,
+                    "readonlyRootFilesystem": true,
+                    "resourceRequirements": [
+                        {"type": "VCPU", "value": "1"},
+                        {"type": "MEMORY", "value": "1024"},
+                        {"type": "GPU", "value": "1"}
+                    ],
+                    "volumes": [
+                        {"name": "data", "host": {"sourcePath": "/srv/data"}},
+                        {"name": "shared", "efsVolumeConfiguration": {
+                            "fileSystemId": "fs-12345678", "rootDirectory": "/exports",
+                            "transitEncryption": "ENABLED", "transitEncryptionPort": 2049,
+                            "authorizationConfig": {"accessPointId": "fsap-1234", "iam": "ENABLED"}}}
+                    ],
+                    "mountPoints": [
+                        {"sourceVolume": "data", "containerPath": "/data", "readOnly": true},
+                        {"sourceVolume": "shared", "containerPath": "/shared"}
+                    ],
+                    "ulimits": [{"name": "nofile", "softLimit": 1024, "hardLimit": 4096}],
+                    "linuxParameters": {
+                        "sharedMemorySize": 256,
+                        "initProcessEnabled": true,
+                        "maxSwap": 1024,
+                        "swappiness": 60,
+                        "tmpfs": [{"containerPath": "/run", "size": 64, "mountOptions": ["noexec"]}],
+                        "devices": [{"hostPath": "/dev/fuse", "containerPath": "/dev/fuse",
+                                     "permissions": ["READ", "WRITE"]}]
+                    },
+                    "secrets": [{"name": "TOKEN",
+                                 "valueFrom": "arn:aws:ssm:us-east-1:000000000000:parameter/token"}],
+                    "logConfiguration": {
+                        "logDriver": "fluentd",
+                        "options": {"fluentd-address": "localhost:24224"},
+                        "secretOptions": [{"name": "key",
+                                           "valueFrom": "arn:aws:ssm:us-east-1:000000000000:parameter/k"}]
+                    },
+                    "repositoryCredentials": {
+                        "credentialsParameter": "arn:aws:secretsmanager:us-east-1:000000000000:secret:reg"}
+                }
+            }),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{r:?}");
+    let id = client
+        .submit_job()
+        .job_name("every-1")
+        .job_queue("gpu-q")
+        .job_definition("every")
+        .tags("shared", "from-job")
+        .tags("run", "r1")
+        .send()
+        .await
+        .expect("submit job")
+        .job_id
+        .expect("jobId");
+    let job = wait_running(&client, std::slice::from_ref(&id))
+        .await
+        .pop()
+        .expect("job");
+    let task_arn = job
+        .container
+        .as_ref()
+        .and_then(|c| c.task_arn.clone())
+        .expect("task ARN");
+    let state = emu.state().await;
+    let task = tasks(&state)
+        .into_iter()
+        .find(|t| t["taskArn"] == task_arn.as_str())
+        .expect("the job's task is in the emulator");
+    let ecs = ecs_client(&emu).await;
+
+    // The task carries the definition's tags overlaid with the job's.
+    let described = ecs
+        .describe_tasks()
+        .cluster(task["cluster"].as_str().expect("cluster"))
+        .tasks(&task_arn)
+        .include(ecst::TaskField::Tags)
+        .send()
+        .await
+        .expect("describe task");
+    let tags: HashMap<String, String> = described.tasks()[0]
+        .tags()
+        .iter()
+        .filter_map(|t| Some((t.key()?.to_string(), t.value()?.to_string())))
+        .collect();
+    let want: HashMap<String, String> = [("team", "data"), ("shared", "from-job"), ("run", "r1")]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    assert_eq!(tags, want);
+
+    let td = ecs
+        .describe_task_definition()
+        .task_definition(task["taskDefinitionArn"].as_str().expect("task definition"))
+        .send()
+        .await
+        .expect("describe task definition")
+        .task_definition
+        .expect("task definition");
+    assert_eq!(
+        td.task_role_arn(),
+        Some("arn:aws:iam::000000000000:role/job")
+    );
+    assert_eq!(
+        td.execution_role_arn(),
+        Some("arn:aws:iam::000000000000:role/exec")
+    );
+    let v = td.volumes();
+    assert_eq!(v.len(), 2, "{v:?}");
+    assert_eq!(v[0].host().and_then(|h| h.source_path()), Some("/srv/data"));
+    let efs = v[1].efs_volume_configuration().expect("EFS volume");
+    assert_eq!(efs.file_system_id(), "fs-12345678");
+    assert_eq!(efs.root_directory(), Some("/exports"));
+    assert_eq!(
+        efs.transit_encryption(),
+        Some(&ecst::EfsTransitEncryption::Enabled)
+    );
+    assert_eq!(efs.transit_encryption_port(), Some(2049));
+    let auth = efs.authorization_config().expect("authorizationConfig");
+    assert_eq!(auth.access_point_id(), Some("fsap-1234"));
+    assert_eq!(auth.iam(), Some(&ecst::EfsAuthorizationConfigIam::Enabled));
+
+    let c = &td.container_definitions()[0];
+    assert_eq!(c.user(), Some("nobody"));
+    assert_eq!(c.privileged(), Some(true));
+    assert_eq!(c.readonly_root_filesystem(), Some(true));
+    let mp: Vec<_> = c
+        .mount_points()
+        .iter()
+        .map(|m| (m.source_volume(), m.container_path(), m.read_only()))
+        .collect();
+    assert_eq!(
+        mp,
+        [
+            (Some("data"), Some("/data"), Some(true)),
+            (Some("shared"), Some("/shared"), None)
+        ]
+    );
+    let u = &c.ulimits()[0];
+    assert_eq!(
+        (u.name(), u.soft_limit(), u.hard_limit()),
+        (&ecst::UlimitName::Nofile, 1024, 4096)
+    );
+    let lp = c.linux_parameters().expect("linuxParameters");
+    assert_eq!(lp.shared_memory_size(), Some(256));
+    assert_eq!(lp.init_process_enabled(), Some(true));
+    assert_eq!(lp.max_swap(), Some(1024));
+    assert_eq!(lp.swappiness(), Some(60));
+    let t = &lp.tmpfs()[0];
+    assert_eq!((t.container_path(), t.size()), ("/run", 64));
+    assert_eq!(t.mount_options(), ["noexec"]);
+    let d = &lp.devices()[0];
+    assert_eq!(
+        (d.host_path(), d.container_path()),
+        ("/dev/fuse", Some("/dev/fuse"))
+    );
+    assert_eq!(
+        d.permissions(),
+        [
+            ecst::DeviceCgroupPermission::Read,
+            ecst::DeviceCgroupPermission::Write
+        ]
+    );
+    let s = &c.secrets()[0];
+    assert_eq!(
+        (s.name(), s.value_from()),
+        (
+            "TOKEN",
+            "arn:aws:ssm:us-east-1:000000000000:parameter/token"
+        )
+    );
+    let log = c.log_configuration().expect("logConfiguration");
+    assert_eq!(log.log_driver(), &ecst::LogDriver::Fluentd);
+    assert_eq!(
+        log.options()
+            .and_then(|o| o.get("fluentd-address"))
+            .map(String::as_str),
+        Some("localhost:24224")
+    );
+    assert_eq!(log.secret_options()[0].name(), "key");
+    let gpu: Vec<_> = c
+        .resource_requirements()
+        .iter()
+        .map(|r| (r.r#type().clone(), r.value().to_string()))
+        .collect();
+    assert_eq!(gpu, [(ecst::ResourceType::Gpu, "1".to_string())]);
+    assert_eq!(
+        c.repository_credentials()
+            .map(|r| r.credentials_parameter()),
+        Some("arn:aws:secretsmanager:us-east-1:000000000000:secret:reg")
+    );
+
+    // A job that turns propagation off: its task has no tags, and it shares the task
+    // definition (same settings; only tags, command and environment are per job).
+    emu.complete(&task_arn, 0).await;
+    let id2 = client
+        .submit_job()
+        .job_name("every-2")
+        .job_queue("gpu-q")
+        .job_definition("every")
+        .propagate_tags(false)
+        .tags("run", "r2")
+        .send()
+        .await
+        .expect("submit job")
+        .job_id
+        .expect("jobId");
+    let job2 = wait_running(&client, std::slice::from_ref(&id2))
+        .await
+        .pop()
+        .expect("job");
+    let arn2 = job2
+        .container
+        .as_ref()
+        .and_then(|c| c.task_arn.clone())
+        .expect("task ARN");
+    let described = ecs
+        .describe_tasks()
+        .cluster(task["cluster"].as_str().expect("cluster"))
+        .tasks(&arn2)
+        .include(ecst::TaskField::Tags)
+        .send()
+        .await
+        .expect("describe task");
+    let t2 = &described.tasks()[0];
+    assert!(t2.tags().is_empty(), "{:?}", t2.tags());
+    assert_eq!(t2.task_definition_arn(), td.task_definition_arn());
+}

@@ -96,6 +96,7 @@ fn spec(kind: Kind, command: &[&str]) -> AttemptSpec {
         job_definition: "arn:aws:batch:us-east-1:000000000000:job-definition/test-def:1".into(),
         target: Target::Local,
         container: Default::default(),
+        tags: Default::default(),
     }
 }
 

@@ -197,6 +197,15 @@ def test_on_demand_fleet(driver):
     assert "InstanceLifecycle" not in instance  # as AWS: only Spot instances carry it
 
 
+def test_gpu_instances_register_their_gpus(driver):
+    resp = driver.create_fleet(count=1, capacity_type="on-demand", types=("g4dn.xlarge",))
+    ci = driver.container_instances(1)[fleet_ids(resp)[0]]
+    assert resources(ci, "registeredResources") == (4096, 16384)
+    for which in ("registeredResources", "remainingResources"):  # P1: moto registered no GPU
+        gpu = [r for r in ci[which] if r["name"] == "GPU"]
+        assert len(gpu) == 1 and gpu[0]["type"] == "STRINGSET" and len(gpu[0]["stringSetValue"]) == 1
+
+
 def test_create_fleet_is_idempotent_on_client_token(driver):
     token = str(uuid.uuid4())
     first = driver.create_fleet(count=2, token=token)

@@ -105,6 +105,17 @@ const MAX_JOB_ID_LEN: usize = 128;
 /// AWS Batch's limit on a cancel or terminate reason.
 const MAX_STOP_REASON: usize = 1024;
 
+/// The tags a job's ECS tasks carry when it propagates tags: the definition's, with the job's
+/// winning a shared key (as AWS Batch does).
+fn propagated_tags(req: &SubmitJobRequest, jd: &JobDefinition) -> Option<Tags> {
+    if req.propagate_tags.or(jd.propagate_tags) != Some(true) {
+        return None;
+    }
+    let mut tags = jd.tags.clone().unwrap_or_default();
+    tags.extend(req.tags.clone().unwrap_or_default());
+    (!tags.is_empty()).then_some(tags)
+}
+
 fn check_stop_reason(reason: &str) -> BatchResult<()> {
     if reason.is_empty() {
         return Err(BatchError::client("reason: is required"));
@@ -304,6 +315,7 @@ impl Batch {
                 .filter(|p| p.needs().next().is_some()),
             internal: JobInternal {
                 runnable_since: Some(now),
+                propagated_tags: propagated_tags(&req, &jd),
                 ..Default::default()
             },
         };

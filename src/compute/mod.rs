@@ -55,6 +55,9 @@ pub struct AttemptSpec {
     /// image, command, environment and size (volumes, Linux parameters, user, …) each runtime
     /// applies or refuses from here (`crate::model::container::ContainerSettings::of`).
     pub container: std::sync::Arc<crate::model::ContainerProperties>,
+    /// Tags the attempt's task carries (ECS `StartTask` `tags`): the definition's and the job's
+    /// when the job propagates tags, else none.
+    pub tags: crate::model::Tags,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

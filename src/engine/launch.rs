@@ -128,5 +128,6 @@ fn attempt_spec(job: &Job, task_id: String, ctx: &Context<'_>, target: Target) -
         job_definition: job.d.job_definition.clone(),
         target,
         container: props,
+        tags: job.d.internal.propagated_tags.clone().unwrap_or_default(),
     }
 }

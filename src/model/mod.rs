@@ -625,6 +625,9 @@ pub struct JobInternal {
     pub interruptions: Option<u32>,
     /// Set once `interruptions` reaches the server's limit: the job skips SPOT environments.
     pub avoid_spot: Option<bool>,
+    /// With `propagateTags`: the job definition's tags overlaid with the job's, which each of the
+    /// job's ECS tasks carries. Kept here because the engine never sees the definition.
+    pub propagated_tags: Option<Tags>,
 }
 
 impl JobInternal {

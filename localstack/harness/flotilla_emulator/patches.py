@@ -8,6 +8,8 @@ version they were written and tested against (MOTO_TESTED); `apply()` warns on a
       4096 CPU / 7482 MiB and ignores `totalResources`. We overwrite registered and
       remaining CPU/MEMORY with the instance type's vCPUs x 1024 and its memory in MiB
       (less ECS_RESERVED_MEMORY when the instance's user data sets it, as the agent does).
+      On a GPU instance type the agent also registers a GPU resource (STRINGSET of GPU IDs,
+      one per GPU), which moto leaves out; we add it.
   P2  Task creation: moto's task has no createdAt/startedAt and its containers stay PENDING
       while the task is RUNNING. We stamp the times and mark the containers RUNNING.
   P3  StopTask: moto leaves containers PENDING with exitCode 0, sets no stopCode or
@@ -127,6 +129,12 @@ def instance_resources(instance) -> tuple[int, int] | None:
     reserved = ecs_config(instance.user_data).get("ECS_RESERVED_MEMORY", "0")
     memory -= int(reserved) if reserved.isdigit() else 0
     return cpu, memory
+
+
+def instance_gpus(instance) -> int:
+    """GPUs the ECS agent would register for this instance."""
+    info = INSTANCE_TYPES.get(instance.instance_type) or {}
+    return sum(int(g.get("Count", 0)) for g in info.get("GpuInfo", {}).get("Gpus", []))
 
 
 def _set_resource(resources: list[dict], name: str, value: int) -> None:
@@ -306,6 +314,12 @@ def apply() -> None:
             for name, value in zip(("CPU", "MEMORY"), resources):
                 _set_resource(ci.registered_resources, name, value)
                 _set_resource(ci.remaining_resources, name, value)
+        gpus = instance_gpus(instance)
+        if gpus:
+            ids = [f"GPU-{ec2_instance_id}-{i}" for i in range(gpus)]
+            for resources in (ci.registered_resources, ci.remaining_resources):
+                resources.append({"name": "GPU", "type": "STRINGSET", "doubleValue": 0.0,
+                                  "integerValue": 0, "longValue": 0, "stringSetValue": list(ids)})
         return ci
 
     Backend.register_container_instance = register_container_instance

@@ -365,6 +365,13 @@ impl Runtime for AwsDriver {
                     .build(),
             )
             .build();
+        // Tags go on the task itself; the task definition carries none, so there is nothing
+        // for ECS to propagate from it.
+        let tags: Vec<ecst::Tag> = spec
+            .tags
+            .iter()
+            .map(|(k, v)| ecst::Tag::builder().key(k).value(v).build())
+            .collect();
         let mut tries = 0;
         loop {
             let r = self
@@ -380,6 +387,7 @@ impl Runtime for AwsDriver {
                         .container_instances(&container_instance_arn)
                         .started_by(&key)
                         .overrides(overrides.clone())
+                        .set_tags((!tags.is_empty()).then(|| tags.clone()))
                         .send(),
                 )
                 .await;
