@@ -4,21 +4,25 @@ use super::Support::{self, *};
 
 const NAME: Support = Honoured("");
 const PAGING: Support = Honoured("");
-const C11: Support = NotYet(
-    "stored and returned; not yet applied to the container by any runtime (issue 11: job fidelity)",
-);
 /// Applied by LOCAL Docker; refused by name on the process runtime.
 const DOCKER: Support = Honoured(
-    "LOCAL Docker applies it; the process runtime ends the attempt with a MISCONFIGURATION reason naming it; ECS: not yet (issue 11)",
+    "ECS and LOCAL Docker apply it; the process runtime ends the attempt with a MISCONFIGURATION reason naming it",
 );
 /// Applied by LOCAL Docker and the process runtime.
 const LOCAL: Support =
     Honoured("LOCAL Docker and the process runtime apply it; ECS: not yet (issue 11)");
 const EFS: Support = Honoured(
-    "stored and returned; a LOCAL environment ends the attempt with a MISCONFIGURATION reason naming the EFS volume; ECS: not yet (issue 11)",
+    "ECS mounts it; a LOCAL environment ends the attempt with a MISCONFIGURATION reason naming the EFS volume",
 );
 const LOGS: Support = Honoured(
-    "LOCAL: awslogs to /aws/batch/job only, any other driver or group ends the attempt with a MISCONFIGURATION reason; ECS: not yet (issue 11)",
+    "ECS: as given; LOCAL: awslogs to /aws/batch/job only, any other driver or group ends the attempt with a MISCONFIGURATION reason",
+);
+/// Acted on by ECS; a LOCAL runtime ends the attempt naming it.
+const ECS_ONLY_REFUSED: Support = Honoured(
+    "ECS injects them; a LOCAL environment ends the attempt with a MISCONFIGURATION reason naming the secret (resolving them locally: issue 11)",
+);
+const ROLE: Support = Honoured(
+    "ECS (task role / execution role); on LOCAL not yet (issue 11): the job gets no AWS credentials at all",
 );
 const C13: Support = NotYet(
     "stored and returned; not yet applied to the fleet by the AWS driver (issue 13: the fleet as defined)",
@@ -351,7 +355,10 @@ pub const TABLE: &[(&str, Support)] = &[
     ),
     ("RegisterJobDefinitionRequest.nodeProperties", MULTINODE),
     ("RegisterJobDefinitionRequest.retryStrategy", Honoured("")),
-    ("RegisterJobDefinitionRequest.propagateTags", C11),
+    (
+        "RegisterJobDefinitionRequest.propagateTags",
+        Honoured("the job's and definition's tags on the ECS task; LOCAL has no task to tag"),
+    ),
     ("RegisterJobDefinitionRequest.timeout", Honoured("")),
     ("RegisterJobDefinitionRequest.tags", Honoured("")),
     (
@@ -379,8 +386,8 @@ pub const TABLE: &[(&str, Support)] = &[
         Honoured("placement; the container's memory limit"),
     ),
     ("ContainerProperties.command", Honoured("")),
-    ("ContainerProperties.jobRoleArn", C11),
-    ("ContainerProperties.executionRoleArn", C11),
+    ("ContainerProperties.jobRoleArn", ROLE),
+    ("ContainerProperties.executionRoleArn", ROLE),
     ("ContainerProperties.volumes", DOCKER),
     ("ContainerProperties.environment", Honoured("")),
     ("ContainerProperties.mountPoints", DOCKER),
@@ -400,7 +407,7 @@ pub const TABLE: &[(&str, Support)] = &[
     ),
     ("ContainerProperties.linuxParameters", DOCKER),
     ("ContainerProperties.logConfiguration", LOGS),
-    ("ContainerProperties.secrets", C11),
+    ("ContainerProperties.secrets", ECS_ONLY_REFUSED),
     ("ContainerProperties.networkConfiguration", FARGATE),
     ("ContainerProperties.fargatePlatformConfiguration", FARGATE),
     (
@@ -409,7 +416,12 @@ pub const TABLE: &[(&str, Support)] = &[
     ),
     ("ContainerProperties.ephemeralStorage", FARGATE),
     ("ContainerProperties.runtimePlatform", FARGATE),
-    ("ContainerProperties.repositoryCredentials", C11),
+    (
+        "ContainerProperties.repositoryCredentials",
+        Honoured(
+            "ECS pulls with them; LOCAL never pulls (issue 11), so they have nothing to act on there",
+        ),
+    ),
     ("Volume.host", DOCKER),
     ("Volume.name", DOCKER),
     ("Volume.efsVolumeConfiguration", EFS),
@@ -450,9 +462,14 @@ pub const TABLE: &[(&str, Support)] = &[
     ("LogConfiguration.logDriver", LOGS),
     ("LogConfiguration.options", LOGS),
     ("LogConfiguration.secretOptions", LOGS),
-    ("Secret.name", C11),
-    ("Secret.valueFrom", C11),
-    ("RepositoryCredentials.credentialsParameter", C11),
+    ("Secret.name", ECS_ONLY_REFUSED),
+    ("Secret.valueFrom", ECS_ONLY_REFUSED),
+    (
+        "RepositoryCredentials.credentialsParameter",
+        Honoured(
+            "ECS pulls with them; LOCAL never pulls (issue 11), so they have nothing to act on there",
+        ),
+    ),
     ("RetryStrategy.attempts", Honoured("")),
     ("RetryStrategy.evaluateOnExit", Honoured("")),
     ("EvaluateOnExit.onStatusReason", Honoured("")),
@@ -487,7 +504,10 @@ pub const TABLE: &[(&str, Support)] = &[
     ("SubmitJobRequest.containerOverrides", Honoured("")),
     ("SubmitJobRequest.nodeOverrides", MULTINODE),
     ("SubmitJobRequest.retryStrategy", Honoured("")),
-    ("SubmitJobRequest.propagateTags", C11),
+    (
+        "SubmitJobRequest.propagateTags",
+        Honoured("the job's and definition's tags on the ECS task; LOCAL has no task to tag"),
+    ),
     ("SubmitJobRequest.timeout", Honoured("")),
     ("SubmitJobRequest.tags", Honoured("")),
     ("SubmitJobRequest.eksPropertiesOverride", EKS),

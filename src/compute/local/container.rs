@@ -35,6 +35,15 @@ pub fn gpus(spec: &AttemptSpec) -> i64 {
 /// Refuses a log configuration the LOCAL runtimes cannot follow: they keep each attempt's
 /// output in Flotilla's own log store, served as CloudWatch Logs group `/aws/batch/job`.
 fn local_logging(s: &ContainerSettings) -> Result<(), String> {
+    // Secrets are injected by ECS from SSM or Secrets Manager; a LOCAL runtime cannot fetch
+    // them yet, and a job run without them would be run with less than it declared.
+    if let Some(secret) = s.secrets.iter().flatten().next() {
+        return Err(misconfigured(format!(
+            "containerProperties.secrets: {} cannot be resolved on a LOCAL compute environment \
+             (it is injected on ECS); run the job on EC2 capacity",
+            secret.name
+        )));
+    }
     let Some(lc) = &s.log_configuration else {
         return Ok(());
     };
@@ -224,4 +233,59 @@ pub fn process_config(spec: &AttemptSpec) -> Result<Vec<(String, i64, i64)>, Str
         .flatten()
         .map(|u| (u.name.clone(), u.soft_limit, u.hard_limit))
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compute::Target;
+    use serde_json::json;
+
+    fn spec(container: serde_json::Value) -> AttemptSpec {
+        AttemptSpec {
+            job_id: "j".into(),
+            attempt: 1,
+            task_id: "t".into(),
+            image: Some("busybox".into()),
+            command: vec!["true".into()],
+            env: Vec::new(),
+            milli_vcpus: 1000,
+            memory_mib: 64,
+            log_group: JOB_LOG_GROUP.into(),
+            log_stream: "s".into(),
+            job_definition: "arn:aws:batch:us-east-1:000000000000:job-definition/d:1".into(),
+            target: Target::Local,
+            container: std::sync::Arc::new(serde_json::from_value(container).unwrap()),
+            tags: Default::default(),
+        }
+    }
+
+    #[test]
+    fn what_a_local_runtime_cannot_apply_is_named_not_skipped() {
+        let s = spec(json!({"image": "busybox",
+            "secrets": [{"name": "TOKEN", "valueFrom": "arn:aws:ssm:us-east-1:0:parameter/t"}]}));
+        for e in [
+            docker_config(&s).unwrap_err(),
+            process_config(&s).unwrap_err(),
+        ] {
+            assert!(
+                e.starts_with("MISCONFIGURATION: containerProperties.secrets: TOKEN"),
+                "{e}"
+            );
+        }
+        let s = spec(json!({"image": "busybox", "user": "65534",
+            "ulimits": [{"name": "nofile", "softLimit": 10, "hardLimit": 20}]}));
+        assert_eq!(docker_config(&s).unwrap().1.as_deref(), Some("65534"));
+        let e = process_config(&s).unwrap_err();
+        assert!(
+            e.starts_with("MISCONFIGURATION: containerProperties.user:"),
+            "{e}"
+        );
+        let s = spec(json!({"image": "busybox",
+            "ulimits": [{"name": "nofile", "softLimit": 10, "hardLimit": 20}]}));
+        assert_eq!(
+            process_config(&s).unwrap(),
+            vec![("nofile".to_string(), 10, 20)]
+        );
+    }
 }
