@@ -292,3 +292,31 @@ async fn operations_flotilla_does_not_implement_are_refused_by_name() {
         assert!(r.message().contains(what), "{op}: {}", r.message());
     }
 }
+
+/// A fleet setting the AWS driver does not apply yet is refused by its path, not stored.
+#[tokio::test]
+async fn fleet_settings_not_applied_yet_are_refused_by_path() {
+    let server = Server::start();
+    let raw = server.raw();
+    let r = raw
+        .post(
+            "CreateComputeEnvironment",
+            &json!({"computeEnvironmentName": "lt", "type": "MANAGED", "computeResources": {
+                "type": "EC2", "maxvCpus": 4, "subnets": ["subnet-1"], "instanceTypes": ["optimal"],
+                "launchTemplate": {"launchTemplateName": "mine", "version": "$Latest"}}}),
+        )
+        .await;
+    assert_eq!(r.status, 400, "{r:?}");
+    assert!(
+        r.message().starts_with("computeResources.launchTemplate:"),
+        "{}",
+        r.message()
+    );
+    let r = raw
+        .post(
+            "DescribeComputeEnvironments",
+            &json!({"computeEnvironments": ["lt"]}),
+        )
+        .await;
+    assert_eq!(r.json()["computeEnvironments"], json!([]));
+}

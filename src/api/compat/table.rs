@@ -24,8 +24,9 @@ const ECS_ONLY_REFUSED: Support = Honoured(
 const ROLE: Support = Honoured(
     "ECS (task role / execution role); on LOCAL not yet (issue 11): the job gets no AWS credentials at all",
 );
-const C13: Support = NotYet(
-    "stored and returned; not yet applied to the fleet by the AWS driver (issue 13: the fleet as defined)",
+/// Fleet settings the AWS driver does not apply yet: refused rather than stored and ignored.
+const C13: Support = Rejected(
+    "not applied by Flotilla's AWS driver yet (issue 13: the fleet as defined), so refused rather than stored and ignored",
 );
 const EKS: Support =
     Rejected("EKS is not supported by Flotilla; use ECS (container) job definitions");
