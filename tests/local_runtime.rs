@@ -289,6 +289,23 @@ async fn process_environment_is_the_spec() {
     environment_is_the_spec(Kind::Process).await;
 }
 
+/// A host process gets its working directory as HOME, never the server's.
+#[tokio::test]
+async fn process_home_is_the_attempt_s_own() {
+    let mut h = harness(Kind::Process).await;
+    let (code, _, lines) = run(
+        &mut h,
+        spec(Kind::Process, &["sh", "-c", "echo $HOME; pwd"]),
+    )
+    .await;
+    assert_eq!(code, Some(0));
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert_eq!(lines[0], lines[1], "HOME is the working directory");
+    if let Ok(server_home) = std::env::var("HOME") {
+        assert_ne!(lines[0], server_home);
+    }
+}
+
 #[tokio::test]
 async fn process_stop_signals_the_group() {
     stop_signals(Kind::Process).await;

@@ -392,11 +392,12 @@ impl Runtime for ProcessRuntime {
             .process_group(0)
             // A crashed server must not take running attempts down with it; recover() decides.
             .kill_on_drop(false);
-        for key in ["PATH", "HOME"] {
-            if let Some(v) = std::env::var_os(key) {
-                cmd.env(key, v);
-            }
+        if let Some(v) = std::env::var_os("PATH") {
+            cmd.env("PATH", v);
         }
+        // Its own HOME, not the server's: a job must not find the server's `~/.aws`
+        // credentials, shell history or anything else kept there by following $HOME.
+        cmd.env("HOME", &work);
         cmd.envs(spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         if !limits.is_empty() {
             let limits: Vec<(libc::__rlimit_resource_t, libc::rlimit)> = limits
