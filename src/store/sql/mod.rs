@@ -294,7 +294,20 @@ impl SqlStore {
     pub async fn open(url: &str) -> StoreResult<SqlStore> {
         let started = Instant::now();
         let (pool, applied, files) = if url.starts_with("sqlite:") {
-            open_sqlite(url).await?
+            // Switching a new file to WAL, or writing from a read snapshot another opener has
+            // just moved past, answers BUSY at once rather than through the busy timeout:
+            // several processes opening one new file at once retry here for as long.
+            let mut pause = Duration::from_millis(10);
+            loop {
+                match open_sqlite(url).await {
+                    Err(StoreError::Unavailable(e)) if started.elapsed() < SQLITE_BUSY_TIMEOUT => {
+                        tracing::debug!(error = %e, "sqlite busy while opening; retrying");
+                        tokio::time::sleep(pause).await;
+                        pause = (pause * 2).min(Duration::from_millis(200));
+                    }
+                    r => break r?,
+                }
+            }
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             let (pool, applied) = open_postgres(url).await?;
             (pool, applied, None)
