@@ -6,6 +6,10 @@ use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let args = Cli::parse();
+    if let cli::Command::Server(_) = &args.command {
+        // While this is the only thread: the environment is not safe to change later.
+        flotilla::server::take_env_credentials();
+    }
 
     // The AWS crates log credential loading at `info`, which would print on every client command,
     // and credential failures at `warn`, which the command then reports once more as its error.

@@ -40,6 +40,16 @@ pub struct ServerArgs {
         env = "FLOTILLA_LOCAL_RUNTIME"
     )]
     pub local_runtime: crate::compute::local::LocalRuntimeMode,
+    /// Whom the process runtime runs jobs as when their definition names no `user`
+    /// (`name`, `uid`, `name:group` or `uid:gid`). Default: `nobody` when the server runs as
+    /// root, else the server's own user (the only one it can run them as).
+    #[arg(long, env = "FLOTILLA_PROCESS_USER")]
+    pub process_user: Option<String>,
+    /// Root of the process runtime's per-attempt working directories. Default: `<data-dir>/work`,
+    /// or `<data-dir>.work` beside the data directory when the server runs as root (jobs then
+    /// run as other users, who cannot enter the data directory).
+    #[arg(long, env = "FLOTILLA_WORK_DIR")]
+    pub work_dir: Option<PathBuf>,
     /// Seconds between SIGTERM and SIGKILL when a job is terminated or times out (AWS: 30).
     #[arg(long, default_value_t = 30)]
     pub kill_grace_seconds: u64,
@@ -162,12 +172,65 @@ pub enum ServerError {
     Io(#[from] std::io::Error),
 }
 
+/// The API key pair the environment held when [`take_env_credentials`] ran.
+static ENV_CREDENTIALS: std::sync::OnceLock<(String, String)> = std::sync::OnceLock::new();
+
+/// Reads `FLOTILLA_ACCESS_KEY_ID` / `FLOTILLA_SECRET_ACCESS_KEY` and removes the secret from the
+/// process's environment, including the copy the kernel shows in `/proc/<pid>/environ` (which
+/// `unsetenv` leaves in place): nothing that can read the server's memory map or environment
+/// later finds it there. The binary calls this first thing, before any other thread exists.
+pub fn take_env_credentials() {
+    let id = std::env::var("FLOTILLA_ACCESS_KEY_ID").unwrap_or_default();
+    let secret = std::env::var("FLOTILLA_SECRET_ACCESS_KEY").unwrap_or_default();
+    let _ = ENV_CREDENTIALS.set((id, secret));
+    // SAFETY: called from `main` before the async runtime or any other thread is started, so
+    // nothing reads the environment concurrently.
+    unsafe {
+        scrub_env_value("FLOTILLA_SECRET_ACCESS_KEY");
+        std::env::remove_var("FLOTILLA_SECRET_ACCESS_KEY");
+    }
+}
+
+/// Overwrites the value of `name` in the C environment block in place with zero bytes.
+///
+/// # Safety
+/// No other thread may read or write the environment meanwhile.
+unsafe fn scrub_env_value(name: &str) {
+    unsafe extern "C" {
+        static mut environ: *mut *mut libc::c_char;
+    }
+    let prefix = format!("{name}=");
+    // SAFETY: `environ` is a NULL-terminated array of NUL-terminated strings owned by libc;
+    // the caller guarantees no concurrent access, and only bytes before each NUL are written.
+    unsafe {
+        let mut entry = std::ptr::addr_of!(environ).read();
+        if entry.is_null() {
+            return;
+        }
+        while !(*entry).is_null() {
+            let s = *entry;
+            let len = libc::strlen(s);
+            let bytes = std::slice::from_raw_parts_mut(s.cast::<u8>(), len);
+            if bytes.starts_with(prefix.as_bytes()) {
+                for b in &mut bytes[prefix.len()..] {
+                    std::ptr::write_volatile(b, 0);
+                }
+            }
+            entry = entry.add(1);
+        }
+    }
+}
+
 /// Credentials from `FLOTILLA_ACCESS_KEY_ID` / `FLOTILLA_SECRET_ACCESS_KEY` and
 /// `<data-dir>/credentials` (AWS INI format).
 fn load_credentials(data_dir: &std::path::Path) -> Result<CredentialStore, ServerError> {
     let mut creds = CredentialStore::new();
-    let id = std::env::var("FLOTILLA_ACCESS_KEY_ID").unwrap_or_default();
-    let secret = std::env::var("FLOTILLA_SECRET_ACCESS_KEY").unwrap_or_default();
+    let (id, secret) = ENV_CREDENTIALS.get().cloned().unwrap_or_else(|| {
+        (
+            std::env::var("FLOTILLA_ACCESS_KEY_ID").unwrap_or_default(),
+            std::env::var("FLOTILLA_SECRET_ACCESS_KEY").unwrap_or_default(),
+        )
+    });
     match (id.trim().is_empty(), secret.trim().is_empty()) {
         (false, false) => creds.insert(id.trim(), secret.trim()),
         (true, true) => {}
@@ -191,6 +254,43 @@ fn load_credentials(data_dir: &std::path::Path) -> Result<CredentialStore, Serve
     Ok(creds)
 }
 
+/// `--process-user` and `--work-dir`, resolved.
+fn process_options(
+    args: &ServerArgs,
+) -> Result<crate::compute::local::process::ProcessOptions, ServerError> {
+    use crate::compute::local::process::{JobUser, ProcessOptions};
+    let root = nix::unistd::geteuid().is_root();
+    let user = match (&args.process_user, root) {
+        (Some(u), _) => {
+            let ju = JobUser::parse(u)
+                .map_err(|e| ServerError::Config(format!("--process-user {u}: {e}")))?;
+            if !root && ju.uid != nix::unistd::geteuid().as_raw() {
+                return Err(ServerError::Config(format!(
+                    "--process-user {u}: only a server running as root can run jobs as another user"
+                )));
+            }
+            Some(ju)
+        }
+        (None, true) => Some(JobUser::parse("nobody").map_err(|e| {
+            ServerError::Config(format!(
+                "the server runs as root and jobs default to user nobody, but: {e}; \
+                 pass --process-user"
+            ))
+        })?),
+        (None, false) => None,
+    };
+    let work_dir = match &args.work_dir {
+        Some(d) => Some(d.clone()),
+        None if root => {
+            let dir = std::fs::canonicalize(&args.data_dir)?;
+            let name = dir.file_name().map(|n| n.to_string_lossy().into_owned());
+            Some(dir.with_file_name(format!("{}.work", name.unwrap_or_default())))
+        }
+        None => None,
+    };
+    Ok(ProcessOptions { user, work_dir })
+}
+
 /// Runs the server until `shutdown` resolves, then drains in-flight requests.
 pub async fn run(
     args: ServerArgs,
@@ -198,6 +298,16 @@ pub async fn run(
 ) -> Result<(), ServerError> {
     args.limits.check()?;
     std::fs::create_dir_all(&args.data_dir)?;
+    {
+        // The database, the credentials file and the logs are the server's alone: a job of the
+        // process runtime, or any other local user, must not read them.
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&args.data_dir)?.permissions().mode() & 0o777;
+        if mode != 0o700 {
+            std::fs::set_permissions(&args.data_dir, std::fs::Permissions::from_mode(0o700))?;
+            tracing::info!(dir = %args.data_dir.display(), was = format!("{mode:o}"), "data directory made 0700");
+        }
+    }
     // Before anything in the directory is read or written; held until the process ends.
     let _lock = DataDirLock::acquire(&args.data_dir)?;
     let creds = load_credentials(&args.data_dir)?;
@@ -248,6 +358,7 @@ pub async fn run(
     let local = crate::compute::local::connect(
         args.local_runtime,
         &args.data_dir,
+        process_options(&args)?,
         logs.clone(),
         events_tx.clone(),
     )

@@ -169,7 +169,7 @@ async fn n_to_n_and_sequential_arrays() {
     let s = server("process", &[]);
     let c = s.client();
     // Each child records when it ran; the N_TO_N child i must run after the first array's child i.
-    let dir = tempfile::tempdir().expect("tmp");
+    let dir = job_writable_tempdir();
     let out = dir.path().display().to_string();
     register(
         &c,
@@ -551,7 +551,7 @@ async fn cancel_and_terminate_in_every_state() {
 async fn parameters_and_environment_reach_the_job() {
     let s = server("process", &[]);
     let c = s.client();
-    let dir = tempfile::tempdir().expect("tmp");
+    let dir = job_writable_tempdir();
     let out = dir.path().join("env");
     c.register_job_definition()
         .job_definition_name("env")

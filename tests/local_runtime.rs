@@ -55,7 +55,10 @@ async fn harness_in(kind: Kind, dir: tempfile::TempDir) -> Harness {
     let (tx, rx) = mpsc::channel(64);
     let (rt, docker): (Arc<dyn Runtime>, _) = match kind {
         Kind::Process => (
-            Arc::new(ProcessRuntime::new(dir.path(), logs.clone(), tx).expect("process runtime")),
+            Arc::new(
+                ProcessRuntime::new(dir.path(), Default::default(), logs.clone(), tx)
+                    .expect("process runtime"),
+            ),
             None,
         ),
         Kind::Docker => {
@@ -396,7 +399,7 @@ fn process_recover_kills_and_reports_orphans() {
     let pid = first.block_on(async {
         let logs = Arc::new(LogStore::open(data.join("logs")).expect("logs"));
         let (tx, mut rx) = mpsc::channel(16);
-        let rt = ProcessRuntime::new(&data, logs, tx).expect("runtime");
+        let rt = ProcessRuntime::new(&data, Default::default(), logs, tx).expect("runtime");
         rt.start(s.clone()).await.expect("start");
         expect_started(&mut rx, &s).await;
         // The run record is how the next server finds the group.
@@ -414,7 +417,7 @@ fn process_recover_kills_and_reports_orphans() {
     second.block_on(async {
         let logs = Arc::new(LogStore::open(data.join("logs")).expect("logs"));
         let (tx, mut rx) = mpsc::channel(16);
-        let rt = ProcessRuntime::new(&data, logs, tx).expect("runtime");
+        let rt = ProcessRuntime::new(&data, Default::default(), logs, tx).expect("runtime");
         let vanished = ExpectedAttempt {
             job_id: "vanished-job".into(),
             attempt: 2,
@@ -480,7 +483,7 @@ fn process_exit_code_survives_a_crash_until_the_engine_stored_it() {
     first.block_on(async {
         let logs = Arc::new(LogStore::open(data.join("logs")).expect("logs"));
         let (tx, mut rx) = mpsc::channel(16);
-        let rt = ProcessRuntime::new(&data, logs, tx).expect("runtime");
+        let rt = ProcessRuntime::new(&data, Default::default(), logs, tx).expect("runtime");
         rt.start(s.clone()).await.expect("start");
         expect_started(&mut rx, &s).await;
         let (code, reason) = expect_exited(&mut rx, &s).await;
@@ -494,7 +497,7 @@ fn process_exit_code_survives_a_crash_until_the_engine_stored_it() {
     second.block_on(async {
         let logs = Arc::new(LogStore::open(data.join("logs")).expect("logs"));
         let (tx, mut rx) = mpsc::channel(16);
-        let rt = ProcessRuntime::new(&data, logs, tx).expect("runtime");
+        let rt = ProcessRuntime::new(&data, Default::default(), logs, tx).expect("runtime");
         rt.recover(vec![ExpectedAttempt {
             job_id: s.job_id.clone(),
             attempt: s.attempt,

@@ -127,7 +127,7 @@ async fn a_full_disk_delays_jobs_but_loses_or_repeats_none() {
         return;
     };
     // Where the jobs record their runs: off the full disk, so the record itself is complete.
-    let record = tempfile::tempdir().expect("record dir");
+    let record = job_writable_tempdir();
     let runs = record.path().join("runs");
     let data = tempfile::tempdir_in(disk.path()).expect("data dir");
     let s = Server::start_in(

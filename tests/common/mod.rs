@@ -253,10 +253,27 @@ impl Server {
     }
 }
 
+/// A temporary directory jobs may write to: a root server's process-runtime jobs run as
+/// `nobody`, who cannot enter a `tempfile::tempdir()` (mode 0700, owned by root).
+pub fn job_writable_tempdir() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o1777))
+        .expect("chmod temp dir");
+    dir
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if self._tmp.is_some() {
+            // A server running as root keeps its jobs' working directories beside the data
+            // directory (`<data-dir>.work`), outside the temporary directory.
+            let mut work = self.data_dir.clone().into_os_string();
+            work.push(".work");
+            let _ = std::fs::remove_dir_all(work);
+        }
     }
 }
 

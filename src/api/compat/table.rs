@@ -8,9 +8,12 @@ const PAGING: Support = Honoured("");
 const DOCKER: Support = Honoured(
     "ECS and LOCAL Docker apply it; the process runtime ends the attempt with a MISCONFIGURATION reason naming it",
 );
-/// Applied by LOCAL Docker and the process runtime.
-const LOCAL: Support =
-    Honoured("LOCAL Docker and the process runtime apply it; ECS: not yet (issue 11)");
+/// Applied by ECS, LOCAL Docker and the process runtime.
+const LOCAL: Support = Honoured("ECS, LOCAL Docker and the process runtime (setrlimit) apply it");
+/// The process runtime switches users only when the server runs as root.
+const USER: Support = Honoured(
+    "ECS and LOCAL Docker apply it; the process runtime too when the server runs as root (else a MISCONFIGURATION reason naming it)",
+);
 const EFS: Support = Honoured(
     "ECS mounts it; a LOCAL environment ends the attempt with a MISCONFIGURATION reason naming the EFS volume",
 );
@@ -395,7 +398,7 @@ pub const TABLE: &[(&str, Support)] = &[
     ("ContainerProperties.readonlyRootFilesystem", DOCKER),
     ("ContainerProperties.privileged", DOCKER),
     ("ContainerProperties.ulimits", LOCAL),
-    ("ContainerProperties.user", DOCKER),
+    ("ContainerProperties.user", USER),
     (
         "ContainerProperties.instanceType",
         NoOp("AWS Batch uses it only for multi-node parallel jobs, which Flotilla does not run"),

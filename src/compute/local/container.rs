@@ -187,7 +187,8 @@ fn device_permissions(p: Option<&[String]>) -> String {
 }
 
 /// What of `spec`'s container a host process cannot honour, as the attempt's reason; `Ok` with
-/// the ulimits to set when everything else is absent or at its default.
+/// the ulimits to set when everything else is absent or at its default. `user` is the process
+/// runtime's to decide: it can switch users only when the server runs as root.
 pub fn process_config(spec: &AttemptSpec) -> Result<Vec<(String, i64, i64)>, String> {
     let s = settings(spec)?;
     local_logging(&s)?;
@@ -221,9 +222,6 @@ pub fn process_config(spec: &AttemptSpec) -> Result<Vec<(String, i64, i64)>, Str
         if lp.max_swap.is_some() || lp.swappiness.is_some() {
             return refuse("linuxParameters.maxSwap");
         }
-    }
-    if spec.container.user.is_some() {
-        return refuse("user");
     }
     if gpus(spec) > 0 {
         return refuse("resourceRequirements (GPU)");
@@ -276,10 +274,9 @@ mod tests {
         let s = spec(json!({"image": "busybox", "user": "65534",
             "ulimits": [{"name": "nofile", "softLimit": 10, "hardLimit": 20}]}));
         assert_eq!(docker_config(&s).unwrap().1.as_deref(), Some("65534"));
-        let e = process_config(&s).unwrap_err();
-        assert!(
-            e.starts_with("MISCONFIGURATION: containerProperties.user:"),
-            "{e}"
+        assert_eq!(
+            process_config(&s).unwrap(),
+            vec![("nofile".to_string(), 10, 20)]
         );
         let s = spec(json!({"image": "busybox",
             "ulimits": [{"name": "nofile", "softLimit": 10, "hardLimit": 20}]}));

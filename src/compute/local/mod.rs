@@ -48,6 +48,7 @@ pub enum LocalRuntimeMode {
 pub async fn connect(
     mode: LocalRuntimeMode,
     data_dir: &Path,
+    process: process::ProcessOptions,
     logs: Arc<LogStore>,
     events: mpsc::Sender<RuntimeEvent>,
 ) -> Result<Arc<dyn Runtime>, RuntimeError> {
@@ -55,7 +56,7 @@ pub async fn connect(
         LocalRuntimeMode::Process => {
             tracing::info!("local runtime: process (as configured)");
             Ok(Arc::new(process::ProcessRuntime::new(
-                data_dir, logs, events,
+                data_dir, process, logs, events,
             )?))
         }
         LocalRuntimeMode::Docker => {
@@ -77,7 +78,7 @@ pub async fn connect(
                 Ok(Err(e)) => {
                     tracing::info!(error = %e, "local runtime: process (docker not usable)");
                     Ok(Arc::new(process::ProcessRuntime::new(
-                        data_dir, logs, events,
+                        data_dir, process, logs, events,
                     )?))
                 }
                 Err(_) => {
@@ -86,7 +87,7 @@ pub async fn connect(
                         "local runtime: process (docker did not answer in time)"
                     );
                     Ok(Arc::new(process::ProcessRuntime::new(
-                        data_dir, logs, events,
+                        data_dir, process, logs, events,
                     )?))
                 }
             }

@@ -3,10 +3,18 @@
 //! started.
 //!
 //! What it does, and why:
-//! - Environment: exactly `spec.env`, plus the server's `PATH` and `HOME` unless `spec.env` sets
-//!   them: a container starts from its image's environment, not the server's.
-//! - Working directory: an empty directory under `<data-dir>/work/`, as a container's writable
-//!   layer starts empty. A directory the attempt left empty is reused by a later attempt
+//! - Environment: exactly `spec.env`, plus the server's `PATH` and a `HOME` that is the working
+//!   directory unless `spec.env` sets them: a container starts from its image's environment,
+//!   not the server's, and a job must not find the server's `~/.aws` by following `$HOME`.
+//! - User: a server running as root runs jobs as `--process-user` (default `nobody`), or as the
+//!   definition's `user` (Docker's forms: `name`, `uid`, `name:group`, `uid:gid`), never as
+//!   root unless asked: a job must not read the server's database, credentials or environment,
+//!   nor signal it. A server not running as root runs jobs as itself and refuses a `user`.
+//! - Working directory: an empty directory under the work root, as a container's writable layer
+//!   starts empty. The work root is `<data-dir>/work/` for a server not running as root, and
+//!   `<data-dir>.work/` beside the data directory for one that is (the data directory is `0700`
+//!   and another user could not reach a directory inside it); each attempt's directory belongs
+//!   to the user it runs as. A directory the attempt left empty is reused by a later attempt
 //!   (creating and removing one per attempt costs an inode each); anything else is removed.
 //! - Output: stdout and stderr line by line into the attempt's log stream, each line timestamped
 //!   when it arrives.
@@ -196,6 +204,85 @@ impl Journal {
     }
 }
 
+/// Whom the process runtime's jobs run as, and where their working directories are.
+#[derive(Debug, Clone, Default)]
+pub struct ProcessOptions {
+    /// Jobs whose definition names no `user` run as this one; `None`: as the server.
+    pub user: Option<JobUser>,
+    /// Root of the attempts' working directories; `None`: `<data-dir>/work`.
+    pub work_dir: Option<PathBuf>,
+}
+
+/// A user and group to run a job as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JobUser {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl JobUser {
+    /// Docker's forms of `user`: `name`, `uid`, `name:group`, `uid:gid`. A bare uid with no
+    /// account runs with gid = uid, as Docker does with a numeric user missing from the image.
+    pub fn parse(user: &str) -> Result<JobUser, String> {
+        let (name, group) = match user.split_once(':') {
+            Some((n, g)) => (n, Some(g)),
+            None => (user, None),
+        };
+        let account = if let Ok(uid) = name.parse::<u32>() {
+            nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid))
+                .ok()
+                .flatten()
+                .map(|u| (u.uid.as_raw(), u.gid.as_raw()))
+                .unwrap_or((uid, uid))
+        } else {
+            match nix::unistd::User::from_name(name) {
+                Ok(Some(u)) => (u.uid.as_raw(), u.gid.as_raw()),
+                Ok(None) => return Err(format!("no user named '{name}' on this host")),
+                Err(e) => return Err(format!("cannot look up user '{name}': {e}")),
+            }
+        };
+        let gid = match group {
+            None => account.1,
+            Some(g) => match g.parse::<u32>() {
+                Ok(gid) => gid,
+                Err(_) => match nix::unistd::Group::from_name(g) {
+                    Ok(Some(gr)) => gr.gid.as_raw(),
+                    Ok(None) => return Err(format!("no group named '{g}' on this host")),
+                    Err(e) => return Err(format!("cannot look up group '{g}': {e}")),
+                },
+            },
+        };
+        Ok(JobUser {
+            uid: account.0,
+            gid,
+        })
+    }
+}
+
+/// Whom `spec` runs as: its definition's `user`, else the runtime's default; `Err` is the
+/// attempt's reason when that cannot be.
+fn job_user(spec: &AttemptSpec, default: Option<JobUser>) -> Result<Option<JobUser>, String> {
+    let Some(user) = spec.container.user.as_deref() else {
+        return Ok(default);
+    };
+    if !can_switch_user() {
+        return Err(
+            "MISCONFIGURATION: containerProperties.user: the LOCAL process runtime runs jobs as \
+             the server's own user unless the server runs as root; run the server as root, with \
+             --local-runtime docker, or the job on EC2 capacity"
+                .into(),
+        );
+    }
+    JobUser::parse(user)
+        .map(Some)
+        .map_err(|e| format!("MISCONFIGURATION: containerProperties.user: {e}"))
+}
+
+/// Whether this process can run jobs as other users.
+fn can_switch_user() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
 /// The process runtime. Cheap to clone.
 #[derive(Clone)]
 pub struct ProcessRuntime {
@@ -205,8 +292,11 @@ pub struct ProcessRuntime {
 struct Inner {
     journal: Mutex<Journal>,
     work_dir: PathBuf,
-    /// Empty working directories left by finished attempts, ready for the next ones.
-    work_pool: Mutex<Vec<PathBuf>>,
+    /// Empty working directories left by finished attempts, ready for the next ones, with the
+    /// user each belongs to.
+    work_pool: Mutex<Vec<(PathBuf, Option<JobUser>)>>,
+    /// Whom jobs without a `user` of their own run as.
+    user: Option<JobUser>,
     logs: Arc<LogStore>,
     events: mpsc::Sender<RuntimeEvent>,
     /// (job id, attempt) → its process group, while the attempt runs.
@@ -220,11 +310,12 @@ struct Inner {
 impl ProcessRuntime {
     pub fn new(
         data_dir: &Path,
+        opts: ProcessOptions,
         logs: Arc<LogStore>,
         events: mpsc::Sender<RuntimeEvent>,
     ) -> Result<ProcessRuntime, RuntimeError> {
         let run_dir = data_dir.join("run");
-        let work_dir = data_dir.join("work");
+        let work_dir = opts.work_dir.unwrap_or_else(|| data_dir.join("work"));
         // Working directories of a previous server's attempts: those attempts are killed by
         // `recover` (an unlinked cwd does not disturb a process meanwhile).
         let _ = std::fs::remove_dir_all(&work_dir);
@@ -232,6 +323,13 @@ impl ProcessRuntime {
             std::fs::create_dir_all(d).map_err(|e| {
                 RuntimeError::Unavailable(format!("cannot create {}: {e}", d.display()))
             })?;
+        }
+        if can_switch_user() {
+            // Others may pass through to their own attempt's directory, but not list the root.
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&work_dir, std::fs::Permissions::from_mode(0o711)).map_err(
+                |e| RuntimeError::Unavailable(format!("chmod {}: {e}", work_dir.display())),
+            )?;
         }
         let journal = Journal::open(&run_dir).map_err(|e| {
             RuntimeError::Unavailable(format!("run journal in {}: {e}", run_dir.display()))
@@ -241,6 +339,7 @@ impl ProcessRuntime {
                 journal: Mutex::new(journal),
                 work_dir,
                 work_pool: Mutex::new(Vec::new()),
+                user: opts.user,
                 logs,
                 events,
                 running: Mutex::new(HashMap::new()),
@@ -274,28 +373,37 @@ impl Inner {
         }
     }
 
-    /// An empty working directory: a reused one, or a new `work/<task_id>`.
-    fn take_work_dir(&self, task_id: &str) -> std::io::Result<PathBuf> {
+    /// An empty working directory owned by `user`: a reused one, or a new `work/<task_id>`.
+    fn take_work_dir(&self, task_id: &str, user: Option<JobUser>) -> std::io::Result<PathBuf> {
         let reused = self
             .work_pool
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .pop();
-        if let Some(d) = reused {
-            return Ok(d);
+        let d = match reused {
+            Some((d, owner)) if owner == user => return Ok(d),
+            Some((d, _)) => d,
+            None => {
+                let d = self.work_dir.join(safe_file_name(task_id));
+                std::fs::create_dir_all(&d)?;
+                d
+            }
+        };
+        if let Some(u) = user {
+            use std::os::unix::fs::PermissionsExt;
+            std::os::unix::fs::chown(&d, Some(u.uid), Some(u.gid))?;
+            std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o700))?;
         }
-        let d = self.work_dir.join(safe_file_name(task_id));
-        std::fs::create_dir_all(&d)?;
         Ok(d)
     }
 
     /// Keeps an attempt's directory for reuse if it left it empty, else removes it.
-    fn give_back_work_dir(&self, dir: PathBuf) {
+    fn give_back_work_dir(&self, dir: PathBuf, user: Option<JobUser>) {
         let empty = std::fs::read_dir(&dir).is_ok_and(|mut d| d.next().is_none());
         if empty {
             let mut pool = self.work_pool.lock().unwrap_or_else(|p| p.into_inner());
             if pool.len() < WORK_POOL {
-                pool.push(dir);
+                pool.push((dir, user));
                 return;
             }
         }
@@ -360,7 +468,21 @@ impl Runtime for ProcessRuntime {
                 return Ok(());
             }
         };
-        let work = match inner.take_work_dir(&spec.task_id) {
+        let user = match job_user(&spec, inner.user) {
+            Ok(u) => u,
+            Err(reason) => {
+                if let Err(e) = inner.logs.writer(&spec.log_group, &spec.log_stream) {
+                    tracing::warn!(error = %e, "cannot create the attempt's log stream");
+                }
+                span.in_scope(|| tracing::info!(%reason, "attempt could not start"));
+                send_later(
+                    &inner.events,
+                    vec![exited(&spec.job_id, spec.attempt, None, Some(reason))],
+                );
+                return Ok(());
+            }
+        };
+        let work = match inner.take_work_dir(&spec.task_id, user) {
             Ok(w) => w,
             Err(e) => {
                 // A full or failing disk: the attempt never ran, so it costs the job nothing.
@@ -392,11 +514,13 @@ impl Runtime for ProcessRuntime {
             .process_group(0)
             // A crashed server must not take running attempts down with it; recover() decides.
             .kill_on_drop(false);
+        if let Some(u) = user {
+            // std drops the supplementary groups too when it switches from root.
+            cmd.uid(u.uid).gid(u.gid);
+        }
         if let Some(v) = std::env::var_os("PATH") {
             cmd.env("PATH", v);
         }
-        // Its own HOME, not the server's: a job must not find the server's `~/.aws`
-        // credentials, shell history or anything else kept there by following $HOME.
         cmd.env("HOME", &work);
         cmd.envs(spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())));
         if !limits.is_empty() {
@@ -428,7 +552,7 @@ impl Runtime for ProcessRuntime {
         let mut child = match cmd.spawn() {
             Ok(c) => c,
             Err(e) => {
-                inner.give_back_work_dir(work);
+                inner.give_back_work_dir(work, user);
                 let reason = cannot_start(program, &e);
                 span.in_scope(|| tracing::info!(%reason, "attempt could not start"));
                 send_later(
@@ -442,7 +566,7 @@ impl Runtime for ProcessRuntime {
             // tokio only forgets the pid of a child it has reaped, and this one was never
             // polled: unreachable in practice, and without a pid there is nothing to manage.
             let _ = child.start_kill();
-            inner.give_back_work_dir(work);
+            inner.give_back_work_dir(work, user);
             return Err(RuntimeError::Unavailable(
                 "spawned process has no pid".into(),
             ));
@@ -544,7 +668,7 @@ impl Runtime for ProcessRuntime {
                     exited(&spec.job_id, spec.attempt, exit_code, reason),
                 )
                 .await;
-                inner.give_back_work_dir(work);
+                inner.give_back_work_dir(work, user);
             }
             .instrument(span),
         );
