@@ -20,9 +20,9 @@ const EFS: Support = Honoured(
 const LOGS: Support = Honoured(
     "ECS: as given; LOCAL: awslogs to /aws/batch/job only, any other driver or group ends the attempt with a MISCONFIGURATION reason",
 );
-/// Acted on by ECS; a LOCAL runtime ends the attempt naming it.
-const ECS_ONLY_REFUSED: Support = Honoured(
-    "ECS injects them; a LOCAL environment ends the attempt with a MISCONFIGURATION reason naming the secret (resolving them locally: issue 11)",
+/// Injected by ECS; resolved from the secrets file on LOCAL.
+const SECRETS: Support = Honoured(
+    "ECS injects them; LOCAL resolves them from <data-dir>/secrets.json (not from AWS yet), and a secret not there ends the attempt before it starts with a reason naming it",
 );
 const ROLE: Support = Honoured(
     "ECS (task role / execution role); on LOCAL not yet (issue 11): the job gets no AWS credentials at all",
@@ -411,7 +411,7 @@ pub const TABLE: &[(&str, Support)] = &[
     ),
     ("ContainerProperties.linuxParameters", DOCKER),
     ("ContainerProperties.logConfiguration", LOGS),
-    ("ContainerProperties.secrets", ECS_ONLY_REFUSED),
+    ("ContainerProperties.secrets", SECRETS),
     ("ContainerProperties.networkConfiguration", FARGATE),
     ("ContainerProperties.fargatePlatformConfiguration", FARGATE),
     (
@@ -466,8 +466,8 @@ pub const TABLE: &[(&str, Support)] = &[
     ("LogConfiguration.logDriver", LOGS),
     ("LogConfiguration.options", LOGS),
     ("LogConfiguration.secretOptions", LOGS),
-    ("Secret.name", ECS_ONLY_REFUSED),
-    ("Secret.valueFrom", ECS_ONLY_REFUSED),
+    ("Secret.name", SECRETS),
+    ("Secret.valueFrom", SECRETS),
     (
         "RepositoryCredentials.credentialsParameter",
         Honoured(

@@ -15,6 +15,7 @@
 pub mod container;
 pub mod docker;
 pub mod process;
+pub mod secrets;
 
 use crate::compute::{Runtime, RuntimeError, RuntimeEvent};
 use crate::logs::LogStore;
@@ -44,8 +45,22 @@ pub enum LocalRuntimeMode {
     Process,
 }
 
-/// Builds the LOCAL runtime. `data_dir` holds its state (`run/`, `work/`, `instance-id`).
+/// Builds the LOCAL runtime. `data_dir` holds its state (`run/`, `work/`, `instance-id`) and the
+/// secrets file its jobs' secrets are resolved from ([`secrets`]).
 pub async fn connect(
+    mode: LocalRuntimeMode,
+    data_dir: &Path,
+    process: process::ProcessOptions,
+    logs: Arc<LogStore>,
+    events: mpsc::Sender<RuntimeEvent>,
+) -> Result<Arc<dyn Runtime>, RuntimeError> {
+    let rt = connect_runtime(mode, data_dir, process, logs.clone(), events.clone()).await?;
+    Ok(Arc::new(secrets::WithSecrets::new(
+        rt, data_dir, logs, events,
+    )))
+}
+
+async fn connect_runtime(
     mode: LocalRuntimeMode,
     data_dir: &Path,
     process: process::ProcessOptions,
