@@ -68,6 +68,8 @@ struct Metrics {
     store_write_failures: Counter,
     store_degraded: Gauge,
     store_quarantined: Gauge,
+    job_credentials_served: Counter,
+    job_credentials_refused: Counter,
 }
 
 fn metrics() -> &'static Metrics {
@@ -134,8 +136,22 @@ fn metrics() -> &'static Metrics {
             "Rows moved to the quarantine table because they could not be read (see docs/operations.md)",
             store_quarantined.clone(),
         );
+        let job_credentials_served = Counter::default();
+        registry.register(
+            "job_credentials_served",
+            "Job-role credentials served to LOCAL process-runtime jobs (container-credentials protocol)",
+            job_credentials_served.clone(),
+        );
+        let job_credentials_refused = Counter::default();
+        registry.register(
+            "job_credentials_refused",
+            "Requests to the job credentials endpoint refused (unknown attempt or wrong token)",
+            job_credentials_refused.clone(),
+        );
         Metrics {
             registry,
+            job_credentials_served,
+            job_credentials_refused,
             store_write_failures,
             store_degraded,
             store_quarantined,
@@ -185,6 +201,15 @@ pub fn fleet_instances(env: &str, spot: i64, on_demand: i64) {
 
 pub fn store_write_failed() {
     metrics().store_write_failures.inc();
+}
+
+pub fn job_credentials(served: bool) {
+    let m = metrics();
+    if served {
+        m.job_credentials_served.inc();
+    } else {
+        m.job_credentials_refused.inc();
+    }
 }
 
 pub fn store_degraded(degraded: bool) {

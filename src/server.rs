@@ -355,16 +355,40 @@ pub async fn run(
     }
     let logs = Arc::new(crate::logs::LogStore::open(args.data_dir.join("logs"))?);
     let (events_tx, events_rx) = tokio::sync::mpsc::channel(10_000);
+    let (stop_engine, engine_shutdown) = tokio::sync::watch::channel(false);
+    let roles = if aws_driver {
+        let region = args
+            .aws
+            .aws_region
+            .clone()
+            .unwrap_or_else(|| args.region.clone());
+        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new(region));
+        if let Some(url) = &args.aws.aws_endpoint_url {
+            loader = loader.endpoint_url(url);
+        }
+        let sdk = loader.load().await;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let mut stopped = engine_shutdown.clone();
+        let shutdown = async move {
+            let _ = stopped.wait_for(|stop| *stop).await;
+        };
+        Some(crate::compute::local::roles::RoleBroker::start(
+            &sdk, listener, shutdown,
+        )?)
+    } else {
+        None
+    };
     let local = crate::compute::local::connect(
         args.local_runtime,
         &args.data_dir,
         process_options(&args)?,
+        roles,
         logs.clone(),
         events_tx.clone(),
     )
     .await
     .map_err(|e| ServerError::Config(format!("local runtime: {e}")))?;
-    let (stop_engine, engine_shutdown) = tokio::sync::watch::channel(false);
     let aws = if aws_driver {
         let a = &args.aws;
         let driver = crate::compute::aws::AwsDriver::connect(

@@ -25,7 +25,7 @@ const SECRETS: Support = Honoured(
     "ECS injects them; LOCAL resolves them from <data-dir>/secrets.json (not from AWS yet), and a secret not there ends the attempt before it starts with a reason naming it",
 );
 const ROLE: Support = Honoured(
-    "ECS (task role / execution role); on LOCAL not yet (issue 11): the job gets no AWS credentials at all",
+    "ECS (task role / execution role); LOCAL: a server with AWS access assumes the job role (process runtime: refreshed credentials via the container-credentials endpoint; Docker: 1 h credentials in the environment), one without ends the attempt with a MISCONFIGURATION reason",
 );
 /// Fleet settings the AWS driver does not apply yet: refused rather than stored and ignored.
 const C13: Support = Rejected(

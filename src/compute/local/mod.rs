@@ -15,6 +15,7 @@
 pub mod container;
 pub mod docker;
 pub mod process;
+pub mod roles;
 pub mod secrets;
 
 use crate::compute::{Runtime, RuntimeError, RuntimeEvent};
@@ -46,15 +47,23 @@ pub enum LocalRuntimeMode {
 }
 
 /// Builds the LOCAL runtime. `data_dir` holds its state (`run/`, `work/`, `instance-id`) and the
-/// secrets file its jobs' secrets are resolved from ([`secrets`]).
+/// secrets file its jobs' secrets are resolved from ([`secrets`]); `roles` assumes their job roles
+/// ([`roles`]; `None` on a server without AWS access).
 pub async fn connect(
     mode: LocalRuntimeMode,
     data_dir: &Path,
     process: process::ProcessOptions,
+    roles: Option<Arc<roles::RoleBroker>>,
     logs: Arc<LogStore>,
     events: mpsc::Sender<RuntimeEvent>,
 ) -> Result<Arc<dyn Runtime>, RuntimeError> {
     let rt = connect_runtime(mode, data_dir, process, logs.clone(), events.clone()).await?;
+    let rt = Arc::new(roles::WithRoles::new(
+        rt,
+        roles,
+        logs.clone(),
+        events.clone(),
+    ));
     Ok(Arc::new(secrets::WithSecrets::new(
         rt, data_dir, logs, events,
     )))

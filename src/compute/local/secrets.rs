@@ -172,6 +172,10 @@ impl Runtime for WithSecrets {
     }
 
     async fn start(&self, spec: AttemptSpec) -> Result<(), RuntimeError> {
+        // The common case costs a map lookup, not a parse and a copy of the spec.
+        if !spec.container.other.contains_key("secrets") {
+            return self.inner.start(spec).await;
+        }
         match self.resolve(spec.clone()) {
             Ok(spec) => self.inner.start(spec).await,
             Err(reason) => {
