@@ -40,6 +40,10 @@ pub struct ServerArgs {
         env = "FLOTILLA_LOCAL_RUNTIME"
     )]
     pub local_runtime: crate::compute::local::LocalRuntimeMode,
+    /// When LOCAL Docker pulls a job's image: only when it is absent (`missing`), before every
+    /// container (`always`), or never (an absent image fails the attempt).
+    #[arg(long, value_enum, default_value = "missing", env = "FLOTILLA_PULL")]
+    pub pull: crate::compute::local::PullPolicy,
     /// Seconds between SIGTERM and SIGKILL when a job is terminated or times out (AWS: 30).
     #[arg(long, default_value_t = 30)]
     pub kill_grace_seconds: u64,
@@ -247,6 +251,7 @@ pub async fn run(
     let (events_tx, events_rx) = tokio::sync::mpsc::channel(10_000);
     let local = crate::compute::local::connect(
         args.local_runtime,
+        args.pull,
         &args.data_dir,
         logs.clone(),
         events_tx.clone(),

@@ -21,6 +21,9 @@ const LOGS: Support = Honoured(
 const ECS_ONLY_REFUSED: Support = Honoured(
     "ECS injects them; a LOCAL environment ends the attempt with a MISCONFIGURATION reason naming the secret (resolving them locally: issue 11)",
 );
+const REPO_CREDS: Support = Honoured(
+    "ECS pulls with them; LOCAL Docker cannot resolve the secret yet, so an attempt whose image must be pulled ends with a CannotPullContainerError reason naming them (an image already present runs)",
+);
 const ROLE: Support = Honoured(
     "ECS (task role / execution role); on LOCAL not yet (issue 11): the job gets no AWS credentials at all",
 );
@@ -417,12 +420,7 @@ pub const TABLE: &[(&str, Support)] = &[
     ),
     ("ContainerProperties.ephemeralStorage", FARGATE),
     ("ContainerProperties.runtimePlatform", FARGATE),
-    (
-        "ContainerProperties.repositoryCredentials",
-        Honoured(
-            "ECS pulls with them; LOCAL never pulls (issue 11), so they have nothing to act on there",
-        ),
-    ),
+    ("ContainerProperties.repositoryCredentials", REPO_CREDS),
     ("Volume.host", DOCKER),
     ("Volume.name", DOCKER),
     ("Volume.efsVolumeConfiguration", EFS),
@@ -465,12 +463,7 @@ pub const TABLE: &[(&str, Support)] = &[
     ("LogConfiguration.secretOptions", LOGS),
     ("Secret.name", ECS_ONLY_REFUSED),
     ("Secret.valueFrom", ECS_ONLY_REFUSED),
-    (
-        "RepositoryCredentials.credentialsParameter",
-        Honoured(
-            "ECS pulls with them; LOCAL never pulls (issue 11), so they have nothing to act on there",
-        ),
-    ),
+    ("RepositoryCredentials.credentialsParameter", REPO_CREDS),
     ("RetryStrategy.attempts", Honoured("")),
     ("RetryStrategy.evaluateOnExit", Honoured("")),
     ("EvaluateOnExit.onStatusReason", Honoured("")),

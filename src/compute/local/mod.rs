@@ -44,9 +44,22 @@ pub enum LocalRuntimeMode {
     Process,
 }
 
+/// `--pull`: when the Docker runtime pulls a job's image (the process runtime uses none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum PullPolicy {
+    /// Pull only when the image is not present (ECS agent's `prefer-cached`).
+    #[default]
+    Missing,
+    /// Pull before every container is created (ECS agent's `always`).
+    Always,
+    /// Never pull: an absent image ends the attempt.
+    Never,
+}
+
 /// Builds the LOCAL runtime. `data_dir` holds its state (`run/`, `work/`, `instance-id`).
 pub async fn connect(
     mode: LocalRuntimeMode,
+    pull: PullPolicy,
     data_dir: &Path,
     logs: Arc<LogStore>,
     events: mpsc::Sender<RuntimeEvent>,
@@ -59,14 +72,14 @@ pub async fn connect(
             )?))
         }
         LocalRuntimeMode::Docker => {
-            let rt = docker::DockerRuntime::connect(data_dir, logs, events).await?;
+            let rt = docker::DockerRuntime::connect(data_dir, pull, logs, events).await?;
             tracing::info!("local runtime: docker (as configured)");
             Ok(Arc::new(rt))
         }
         LocalRuntimeMode::Auto => {
             let probe = tokio::time::timeout(
                 DOCKER_PROBE_TIMEOUT,
-                docker::DockerRuntime::connect(data_dir, logs.clone(), events.clone()),
+                docker::DockerRuntime::connect(data_dir, pull, logs.clone(), events.clone()),
             )
             .await;
             match probe {
