@@ -559,3 +559,67 @@ async fn settings_a_local_environment_cannot_apply_are_named() {
         "{reason}"
     );
 }
+
+/// The README's pipeline, its job definition read from the README, on an engine without the
+/// image: it is pulled from a reachable registry (here one on loopback, named in the image).
+#[test]
+fn the_readme_pipeline_pulls_its_image() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("README.md");
+    let (_, rest) = readme
+        .split_once("cat > step.json <<'EOF'\n")
+        .expect("the README writes step.json");
+    let (definition, _) = rest.split_once("\nEOF\n").expect("end of step.json");
+    assert!(definition.contains("\"image\": \"busybox:latest\""));
+    let reg = registry::Registry::serve(IMAGE);
+    let image = reg.image(&format!("readme-{}", uuid::Uuid::new_v4().simple()));
+    let _cleanup = PulledImages(vec![image.clone()]);
+    assert!(!present(&image));
+    let definition = definition.replace("busybox:latest", &image);
+    let s = server_pulling("missing");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let step = dir.path().join("step.json");
+    std::fs::write(&step, definition).expect("write step.json");
+    let step = step.to_str().expect("utf-8 path");
+    let run = |args: &[&str]| {
+        let (ok, out, err) = cli(&s, args);
+        assert!(ok, "{args:?}: {err}");
+        out.trim().to_string()
+    };
+    run(&["job-definitions", "register", step]);
+    let base = ["submit", "--queue", "default", "--definition", "step"];
+    let prep = run(&[
+        &base[..],
+        &["--name", "prepare", "--parameters", "what=prepare"],
+    ]
+    .concat());
+    let fan = run(&[
+        &base[..],
+        &[
+            "--name",
+            "fan-out",
+            "--array-size",
+            "4",
+            "--depends-on",
+            &prep,
+            "--parameters",
+            "what=chunk",
+        ],
+    ]
+    .concat());
+    run(&[
+        &base[..],
+        &[
+            "--name",
+            "combine",
+            "--depends-on",
+            &fan,
+            "--parameters",
+            "what=combine",
+            "--wait",
+        ],
+    ]
+    .concat());
+    assert_eq!(run(&["logs", &format!("{fan}:2")]), "chunk 2 on local");
+    assert!(present(&image));
+}
