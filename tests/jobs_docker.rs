@@ -208,7 +208,7 @@ async fn an_absent_image_is_pulled_from_the_registry() {
         &c,
         "pulled",
         &image,
-        "echo pulled and ran $AWS_BATCH_JOB_ATTEMPT",
+        "echo pulled and ran $AWS_BATCH_JOB_ATTEMPT; cat /etc/flotilla-registry",
         1,
     )
     .await;
@@ -216,7 +216,11 @@ async fn an_absent_image_is_pulled_from_the_registry() {
     let j = wait_final(&c, &id, 120).await;
     assert_eq!(j.status, Some(JobStatus::Succeeded), "{:?}", reasons(&j));
     let lines = read_log(&logs_client(&s), &stream(&j, 0)).await;
-    assert_eq!(lines, vec!["pulled and ran 1".to_string()]);
+    // The file only the registry's copy of the image has.
+    assert_eq!(
+        lines,
+        vec!["pulled and ran 1".to_string(), reg.marker.clone()]
+    );
     assert!(present(&image), "the pulled image stays in the engine");
     let pulls = reg.manifest_requests();
     assert!(pulls >= 1, "docker asked the registry for the manifest");
@@ -240,7 +244,7 @@ async fn pull_always_pulls_a_present_image() {
     assert!(tagged.success());
     let s = server_pulling("always");
     let c = s.client();
-    register(&c, "always", &image, "echo fresh", 1).await;
+    register(&c, "always", &image, "cat /etc/flotilla-registry", 1).await;
     let id = submit(&c, "always").await;
     let j = wait_final(&c, &id, 120).await;
     assert_eq!(j.status, Some(JobStatus::Succeeded), "{:?}", reasons(&j));
@@ -248,6 +252,9 @@ async fn pull_always_pulls_a_present_image() {
         reg.manifest_requests() >= 1,
         "--pull always asks the registry even when the image is present"
     );
+    // The tag named the local test image; the job ran the registry's.
+    let lines = read_log(&logs_client(&s), &stream(&j, 0)).await;
+    assert_eq!(lines, vec![reg.marker.clone()]);
 }
 
 #[tokio::test]
@@ -621,5 +628,12 @@ fn the_readme_pipeline_pulls_its_image() {
     ]
     .concat());
     assert_eq!(run(&["logs", &format!("{fan}:2")]), "chunk 2 on local");
+    // The image the jobs ran is the registry's: it has the registry's file.
+    let out = std::process::Command::new("docker")
+        .args(["run", "--rm", &image, "cat", "/etc/flotilla-registry"])
+        .output()
+        .expect("docker run");
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), reg.marker);
     assert!(present(&image));
 }

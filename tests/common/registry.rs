@@ -1,7 +1,11 @@
 //! A container registry on loopback, enough for `docker pull`: the Docker Registry HTTP API v2
-//! (`GET /v2/`, manifests, blobs) serving one image, the busybox test image as `docker save`
-//! writes it, under the repository `flotilla-test/busybox` and any tag. Docker pulls from
-//! 127.0.0.0/8 over plain HTTP without being told to.
+//! (`GET /v2/`, manifests, blobs) serving one image under the repository `flotilla-test/busybox`
+//! and any tag. Docker pulls from 127.0.0.0/8 over plain HTTP without being told to.
+//!
+//! The image is the busybox test image as `docker save` writes it, with a file of its own added
+//! to its layer, `/etc/flotilla-registry`, holding a random id: the engine has neither its layer
+//! nor its config, so it really downloads both, and a job that prints the file shows it ran the
+//! image pulled from this registry.
 //!
 //! It runs on a thread and runtime of its own, so it answers whatever the test's own runtime is
 //! doing, and stops when dropped.
@@ -25,6 +29,8 @@ const MANIFEST_V2: &str = "application/vnd.docker.distribution.manifest.v2+json"
 pub struct Registry {
     pub addr: SocketAddr,
     served: Arc<Served>,
+    /// The contents of `/etc/flotilla-registry` in the served image.
+    pub marker: String,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -48,7 +54,8 @@ impl Registry {
             "docker save {image}: {}",
             String::from_utf8_lossy(&saved.stderr)
         );
-        let served = Arc::new(Served::from_saved(&saved.stdout));
+        let marker = uuid::Uuid::new_v4().to_string();
+        let served = Arc::new(Served::from_saved(&saved.stdout, &marker));
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let state = served.clone();
@@ -80,6 +87,7 @@ impl Registry {
         Registry {
             addr,
             served,
+            marker,
             stop: Some(stop),
             thread: Some(thread),
         }
@@ -112,20 +120,28 @@ fn sha256(data: &[u8]) -> String {
 }
 
 impl Served {
-    /// Reads `docker save`'s archive (`manifest.json`, the config, one `layer.tar` per layer)
-    /// and builds the schema-2 manifest a registry would hold for it. Layers are served as saved
-    /// (uncompressed tar); the engine recognises the compression of what it downloads.
-    fn from_saved(archive: &[u8]) -> Served {
+    /// Reads `docker save`'s archive (`manifest.json`, the config, one `layer.tar` per layer),
+    /// adds `/etc/flotilla-registry` to the last layer and builds the schema-2 manifest a
+    /// registry would hold for the result. Layers are served uncompressed; the engine
+    /// recognises the compression of what it downloads.
+    fn from_saved(archive: &[u8], marker: &str) -> Served {
         let files = untar(archive);
         let index: serde_json::Value =
             serde_json::from_slice(&files["manifest.json"]).expect("manifest.json");
         let entry = &index[0];
-        let config = files[entry["Config"].as_str().expect("Config")].clone();
+        let mut config: serde_json::Value =
+            serde_json::from_slice(&files[entry["Config"].as_str().expect("Config")])
+                .expect("image config");
+        let paths = entry["Layers"].as_array().expect("Layers");
         let mut blobs = HashMap::new();
-        let config_digest = sha256(&config);
         let mut layers = Vec::new();
-        for l in entry["Layers"].as_array().expect("Layers") {
-            let data = files[l.as_str().expect("layer path")].clone();
+        for (i, l) in paths.iter().enumerate() {
+            let mut data = files[l.as_str().expect("layer path")].clone();
+            if i + 1 == paths.len() {
+                data = with_file(&data, "etc/flotilla-registry", marker.as_bytes());
+                // The layer's uncompressed digest, which the engine checks after download.
+                config["rootfs"]["diff_ids"][i] = sha256(&data).into();
+            }
             let digest = sha256(&data);
             layers.push(serde_json::json!({
                 "mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip",
@@ -134,6 +150,8 @@ impl Served {
             }));
             blobs.insert(digest, data);
         }
+        let config = serde_json::to_vec(&config).expect("encode config");
+        let config_digest = sha256(&config);
         let manifest = serde_json::to_vec(&serde_json::json!({
             "schemaVersion": 2,
             "mediaType": MANIFEST_V2,
@@ -155,12 +173,56 @@ impl Served {
     }
 }
 
+/// `archive` (a tar) with a regular file appended before its end-of-archive blocks.
+fn with_file(archive: &[u8], path: &str, content: &[u8]) -> Vec<u8> {
+    let mut out = archive[..end_of_entries(archive)].to_vec();
+    let mut h = [0u8; 512];
+    let mut put = |at: usize, v: &[u8]| h[at..at + v.len()].copy_from_slice(v);
+    put(0, path.as_bytes());
+    put(100, b"0000644\0");
+    put(108, b"0000000\0");
+    put(116, b"0000000\0");
+    put(124, format!("{:011o}\0", content.len()).as_bytes());
+    put(136, b"00000000000\0");
+    put(156, b"0");
+    put(257, b"ustar\0");
+    put(263, b"00");
+    // The checksum is computed with its own field as spaces.
+    h[148..156].copy_from_slice(b"        ");
+    let sum: u32 = h.iter().map(|b| u32::from(*b)).sum();
+    h[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+    out.extend_from_slice(&h);
+    out.extend_from_slice(content);
+    out.resize(out.len().div_ceil(512) * 512, 0);
+    out.extend_from_slice(&[0u8; 1024]);
+    out
+}
+
+/// The offset where `archive`'s entries end (its end-of-archive zero blocks begin).
+fn end_of_entries(data: &[u8]) -> usize {
+    let mut at = 0;
+    while at + 512 <= data.len() {
+        let h = &data[at..at + 512];
+        if h.iter().all(|b| *b == 0) {
+            break;
+        }
+        at += 512 + header_size(h).div_ceil(512) * 512;
+    }
+    at
+}
+
+fn header_field(b: &[u8]) -> String {
+    let end = b.iter().position(|c| *c == 0).unwrap_or(b.len());
+    String::from_utf8_lossy(&b[..end]).trim().to_string()
+}
+
+fn header_size(h: &[u8]) -> usize {
+    usize::from_str_radix(&header_field(&h[124..136]), 8).expect("tar size")
+}
+
 /// The regular files of a ustar archive, by path.
 fn untar(data: &[u8]) -> HashMap<String, Vec<u8>> {
-    let field = |b: &[u8]| {
-        let end = b.iter().position(|c| *c == 0).unwrap_or(b.len());
-        String::from_utf8_lossy(&b[..end]).trim().to_string()
-    };
+    let field = header_field;
     let mut files = HashMap::new();
     let mut at = 0;
     while at + 512 <= data.len() {
@@ -170,7 +232,7 @@ fn untar(data: &[u8]) -> HashMap<String, Vec<u8>> {
         }
         let name = field(&h[0..100]);
         let prefix = field(&h[345..500]);
-        let size = usize::from_str_radix(&field(&h[124..136]), 8).expect("tar size");
+        let size = header_size(h);
         let path = if prefix.is_empty() {
             name
         } else {
