@@ -258,6 +258,38 @@ async fn pull_always_pulls_a_present_image() {
 }
 
 #[tokio::test]
+async fn a_job_terminated_while_its_image_is_pulled_never_runs() {
+    let reg = registry::Registry::serve_held(IMAGE);
+    let image = reg.image(&format!("held-{}", uuid::Uuid::new_v4().simple()));
+    let _cleanup = PulledImages(vec![image.clone()]);
+    let s = server_pulling("missing");
+    let c = s.client();
+    register(&c, "held", &image, "echo ran", 1).await;
+    let id = submit(&c, "held").await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while reg.blob_requests() == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the pull never reached the blobs"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    c.terminate_job()
+        .job_id(&id)
+        .reason("stopped during the pull")
+        .send()
+        .await
+        .expect("terminate");
+    reg.release();
+    let j = wait_final(&c, &id, 120).await;
+    assert_eq!(j.status, Some(JobStatus::Failed), "{:?}", reasons(&j));
+    assert_eq!(j.status_reason.as_deref(), Some("stopped during the pull"));
+    let why = reasons(&j);
+    assert_eq!(why.len(), 1, "{why:?}");
+    assert!(why[0].contains("stopped while image"), "{why:?}");
+}
+
+#[tokio::test]
 async fn a_failed_pull_fails_the_attempt_as_on_aws() {
     // A port nobody listens on: bound, then released.
     let port = std::net::TcpListener::bind("127.0.0.1:0")

@@ -40,11 +40,34 @@ struct Served {
     manifest_digest: String,
     blobs: HashMap<String, Vec<u8>>,
     manifest_requests: AtomicUsize,
+    blob_requests: AtomicUsize,
+    /// Whether blob downloads are answered (or held until it turns true).
+    open: tokio::sync::watch::Sender<bool>,
 }
 
 impl Registry {
     /// Serves `image` (present in the local Docker engine) as `127.0.0.1:PORT/flotilla-test/busybox:*`.
     pub fn serve(image: &str) -> Registry {
+        Self::start(image, true)
+    }
+
+    /// Like [`Registry::serve`], but blob downloads wait until [`Registry::release`]: a pull
+    /// that stays in progress for as long as the test needs.
+    pub fn serve_held(image: &str) -> Registry {
+        Self::start(image, false)
+    }
+
+    /// Lets held blob downloads go on.
+    pub fn release(&self) {
+        self.served.open.send_replace(true);
+    }
+
+    /// Blob requests received so far (answered or held).
+    pub fn blob_requests(&self) -> usize {
+        self.served.blob_requests.load(Ordering::SeqCst)
+    }
+
+    fn start(image: &str, open: bool) -> Registry {
         let saved = Command::new("docker")
             .args(["save", image])
             .output()
@@ -55,7 +78,7 @@ impl Registry {
             String::from_utf8_lossy(&saved.stderr)
         );
         let marker = uuid::Uuid::new_v4().to_string();
-        let served = Arc::new(Served::from_saved(&saved.stdout, &marker));
+        let served = Arc::new(Served::from_saved(&saved.stdout, &marker, open));
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let state = served.clone();
@@ -106,6 +129,8 @@ impl Registry {
 
 impl Drop for Registry {
     fn drop(&mut self) {
+        // A held download would keep the graceful shutdown waiting.
+        self.release();
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
@@ -124,7 +149,7 @@ impl Served {
     /// adds `/etc/flotilla-registry` to the last layer and builds the schema-2 manifest a
     /// registry would hold for the result. Layers are served uncompressed; the engine
     /// recognises the compression of what it downloads.
-    fn from_saved(archive: &[u8], marker: &str) -> Served {
+    fn from_saved(archive: &[u8], marker: &str, open: bool) -> Served {
         let files = untar(archive);
         let index: serde_json::Value =
             serde_json::from_slice(&files["manifest.json"]).expect("manifest.json");
@@ -169,6 +194,8 @@ impl Served {
             manifest,
             blobs,
             manifest_requests: AtomicUsize::new(0),
+            blob_requests: AtomicUsize::new(0),
+            open: tokio::sync::watch::Sender::new(open),
         }
     }
 }
@@ -278,6 +305,10 @@ async fn item(State(s): State<Arc<Served>>, Path(rest): Path<String>) -> Respons
             .header("Docker-Content-Digest", &s.manifest_digest)
             .body(Body::from(s.manifest.clone()))
             .expect("response");
+    }
+    if rest.contains("/blobs/") {
+        s.blob_requests.fetch_add(1, Ordering::SeqCst);
+        let _ = s.open.subscribe().wait_for(|open| *open).await;
     }
     if let Some((name, digest)) = rest.rsplit_once("/blobs/")
         && name == REPOSITORY
