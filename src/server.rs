@@ -50,6 +50,10 @@ pub struct ServerArgs {
     /// run as other users, who cannot enter the data directory).
     #[arg(long, env = "FLOTILLA_WORK_DIR")]
     pub work_dir: Option<PathBuf>,
+    /// When LOCAL Docker pulls a job's image: only when it is absent (`missing`), before every
+    /// container (`always`), or never (an absent image fails the attempt).
+    #[arg(long, value_enum, default_value = "missing", env = "FLOTILLA_PULL")]
+    pub pull: crate::compute::local::PullPolicy,
     /// Seconds between SIGTERM and SIGKILL when a job is terminated or times out (AWS: 30).
     #[arg(long, default_value_t = 30)]
     pub kill_grace_seconds: u64,
@@ -381,6 +385,7 @@ pub async fn run(
     };
     let local = crate::compute::local::connect(
         args.local_runtime,
+        args.pull,
         &args.data_dir,
         process_options(&args)?,
         roles,

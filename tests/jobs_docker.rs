@@ -1,7 +1,9 @@
 //! The same job semantics with the LOCAL runtime running Docker containers (a busybox image built
-//! by `scripts/test-image.sh`; no registry is involved).
+//! by `scripts/test-image.sh`), and images pulled from a registry the tests serve on loopback.
 
 mod common;
+#[path = "common/registry.rs"]
+mod registry;
 
 use aws_sdk_batch::types::*;
 use common::*;
@@ -9,6 +11,11 @@ use common::*;
 const IMAGE: &str = "flotilla-test/busybox:latest";
 
 fn server() -> Server {
+    server_pulling("never")
+}
+
+/// A Docker-runtime server with `--pull <pull>`.
+fn server_pulling(pull: &str) -> Server {
     ensure_test_image();
     Server::start_with(ServerOptions {
         extra_args: vec![
@@ -16,6 +23,8 @@ fn server() -> Server {
             "docker".into(),
             "--kill-grace-seconds".into(),
             "2".into(),
+            "--pull".into(),
+            pull.into(),
         ],
         dispatch: true,
         ..Default::default()
@@ -139,29 +148,258 @@ async fn containers_run_with_environment_retries_and_logs() {
     }
 }
 
-#[tokio::test]
-async fn a_missing_image_fails_with_a_readable_reason() {
-    let s = server();
-    let c = s.client();
-    register(&c, "ghost", "flotilla-test/no-such-image:latest", "true", 1).await;
-    let id = c
-        .submit_job()
-        .job_name("g")
+/// Removes the tags a test pulled, so that the next run pulls again.
+struct PulledImages(Vec<String>);
+
+impl Drop for PulledImages {
+    fn drop(&mut self) {
+        for image in &self.0 {
+            // Untags only: the image's layers are the test image's own.
+            let _ = std::process::Command::new("docker")
+                .args(["image", "rm", image])
+                .output();
+        }
+    }
+}
+
+fn present(image: &str) -> bool {
+    std::process::Command::new("docker")
+        .args(["image", "inspect", image])
+        .output()
+        .expect("docker image inspect")
+        .status
+        .success()
+}
+
+async fn submit(c: &aws_sdk_batch::Client, definition: &str) -> String {
+    c.submit_job()
+        .job_name("p")
         .job_queue("default")
-        .job_definition("ghost")
+        .job_definition(definition)
         .send()
         .await
         .expect("submit")
         .job_id
-        .expect("id");
+        .expect("id")
+}
+
+fn reasons(j: &JobDetail) -> Vec<String> {
+    j.attempts
+        .iter()
+        .flatten()
+        .map(|a| {
+            a.container
+                .as_ref()
+                .and_then(|c| c.reason.clone())
+                .unwrap_or_default()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn an_absent_image_is_pulled_from_the_registry() {
+    let reg = registry::Registry::serve(IMAGE);
+    let image = reg.image(&format!("pulled-{}", uuid::Uuid::new_v4().simple()));
+    let _cleanup = PulledImages(vec![image.clone()]);
+    assert!(!present(&image));
+    let s = server_pulling("missing");
+    let c = s.client();
+    register(
+        &c,
+        "pulled",
+        &image,
+        "echo pulled and ran $AWS_BATCH_JOB_ATTEMPT; cat /etc/flotilla-registry",
+        1,
+    )
+    .await;
+    let id = submit(&c, "pulled").await;
+    let j = wait_final(&c, &id, 120).await;
+    assert_eq!(j.status, Some(JobStatus::Succeeded), "{:?}", reasons(&j));
+    let lines = read_log(&logs_client(&s), &stream(&j, 0)).await;
+    // The file only the registry's copy of the image has.
+    assert_eq!(
+        lines,
+        vec!["pulled and ran 1".to_string(), reg.marker.clone()]
+    );
+    assert!(present(&image), "the pulled image stays in the engine");
+    let pulls = reg.manifest_requests();
+    assert!(pulls >= 1, "docker asked the registry for the manifest");
+
+    // Present now: `missing` does not pull again.
+    let again = submit(&c, "pulled").await;
+    let j = wait_final(&c, &again, 120).await;
+    assert_eq!(j.status, Some(JobStatus::Succeeded), "{:?}", reasons(&j));
+    assert_eq!(reg.manifest_requests(), pulls);
+}
+
+#[tokio::test]
+async fn pull_always_pulls_a_present_image() {
+    let reg = registry::Registry::serve(IMAGE);
+    let image = reg.image(&format!("always-{}", uuid::Uuid::new_v4().simple()));
+    let _cleanup = PulledImages(vec![image.clone()]);
+    let tagged = std::process::Command::new("docker")
+        .args(["tag", IMAGE, &image])
+        .status()
+        .expect("docker tag");
+    assert!(tagged.success());
+    let s = server_pulling("always");
+    let c = s.client();
+    register(&c, "always", &image, "cat /etc/flotilla-registry", 1).await;
+    let id = submit(&c, "always").await;
+    let j = wait_final(&c, &id, 120).await;
+    assert_eq!(j.status, Some(JobStatus::Succeeded), "{:?}", reasons(&j));
+    assert!(
+        reg.manifest_requests() >= 1,
+        "--pull always asks the registry even when the image is present"
+    );
+    // The tag named the local test image; the job ran the registry's.
+    let lines = read_log(&logs_client(&s), &stream(&j, 0)).await;
+    assert_eq!(lines, vec![reg.marker.clone()]);
+}
+
+#[tokio::test]
+async fn a_job_terminated_while_its_image_is_pulled_never_runs() {
+    let reg = registry::Registry::serve_held(IMAGE);
+    let image = reg.image(&format!("held-{}", uuid::Uuid::new_v4().simple()));
+    let _cleanup = PulledImages(vec![image.clone()]);
+    let s = server_pulling("missing");
+    let c = s.client();
+    register(&c, "held", &image, "echo ran", 1).await;
+    let id = submit(&c, "held").await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while reg.blob_requests() == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the pull never reached the blobs"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    c.terminate_job()
+        .job_id(&id)
+        .reason("stopped during the pull")
+        .send()
+        .await
+        .expect("terminate");
+    reg.release();
+    let j = wait_final(&c, &id, 120).await;
+    assert_eq!(j.status, Some(JobStatus::Failed), "{:?}", reasons(&j));
+    assert_eq!(j.status_reason.as_deref(), Some("stopped during the pull"));
+    let why = reasons(&j);
+    assert_eq!(why.len(), 1, "{why:?}");
+    assert!(why[0].contains("stopped while image"), "{why:?}");
+}
+
+#[tokio::test]
+async fn a_failed_pull_fails_the_attempt_as_on_aws() {
+    // A port nobody listens on: bound, then released.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let reg = registry::Registry::serve(IMAGE);
+    let nowhere = format!("127.0.0.1:{port}/flotilla-test/busybox:gone");
+    let unknown = format!("{}/flotilla-test/nothing-here:x", reg.addr);
+    let _cleanup = PulledImages(vec![nowhere.clone(), unknown.clone()]);
+    let s = server_pulling("missing");
+    let c = s.client();
+    register(&c, "nowhere", &nowhere, "true", 2).await;
+    register(&c, "unknown", &unknown, "true", 1).await;
+    let a = submit(&c, "nowhere").await;
+    let b = submit(&c, "unknown").await;
+    for (id, attempts) in [(a, 2), (b, 1)] {
+        let j = wait_final(&c, &id, 120).await;
+        assert_eq!(j.status, Some(JobStatus::Failed));
+        let why = reasons(&j);
+        assert_eq!(why.len(), attempts, "the retry strategy applies: {why:?}");
+        for r in &why {
+            assert!(r.starts_with("CannotPullContainerError: "), "{r}");
+            // Docker's own words follow the code, not a placeholder.
+            assert!(r.len() > "CannotPullContainerError: ".len() + 10, "{r}");
+        }
+        let status = j.status_reason.clone().unwrap_or_default();
+        assert!(status.starts_with("CannotPullContainerError: "), "{status}");
+    }
+    assert!(
+        reg.manifest_requests() >= 1,
+        "the unknown image was asked for"
+    );
+}
+
+#[tokio::test]
+async fn pull_never_leaves_an_absent_image_absent() {
+    let reg = registry::Registry::serve(IMAGE);
+    let image = reg.image(&format!("never-{}", uuid::Uuid::new_v4().simple()));
+    let _cleanup = PulledImages(vec![image.clone()]);
+    let s = server_pulling("never");
+    let c = s.client();
+    register(&c, "ghost", &image, "true", 1).await;
+    let id = submit(&c, "ghost").await;
     let j = wait_final(&c, &id, 120).await;
     assert_eq!(j.status, Some(JobStatus::Failed));
-    let reason = j.attempts.unwrap_or_default()[0]
-        .container
-        .as_ref()
-        .and_then(|c| c.reason.clone())
-        .unwrap_or_default();
-    assert!(reason.starts_with("CannotPullContainerError"), "{reason}");
+    let reason = reasons(&j).remove(0);
+    assert!(
+        reason.starts_with(&format!(
+            "CannotPullContainerError: image {image} is not present locally and the server runs with --pull never"
+        )),
+        "{reason}"
+    );
+    assert_eq!(reg.manifest_requests(), 0);
+    assert!(!present(&image));
+}
+
+#[tokio::test]
+async fn repository_credentials_are_refused_by_name_when_a_pull_needs_them() {
+    let reg = registry::Registry::serve(IMAGE);
+    let image = reg.image(&format!("private-{}", uuid::Uuid::new_v4().simple()));
+    let _cleanup = PulledImages(vec![image.clone()]);
+    let s = server_pulling("missing");
+    let c = s.client();
+    c.register_job_definition()
+        .job_definition_name("private")
+        .r#type(JobDefinitionType::Container)
+        .container_properties(
+            ContainerProperties::builder()
+                .image(&image)
+                .command("true")
+                .resource_requirements(
+                    ResourceRequirement::builder()
+                        .r#type(ResourceType::Vcpu)
+                        .value("1")
+                        .build(),
+                )
+                .resource_requirements(
+                    ResourceRequirement::builder()
+                        .r#type(ResourceType::Memory)
+                        .value("64")
+                        .build(),
+                )
+                .repository_credentials(
+                    RepositoryCredentials::builder()
+                        .credentials_parameter(
+                            "arn:aws:secretsmanager:us-east-1:000000000000:secret:registry",
+                        )
+                        .build(),
+                )
+                .build(),
+        )
+        .send()
+        .await
+        .expect("register");
+    let id = submit(&c, "private").await;
+    let j = wait_final(&c, &id, 120).await;
+    assert_eq!(j.status, Some(JobStatus::Failed));
+    let reason = reasons(&j).remove(0);
+    assert!(
+        reason.starts_with("CannotPullContainerError: containerProperties.repositoryCredentials:"),
+        "{reason}"
+    );
+    assert_eq!(
+        reg.manifest_requests(),
+        0,
+        "nothing was pulled without them"
+    );
+    assert!(!present(&image));
 }
 
 #[tokio::test]
@@ -359,4 +597,75 @@ async fn settings_a_local_environment_cannot_apply_are_named() {
             && reason.contains("EFS"),
         "{reason}"
     );
+}
+
+/// The README's pipeline, its job definition read from the README, on an engine without the
+/// image: it is pulled from a reachable registry (here one on loopback, named in the image).
+#[test]
+fn the_readme_pipeline_pulls_its_image() {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .expect("README.md");
+    let (_, rest) = readme
+        .split_once("cat > step.json <<'EOF'\n")
+        .expect("the README writes step.json");
+    let (definition, _) = rest.split_once("\nEOF\n").expect("end of step.json");
+    assert!(definition.contains("\"image\": \"busybox:latest\""));
+    let reg = registry::Registry::serve(IMAGE);
+    let image = reg.image(&format!("readme-{}", uuid::Uuid::new_v4().simple()));
+    let _cleanup = PulledImages(vec![image.clone()]);
+    assert!(!present(&image));
+    let definition = definition.replace("busybox:latest", &image);
+    let s = server_pulling("missing");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let step = dir.path().join("step.json");
+    std::fs::write(&step, definition).expect("write step.json");
+    let step = step.to_str().expect("utf-8 path");
+    let run = |args: &[&str]| {
+        let (ok, out, err) = cli(&s, args);
+        assert!(ok, "{args:?}: {err}");
+        out.trim().to_string()
+    };
+    run(&["job-definitions", "register", step]);
+    let base = ["submit", "--queue", "default", "--definition", "step"];
+    let prep = run(&[
+        &base[..],
+        &["--name", "prepare", "--parameters", "what=prepare"],
+    ]
+    .concat());
+    let fan = run(&[
+        &base[..],
+        &[
+            "--name",
+            "fan-out",
+            "--array-size",
+            "4",
+            "--depends-on",
+            &prep,
+            "--parameters",
+            "what=chunk",
+        ],
+    ]
+    .concat());
+    run(&[
+        &base[..],
+        &[
+            "--name",
+            "combine",
+            "--depends-on",
+            &fan,
+            "--parameters",
+            "what=combine",
+            "--wait",
+        ],
+    ]
+    .concat());
+    assert_eq!(run(&["logs", &format!("{fan}:2")]), "chunk 2 on local");
+    // The image the jobs ran is the registry's: it has the registry's file.
+    let out = std::process::Command::new("docker")
+        .args(["run", "--rm", &image, "cat", "/etc/flotilla-registry"])
+        .output()
+        .expect("docker run");
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), reg.marker);
+    assert!(present(&image));
 }

@@ -3,9 +3,9 @@
 //! a green run must mean the Docker runtime was exercised.
 
 use bollard::Docker;
-use flotilla::compute::local::HOST_LOST_REASON;
 use flotilla::compute::local::docker::{DockerRuntime, container_name};
 use flotilla::compute::local::process::ProcessRuntime;
+use flotilla::compute::local::{HOST_LOST_REASON, PullPolicy};
 use flotilla::compute::{AttemptSpec, ExpectedAttempt, Runtime, RuntimeEvent, StopSignal, Target};
 use flotilla::logs::{GetLogEvents, JOB_LOG_GROUP, LogStore};
 use std::path::Path;
@@ -63,7 +63,7 @@ async fn harness_in(kind: Kind, dir: tempfile::TempDir) -> Harness {
         ),
         Kind::Docker => {
             ensure_test_image();
-            let rt = DockerRuntime::connect(dir.path(), logs.clone(), tx)
+            let rt = DockerRuntime::connect(dir.path(), PullPolicy::Never, logs.clone(), tx)
                 .await
                 .expect("Docker must be reachable for these tests (is the daemon running?)");
             let docker = rt.docker().clone();
@@ -638,7 +638,7 @@ fn docker_recover_adopts_running_containers() {
     first.block_on(async {
         let logs = Arc::new(LogStore::open(data.join("logs")).expect("logs"));
         let (tx, mut rx) = mpsc::channel(16);
-        let rt = DockerRuntime::connect(&data, logs.clone(), tx)
+        let rt = DockerRuntime::connect(&data, PullPolicy::Never, logs.clone(), tx)
             .await
             .expect("Docker must be reachable");
         for s in [&long, &short] {
@@ -660,7 +660,7 @@ fn docker_recover_adopts_running_containers() {
     second.block_on(async {
         let logs = Arc::new(LogStore::open(data.join("logs")).expect("logs"));
         let (tx, mut rx) = mpsc::channel(16);
-        let rt = DockerRuntime::connect(&data, logs.clone(), tx)
+        let rt = DockerRuntime::connect(&data, PullPolicy::Never, logs.clone(), tx)
             .await
             .expect("Docker must be reachable");
         let docker = rt.docker().clone();

@@ -119,6 +119,9 @@ impl Server {
         cmd.args(&opts.extra_args);
         cmd.env_remove("FLOTILLA_ACCESS_KEY_ID")
             .env_remove("FLOTILLA_SECRET_ACCESS_KEY")
+            // Tests name images such as busybox:latest that are not present: pulling them would
+            // send the Docker engine to Docker Hub. A test that pulls says `--pull` itself.
+            .env("FLOTILLA_PULL", "never")
             .env("RUST_LOG", "warn");
         // The AWS driver, when a test turns it on, talks to the emulator.
         emulator::with_test_credentials(&mut cmd);

@@ -24,6 +24,9 @@ const LOGS: Support = Honoured(
 const SECRETS: Support = Honoured(
     "ECS injects them; LOCAL resolves them from <data-dir>/secrets.json (not from AWS yet), and a secret not there ends the attempt before it starts with a reason naming it",
 );
+const REPO_CREDS: Support = Honoured(
+    "ECS pulls with them; LOCAL Docker cannot resolve the secret yet, so an attempt whose image must be pulled ends with a CannotPullContainerError reason naming them (an image already present runs)",
+);
 const ROLE: Support = Honoured(
     "ECS (task role / execution role); LOCAL: a server with AWS access assumes the job role (process runtime: refreshed credentials via the container-credentials endpoint; Docker: 1 h credentials in the environment), one without ends the attempt with a MISCONFIGURATION reason",
 );
@@ -420,12 +423,7 @@ pub const TABLE: &[(&str, Support)] = &[
     ),
     ("ContainerProperties.ephemeralStorage", FARGATE),
     ("ContainerProperties.runtimePlatform", FARGATE),
-    (
-        "ContainerProperties.repositoryCredentials",
-        Honoured(
-            "ECS pulls with them; LOCAL never pulls (issue 11), so they have nothing to act on there",
-        ),
-    ),
+    ("ContainerProperties.repositoryCredentials", REPO_CREDS),
     ("Volume.host", DOCKER),
     ("Volume.name", DOCKER),
     ("Volume.efsVolumeConfiguration", EFS),
@@ -468,12 +466,7 @@ pub const TABLE: &[(&str, Support)] = &[
     ("LogConfiguration.secretOptions", LOGS),
     ("Secret.name", SECRETS),
     ("Secret.valueFrom", SECRETS),
-    (
-        "RepositoryCredentials.credentialsParameter",
-        Honoured(
-            "ECS pulls with them; LOCAL never pulls (issue 11), so they have nothing to act on there",
-        ),
-    ),
+    ("RepositoryCredentials.credentialsParameter", REPO_CREDS),
     ("RetryStrategy.attempts", Honoured("")),
     ("RetryStrategy.evaluateOnExit", Honoured("")),
     ("EvaluateOnExit.onStatusReason", Honoured("")),

@@ -1,8 +1,11 @@
 //! Attempts as Docker containers, through the daemon's API (`bollard`).
 //!
-//! - The image must already be present: there is no registry to pull from, and pulling behind
-//!   the user's back would hide a missing image. A missing one ends the attempt with
-//!   `CannotPullContainerError: image X is not present locally`.
+//! - Images are pulled as `--pull` says ([`PullPolicy`]): by default only when absent, as the
+//!   ECS agent's `prefer-cached`. The pull runs inside [`Runtime::start`], which the engine
+//!   calls from a task of the attempt's own, so a slow registry holds up that attempt alone. A
+//!   failed pull ends the attempt with AWS's `CannotPullContainerError: <Docker's message>`
+//!   (retried per the retry strategy, as on AWS). `repositoryCredentials` cannot be resolved
+//!   here (Secrets Manager), so an attempt that would need them to pull ends naming them.
 //! - The container is `flotilla-<task_id>`, labelled with the job id, attempt, task id, log
 //!   stream and this server's instance id (so several servers can share a daemon, and a restarted
 //!   server finds only its own containers). `milli_vcpus` becomes `NanoCpus`, `memory_mib`
@@ -18,7 +21,7 @@
 //!   already stored), exited ones report their real exit code, vanished ones report
 //!   [`HOST_LOST_REASON`]. Containers of this instance that nobody expects are removed.
 
-use super::{HOST_LOST_REASON, exited, send, send_later};
+use super::{HOST_LOST_REASON, PullPolicy, exited, send, send_later};
 use crate::compute::{
     AttemptSpec, ExpectedAttempt, Runtime, RuntimeError, RuntimeEvent, StopSignal,
 };
@@ -28,8 +31,8 @@ use bollard::Docker;
 use bollard::errors::Error as DockerError;
 use bollard::models::{ContainerCreateBody, ContainerSummaryStateEnum, HostConfig};
 use bollard::query_parameters::{
-    CreateContainerOptions, KillContainerOptions, ListContainersOptions, LogsOptions,
-    RemoveContainerOptions, WaitContainerOptions,
+    CreateContainerOptions, CreateImageOptions, KillContainerOptions, ListContainersOptions,
+    LogsOptions, RemoveContainerOptions, WaitContainerOptions,
 };
 use futures::StreamExt;
 use std::collections::{HashMap, HashSet};
@@ -54,6 +57,12 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const LOG_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the daemon may stay unreachable before an attempt is given up as lost.
 const MAX_OUTAGE: Duration = Duration::from_secs(600);
+/// The longest one pull may take (bollard's default of 2 min is too short for large images).
+const PULL_TIMEOUT: Duration = Duration::from_secs(3600);
+/// Under `--pull always`, a pull this recent counts for the next container of the same image:
+/// the children of an array job start within moments of each other, and a pull each would send
+/// the registry thousands of identical requests (and meet its rate limits) for the same result.
+const ALWAYS_REUSE: Duration = Duration::from_secs(30);
 
 /// The Docker runtime. Cheap to clone.
 #[derive(Clone)]
@@ -66,6 +75,13 @@ struct Inner {
     logs: Arc<LogStore>,
     events: mpsc::Sender<RuntimeEvent>,
     instance: String,
+    pull: PullPolicy,
+    /// One lock per image reference, held while it is checked and pulled, so that concurrent
+    /// attempts of one image pull it once; under `--pull always` it keeps when it was pulled.
+    pulls: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<Instant>>>>>,
+    /// Attempts whose image is being made ready (no container yet), and whether a stop came
+    /// for them meanwhile: that stop is honoured once the pull is over.
+    preparing: Mutex<HashMap<(String, u32), bool>>,
     /// (job id, attempt) → container name, while the attempt runs.
     running: Mutex<HashMap<(String, u32), String>>,
 }
@@ -84,6 +100,7 @@ impl DockerRuntime {
     /// version with it and pings it.
     pub async fn connect(
         data_dir: &Path,
+        pull: PullPolicy,
         logs: Arc<LogStore>,
         events: mpsc::Sender<RuntimeEvent>,
     ) -> Result<DockerRuntime, RuntimeError> {
@@ -107,6 +124,9 @@ impl DockerRuntime {
                 logs,
                 events,
                 instance,
+                pull,
+                pulls: Mutex::new(HashMap::new()),
+                preparing: Mutex::new(HashMap::new()),
                 running: Mutex::new(HashMap::new()),
             }),
         })
@@ -145,6 +165,87 @@ impl Inner {
     fn running(&self) -> std::sync::MutexGuard<'_, HashMap<(String, u32), String>> {
         // A poisoned map is still consistent: every update is a single insert or remove.
         self.running.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn preparing(&self) -> std::sync::MutexGuard<'_, HashMap<(String, u32), bool>> {
+        self.preparing.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Makes `image` present as `--pull` says. `Ok(Some(reason))` ends the attempt with it.
+    async fn ready_image(
+        &self,
+        image: &str,
+        spec: &AttemptSpec,
+    ) -> Result<Option<String>, RuntimeError> {
+        if self.pull == PullPolicy::Never {
+            return match self.docker.inspect_image(image).await {
+                Ok(_) => Ok(None),
+                Err(e) if status_of(&e) == Some(404) => Ok(Some(format!(
+                    "CannotPullContainerError: image {image} is not present locally and the \
+                     server runs with --pull never (load it with docker load, import or build, \
+                     or run the server with --pull missing)"
+                ))),
+                Err(e) => Err(unavailable(e)),
+            };
+        }
+        let lock = self
+            .pulls
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(image.to_string())
+            .or_default()
+            .clone();
+        let mut pulled = lock.lock().await;
+        match self.pull {
+            PullPolicy::Always => {
+                if pulled.is_some_and(|at| at.elapsed() < ALWAYS_REUSE) {
+                    return Ok(None);
+                }
+            }
+            _ => match self.docker.inspect_image(image).await {
+                Ok(_) => return Ok(None),
+                Err(e) if status_of(&e) == Some(404) => {}
+                Err(e) => return Err(unavailable(e)),
+            },
+        }
+        if super::container::settings(spec).is_ok_and(|s| s.repository_credentials.is_some()) {
+            // Silently pulling without them would hide why a private image is refused, and
+            // pulling a public one would not be what the definition asked for.
+            return Ok(Some(format!(
+                "CannotPullContainerError: containerProperties.repositoryCredentials: a LOCAL \
+                 compute environment cannot resolve the Secrets Manager secret to pull {image} \
+                 with; load the image with docker load (it is then used without pulling), or \
+                 run the job on EC2 capacity"
+            )));
+        }
+        let reference = with_tag(image);
+        tracing::info!(image = %reference, policy = ?self.pull, "pulling image");
+        let began = Instant::now();
+        let opts = CreateImageOptions {
+            from_image: Some(reference.clone()),
+            ..Default::default()
+        };
+        let docker = self.docker.clone().with_timeout(PULL_TIMEOUT);
+        let mut progress = docker.create_image(Some(opts), None, None);
+        while let Some(item) = progress.next().await {
+            if let Err(e) = item {
+                let why = match &e {
+                    DockerError::DockerStreamError { error } => error.trim().to_string(),
+                    other => message_of(other),
+                };
+                tracing::info!(image = %reference, error = %why, "pull failed");
+                // Docker's message names the image only for some failures ("manifest unknown"
+                // does not); the reason must say which pull failed.
+                return Ok(Some(if why.contains(&reference) {
+                    format!("CannotPullContainerError: {why}")
+                } else {
+                    format!("CannotPullContainerError: {reference}: {why}")
+                }));
+            }
+        }
+        tracing::info!(image = %reference, ms = began.elapsed().as_millis() as u64, "image pulled");
+        *pulled = Some(Instant::now());
+        Ok(None)
     }
 
     async fn remove(&self, container: &str) {
@@ -350,15 +451,23 @@ impl Runtime for DockerRuntime {
         let Some(image) = spec.image.clone().filter(|i| !i.trim().is_empty()) else {
             return fail("CannotStartContainerError: the job definition names no image".into());
         };
-        match inner.docker.inspect_image(&image).await {
-            Ok(_) => {}
-            Err(e) if status_of(&e) == Some(404) => {
+        let key = (spec.job_id.clone(), spec.attempt);
+        inner.preparing().insert(key.clone(), false);
+        let ready = inner
+            .ready_image(&image, &spec)
+            .instrument(span.clone())
+            .await;
+        let stopped = inner.preparing().remove(&key).unwrap_or(false);
+        match ready {
+            Ok(None) if stopped => {
                 return fail(format!(
-                    "CannotPullContainerError: image {image} is not present locally \
-                     (Flotilla never pulls; load it with docker load, import or build)"
+                    "CannotStartContainerError: the attempt was stopped while image {image} was \
+                     being pulled"
                 ));
             }
-            Err(e) => return Err(unavailable(e)),
+            Ok(None) => {}
+            Ok(Some(reason)) => return fail(reason),
+            Err(e) => return Err(e),
         }
         let (host, user) = match super::container::docker_config(&spec) {
             Ok(c) => c,
@@ -447,6 +556,15 @@ impl Runtime for DockerRuntime {
         attempt: u32,
         signal: StopSignal,
     ) -> Result<(), RuntimeError> {
+        if let Some(stop) = self
+            .inner
+            .preparing()
+            .get_mut(&(job_id.to_string(), attempt))
+        {
+            // No container yet: the start ends the attempt once its pull is over.
+            *stop = true;
+            return Ok(());
+        }
         let Some(container) = self.inner.find(job_id, attempt).await? else {
             return Ok(());
         };
@@ -809,6 +927,17 @@ fn parse_rfc3339_ms(s: &str) -> Option<i64> {
     Some(secs * 1000 + millis)
 }
 
+/// `image` with `:latest` when it names neither tag nor digest, as `docker pull` does (the API
+/// would otherwise pull every tag of the repository).
+fn with_tag(image: &str) -> String {
+    let last = image.rsplit('/').next().unwrap_or(image);
+    if image.contains('@') || last.contains(':') {
+        image.to_string()
+    } else {
+        format!("{image}:latest")
+    }
+}
+
 /// `flotilla-<task_id>`, with anything Docker does not allow in a name replaced.
 pub fn container_name(task_id: &str) -> String {
     let safe: String = task_id
@@ -907,6 +1036,15 @@ mod tests {
             None
         );
         assert_eq!(init_exec_failure(127, &None), None);
+    }
+
+    #[test]
+    fn pulls_name_a_tag() {
+        assert_eq!(with_tag("busybox"), "busybox:latest");
+        assert_eq!(with_tag("busybox:1.36"), "busybox:1.36");
+        assert_eq!(with_tag("127.0.0.1:5000/a/b"), "127.0.0.1:5000/a/b:latest");
+        assert_eq!(with_tag("127.0.0.1:5000/a/b:t"), "127.0.0.1:5000/a/b:t");
+        assert_eq!(with_tag("a/b@sha256:00"), "a/b@sha256:00");
     }
 
     #[test]

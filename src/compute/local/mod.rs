@@ -46,18 +46,31 @@ pub enum LocalRuntimeMode {
     Process,
 }
 
+/// `--pull`: when the Docker runtime pulls a job's image (the process runtime uses none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum PullPolicy {
+    /// Pull only when the image is not present (ECS agent's `prefer-cached`).
+    #[default]
+    Missing,
+    /// Pull before every container is created (ECS agent's `always`).
+    Always,
+    /// Never pull: an absent image ends the attempt.
+    Never,
+}
+
 /// Builds the LOCAL runtime. `data_dir` holds its state (`run/`, `work/`, `instance-id`) and the
 /// secrets file its jobs' secrets are resolved from ([`secrets`]); `roles` assumes their job roles
 /// ([`roles`]; `None` on a server without AWS access).
 pub async fn connect(
     mode: LocalRuntimeMode,
+    pull: PullPolicy,
     data_dir: &Path,
     process: process::ProcessOptions,
     roles: Option<Arc<roles::RoleBroker>>,
     logs: Arc<LogStore>,
     events: mpsc::Sender<RuntimeEvent>,
 ) -> Result<Arc<dyn Runtime>, RuntimeError> {
-    let rt = connect_runtime(mode, data_dir, process, logs.clone(), events.clone()).await?;
+    let rt = connect_runtime(mode, pull, data_dir, process, logs.clone(), events.clone()).await?;
     let rt = Arc::new(roles::WithRoles::new(
         rt,
         roles,
@@ -71,6 +84,7 @@ pub async fn connect(
 
 async fn connect_runtime(
     mode: LocalRuntimeMode,
+    pull: PullPolicy,
     data_dir: &Path,
     process: process::ProcessOptions,
     logs: Arc<LogStore>,
@@ -84,14 +98,14 @@ async fn connect_runtime(
             )?))
         }
         LocalRuntimeMode::Docker => {
-            let rt = docker::DockerRuntime::connect(data_dir, logs, events).await?;
+            let rt = docker::DockerRuntime::connect(data_dir, pull, logs, events).await?;
             tracing::info!("local runtime: docker (as configured)");
             Ok(Arc::new(rt))
         }
         LocalRuntimeMode::Auto => {
             let probe = tokio::time::timeout(
                 DOCKER_PROBE_TIMEOUT,
-                docker::DockerRuntime::connect(data_dir, logs.clone(), events.clone()),
+                docker::DockerRuntime::connect(data_dir, pull, logs.clone(), events.clone()),
             )
             .await;
             match probe {
