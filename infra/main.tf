@@ -27,6 +27,7 @@ locals {
   use_postgres = var.database == "postgres"
   job_ami_id   = coalesce(var.job_ami_id, data.aws_ssm_parameter.ecs_ami.insecure_value)
   binary_key   = "bin/flotilla"
+  rds_ca_key   = "tls/rds-ca-bundle.pem"
   endpoint_url = "http://${aws_instance.control_plane.private_ip}:${var.api_port}"
 
   # Secrets the control plane reads at boot: always the API credentials (Flotilla refuses to
@@ -192,24 +193,50 @@ resource "aws_db_subnet_group" "flotilla" {
   }
 }
 
-# Flotilla's PostgreSQL client (sqlx) is built without TLS, so the connection uses
-# sslmode=disable inside the VPC (security group: the control plane only), and RDS must not
-# force SSL (rds.force_ssl defaults to 1 from PostgreSQL 15 on).
+# RDS forces TLS (the default from PostgreSQL 15 on; set here for older engines too): Flotilla
+# connects with sslmode=verify-full against the RDS CA bundle below.
 resource "aws_db_parameter_group" "flotilla" {
   count       = local.use_postgres ? 1 : 0
   name_prefix = "${var.name}-"
   family      = "postgres${split(".", var.postgres_engine_version)[0]}"
-  description = "Flotilla: no forced SSL (its client has no TLS)"
+  description = "Flotilla: TLS only"
 
   parameter {
     name         = "rds.force_ssl"
-    value        = "0"
+    value        = "1"
     apply_method = "immediate"
   }
 
   lifecycle {
     create_before_destroy = true
   }
+}
+
+# The region's RDS CA bundle, fetched where Terraform runs and handed to the instance through the
+# artifacts bucket: the control plane verifies the database's certificate without needing a
+# route to the internet (a subnet with only VPC endpoints works).
+data "http" "rds_ca_bundle" {
+  count = local.use_postgres ? 1 : 0
+  url   = "https://truststore.pki.rds.amazonaws.com/${var.region}/${var.region}-bundle.pem"
+
+  lifecycle {
+    postcondition {
+      condition     = self.status_code == 200 && strcontains(self.response_body, "BEGIN CERTIFICATE")
+      error_message = "Could not fetch the RDS CA bundle for ${var.region} from truststore.pki.rds.amazonaws.com."
+    }
+  }
+}
+
+resource "aws_s3_object" "rds_ca_bundle" {
+  count   = local.use_postgres ? 1 : 0
+  bucket  = aws_s3_bucket.artifacts.id
+  key     = local.rds_ca_key
+  content = data.http.rds_ca_bundle[0].response_body
+
+  depends_on = [
+    aws_s3_bucket_server_side_encryption_configuration.artifacts,
+    aws_s3_bucket_versioning.artifacts,
+  ]
 }
 
 resource "aws_security_group" "db" {
@@ -428,9 +455,13 @@ data "aws_iam_policy_document" "control_plane" {
   }
 
   statement {
-    sid       = "ReadFlotillaBinary"
-    actions   = ["s3:GetObject"]
-    resources = ["${aws_s3_bucket.artifacts.arn}/${local.binary_key}"]
+    sid     = "ReadFlotillaBinary"
+    actions = ["s3:GetObject"]
+    # The binary, and the RDS CA bundle (uploaded only with PostgreSQL).
+    resources = [
+      "${aws_s3_bucket.artifacts.arn}/${local.binary_key}",
+      "${aws_s3_bucket.artifacts.arn}/${local.rds_ca_key}",
+    ]
   }
 
   statement {
@@ -483,6 +514,7 @@ locals {
     api_secret_arn = aws_secretsmanager_secret.api.arn
     database       = var.database
     db_secret_arn  = try(aws_secretsmanager_secret.db[0].arn, "")
+    rds_ca_key     = local.rds_ca_key
     service_unit   = local.service_unit
   })
 
@@ -528,6 +560,7 @@ resource "aws_instance" "control_plane" {
 
   depends_on = [
     aws_s3_object.flotilla_binary,
+    aws_s3_object.rds_ca_bundle,
     aws_secretsmanager_secret_version.api,
     aws_secretsmanager_secret_version.db,
     aws_iam_role_policy.control_plane,

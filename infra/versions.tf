@@ -7,6 +7,11 @@ terraform {
       # >= 5.8 for aws_ssm_parameter.insecure_value (public AMI IDs are not secrets).
       version = "~> 5.8"
     }
+    # The RDS CA bundle (data "http" "rds_ca_bundle").
+    http = {
+      source  = "hashicorp/http"
+      version = "~> 3.4"
+    }
     random = {
       source  = "hashicorp/random"
       version = "~> 3.6"

@@ -5,6 +5,11 @@
 #   scripts/pg.sh stop     stop it (no-op if not running)
 #   scripts/pg.sh status   exit 0 if running
 #   scripts/pg.sh url      print the connection URL for the tests
+#   scripts/pg.sh ca       print the path of the CA certificate that signed the server's
+#
+# TLS is on (ssl=on) with a certificate for 127.0.0.1/localhost signed by a throwaway CA made at
+# the first start; plain connections keep working for every role but `flotilla_tls`, which
+# pg_hba admits over TLS only (so a test can prove its connection is encrypted).
 #
 # Environment:
 #   FLOTILLA_PG_DIR   data directory          (default /tmp/flotilla-pg)
@@ -22,7 +27,10 @@ HOST=127.0.0.1
 DB_USER=flotilla
 DB_PASS=flotilla
 DB_NAME=flotilla
+TLS_USER=flotilla_tls
 LOG="$PGDIR/server.log"
+# Outside the data directory (0700, owned by postgres) so that tests can read it.
+CA_FILE="${PGDIR%/}-ca.crt"
 
 say() { printf 'pg.sh: %s\n' "$*" >&2; }
 die() { printf 'pg.sh: ERROR: %s\n' "$*" >&2; exit 1; }
@@ -128,6 +136,62 @@ init_cluster() {
   echo "include_if_exists = 'flotilla.conf'" >>"$PGDIR/postgresql.conf"
 }
 
+# A CA and a server certificate (P-256, SAN 127.0.0.1 and localhost), made when the data
+# directory has none; the CA's key is thrown away once it has signed.
+ensure_tls() {
+  if [[ ! -f $PGDIR/flotilla-server.crt || ! -f $PGDIR/flotilla-server.key || ! -f $PGDIR/flotilla-ca.crt ]]; then
+    command -v openssl >/dev/null 2>&1 || die "openssl not found: apt-get install -y openssl"
+    say "making a test CA and server certificate in $PGDIR"
+    local tmp
+    tmp=$(mktemp -d)
+    cat >"$tmp/openssl.cnf" <<'EOF2'
+[req]
+distinguished_name = dn
+[dn]
+[ca]
+basicConstraints = critical, CA:TRUE
+keyUsage = critical, keyCertSign, cRLSign
+subjectKeyIdentifier = hash
+[server]
+basicConstraints = critical, CA:FALSE
+keyUsage = critical, digitalSignature
+extendedKeyUsage = serverAuth
+subjectAltName = IP:127.0.0.1, DNS:localhost
+authorityKeyIdentifier = keyid
+EOF2
+    if ! (cd "$tmp" \
+        && openssl req -x509 -config openssl.cnf -extensions ca -newkey ec \
+             -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 3650 \
+             -subj "/CN=Flotilla test CA" -keyout ca.key -out ca.crt \
+        && openssl req -new -config openssl.cnf -newkey ec \
+             -pkeyopt ec_paramgen_curve:prime256v1 -nodes \
+             -subj "/CN=127.0.0.1" -keyout server.key -out server.csr \
+        && openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial \
+             -days 3650 -extfile openssl.cnf -extensions server -out server.crt) >"$tmp/log" 2>&1; then
+      cat "$tmp/log" >&2; rm -rf "$tmp"
+      die "could not make the TLS certificates"
+    fi
+    install -m 600 -o "$OWNER" "$tmp/server.key" "$PGDIR/flotilla-server.key"
+    install -m 644 -o "$OWNER" "$tmp/server.crt" "$PGDIR/flotilla-server.crt"
+    install -m 644 -o "$OWNER" "$tmp/ca.crt" "$PGDIR/flotilla-ca.crt"
+    rm -rf "$tmp"
+  fi
+  install -m 644 "$PGDIR/flotilla-ca.crt" "$CA_FILE"
+}
+
+# Rules for the TLS-only role, ahead of initdb's (first match wins); reloaded by setup_db.
+ensure_hba() {
+  local hba=$PGDIR/pg_hba.conf marker="# flotilla: $TLS_USER over TLS only"
+  grep -qF "$marker" "$hba" && return 0
+  local tmp
+  tmp=$(mktemp)
+  printf '%s\nhostssl all %s 127.0.0.1/32 trust\nhost    all %s 127.0.0.1/32 reject\n\n' \
+    "$marker" "$TLS_USER" "$TLS_USER" >"$tmp"
+  cat "$hba" >>"$tmp"
+  install -m 600 -o "$OWNER" "$tmp" "$hba"
+  rm -f "$tmp"
+}
+
 write_conf() {
   # Rewritten at every start so FLOTILLA_PG_PORT changes take effect.
   cat >"$PGDIR/flotilla.conf" <<EOF
@@ -136,6 +200,9 @@ listen_addresses = '$HOST'
 port = $PORT
 unix_socket_directories = '$PGDIR'
 max_connections = 200
+ssl = on
+ssl_cert_file = 'flotilla-server.crt'
+ssl_key_file = 'flotilla-server.key'
 # fsync / synchronous_commit stay on: tests measure durability.
 EOF
   chown "$OWNER:" "$PGDIR/flotilla.conf" 2>/dev/null || true
@@ -143,11 +210,20 @@ EOF
 
 setup_db() {
   psql_admin <<SQL
+SET client_min_messages = warning;
 SELECT format('CREATE ROLE %I', '$DB_USER')
 WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '$DB_USER') \gexec
 ALTER ROLE $DB_USER WITH LOGIN CREATEDB PASSWORD '$DB_PASS';
 SELECT format('CREATE DATABASE %I OWNER %I', '$DB_NAME', '$DB_USER')
 WHERE NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = '$DB_NAME') \gexec
+SELECT format('CREATE ROLE %I', '$TLS_USER')
+WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '$TLS_USER') \gexec
+ALTER ROLE $TLS_USER WITH LOGIN;
+-- Membership: the schemas the tests make as $DB_USER are usable as $TLS_USER.
+GRANT $DB_USER TO $TLS_USER;
+-- A cluster started before TLS was added picks up ssl=on and the hba rules here.
+\o /dev/null
+SELECT pg_reload_conf();
 SQL
 }
 
@@ -175,8 +251,13 @@ start() {
     [[ -z $running_port || $running_port == "$PORT" ]] \
       || die "$PGDIR is already running on port $running_port, not $PORT; run 'scripts/pg.sh stop' first"
     say "already running ($PGDIR, port $PORT)"
+    ensure_tls
+    ensure_hba
+    write_conf
   else
     init_cluster
+    ensure_tls
+    ensure_hba
     write_conf
     rm -f "$LOG"
     touch "$LOG"; chown "$OWNER:" "$LOG" 2>/dev/null || true
@@ -210,5 +291,6 @@ case "${1:-}" in
   stop) stop ;;
   status) find_bin; if is_running; then say "running ($PGDIR, port $PORT)"; else say "not running"; exit 1; fi ;;
   url) url ;;
+  ca) printf '%s\n' "$CA_FILE" ;;
   *) echo "usage: $0 start|stop|status|url" >&2; exit 2 ;;
 esac

@@ -58,6 +58,12 @@ else
     || die "postgresql installed but no /usr/lib/postgresql/*/bin/initdb"
 fi
 
+# The test PostgreSQL's certificates and the API TLS tests' are made with openssl.
+if ! command -v openssl >/dev/null 2>&1; then
+  say "openssl: missing, installing"
+  apt_install openssl
+fi
+
 if command -v aws >/dev/null 2>&1; then
   say "awscli: found $(aws --version 2>&1 | head -n1)"
 else
@@ -102,6 +108,8 @@ bash scripts/pg.sh start
 FLOTILLA_TEST_POSTGRES_URL=$(bash scripts/pg.sh url)
 export FLOTILLA_TEST_POSTGRES_URL
 say "FLOTILLA_TEST_POSTGRES_URL=$FLOTILLA_TEST_POSTGRES_URL"
+FLOTILLA_TEST_POSTGRES_CA=$(bash scripts/pg.sh ca)
+export FLOTILLA_TEST_POSTGRES_CA
 say "CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-<default: ./target>}"
 
 # --- 2b. Docker and the test image -----------------------------------------------

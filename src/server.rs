@@ -64,6 +64,13 @@ pub struct ServerArgs {
     /// `/healthz`. Loopback unless the address says otherwise, e.g. `127.0.0.1:9090`.
     #[arg(long, env = "FLOTILLA_METRICS_LISTEN")]
     pub metrics_listen: Option<SocketAddr>,
+    /// Serve the API over TLS with this PEM certificate chain (leaf first); needs --tls-key.
+    /// The metrics listener stays plain HTTP.
+    #[arg(long, env = "FLOTILLA_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key (PKCS#8, PKCS#1 or SEC1) of --tls-cert.
+    #[arg(long, env = "FLOTILLA_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
     #[command(flatten)]
     pub aws: AwsArgs,
 }
@@ -225,6 +232,56 @@ unsafe fn scrub_env_value(name: &str) {
     }
 }
 
+/// The API's TLS configuration from `--tls-cert`/`--tls-key` (both or neither).
+fn tls_acceptor(
+    cert: Option<&std::path::Path>,
+    key: Option<&std::path::Path>,
+) -> Result<Option<tokio_rustls::TlsAcceptor>, ServerError> {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let (cert, key) = match (cert, key) {
+        (None, None) => return Ok(None),
+        (Some(c), Some(k)) => (c, k),
+        _ => {
+            return Err(ServerError::Config(
+                "--tls-cert and --tls-key go together: give both or neither".into(),
+            ));
+        }
+    };
+    let certs = CertificateDer::pem_file_iter(cert)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| ServerError::Config(format!("--tls-cert {}: {e}", cert.display())))?;
+    if certs.is_empty() {
+        return Err(ServerError::Config(format!(
+            "--tls-cert {}: no PEM CERTIFICATE in the file",
+            cert.display()
+        )));
+    }
+    let private_key = PrivateKeyDer::from_pem_file(key)
+        .map_err(|e| ServerError::Config(format!("--tls-key {}: {e}", key.display())))?;
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ServerError::Config(format!("tls: {e}")))?
+        .with_no_client_auth()
+        .with_single_cert(certs, private_key)
+        .map_err(|e| {
+            let what = match e {
+                rustls::Error::InconsistentKeys(_) => "the key is not the certificate's".into(),
+                e => e.to_string(),
+            };
+            ServerError::Config(format!(
+                "--tls-cert {} / --tls-key {}: {what}",
+                cert.display(),
+                key.display()
+            ))
+        })?;
+    // HTTP/1.1 only: the listener's clocks are written for one request at a time.
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    tracing::info!(cert = %cert.display(), "api tls on");
+    Ok(Some(tokio_rustls::TlsAcceptor::from(Arc::new(config))))
+}
+
 /// Credentials from `FLOTILLA_ACCESS_KEY_ID` / `FLOTILLA_SECRET_ACCESS_KEY` and
 /// `<data-dir>/credentials` (AWS INI format).
 fn load_credentials(data_dir: &std::path::Path) -> Result<CredentialStore, ServerError> {
@@ -301,6 +358,8 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     args.limits.check()?;
+    // Before anything starts: a certificate that cannot be used is a configuration error.
+    let tls = tls_acceptor(args.tls_cert.as_deref(), args.tls_key.as_deref())?;
     std::fs::create_dir_all(&args.data_dir)?;
     {
         // The database, the credentials file and the logs are the server's alone: a job of the
@@ -464,20 +523,23 @@ pub async fn run(
                 let _ = stopped.wait_for(|stop| *stop).await;
             };
             let router = api::metrics_router(state.clone());
+            // Plain HTTP: the metrics address is loopback unless an operator says otherwise.
             Some(tokio::spawn(listener::serve(
                 listener,
                 router,
                 conn_limits,
+                None,
                 shutdown,
             )))
         }
     };
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     let addr = listener.local_addr()?;
-    tracing::info!(%addr, "listening");
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tracing::info!(%addr, scheme, "listening");
     // Tests and scripts read this line to learn the port when listening on port 0.
-    println!("flotilla listening on http://{addr}");
-    listener::serve(listener, api::router(state), conn_limits, shutdown).await?;
+    println!("flotilla listening on {scheme}://{addr}");
+    listener::serve(listener, api::router(state), conn_limits, tls, shutdown).await?;
     let _ = stop_metrics.send(true);
     if let Some(task) = metrics_task {
         let _ = task.await;

@@ -16,6 +16,7 @@ import os
 import re
 import shutil
 import subprocess
+import urllib.parse
 from functools import lru_cache
 from pathlib import Path
 
@@ -463,7 +464,9 @@ def test_control_plane_reads_only_its_binary_and_secrets():
     for s in statements:
         for a in as_list(s.get("actions")):
             by_action.setdefault(a, []).extend(as_list(s.get("resources")))
-    assert all("aws_s3_object" in r or "binary_key" in r or "/bin/" in r for r in by_action["s3:GetObject"]), by_action["s3:GetObject"]
+    assert all(
+        "aws_s3_object" in r or "binary_key" in r or "/bin/" in r or "rds_ca_key" in r for r in by_action["s3:GetObject"]
+    ), by_action["s3:GetObject"]
     assert by_action["secretsmanager:GetSecretValue"], "no secret readable"
     assert all(r != "*" for r in by_action["secretsmanager:GetSecretValue"])
     # Managed policies on the control plane: Session Manager at most.
@@ -526,6 +529,7 @@ def sample_values(database: str) -> dict[str, str]:
         "api_secret_arn": "arn:aws:secretsmanager:eu-west-1:123456789012:secret:flotilla/api-x",
         "database": database,
         "db_secret_arn": "arn:aws:secretsmanager:eu-west-1:123456789012:secret:flotilla/database-x" if database == "postgres" else "",
+        "rds_ca_key": "tls/rds-ca-bundle.pem",
     }
 
 
@@ -556,7 +560,11 @@ STUB_AWS = r"""#!/bin/bash
 # Stand-in for the AWS CLI: `s3 cp` writes the fake binary, `secretsmanager` answers the secrets.
 echo "aws $*" >>"$STUB_LOG"
 case "$1 $2" in
-  "s3 cp") cp "$STUB_BINARY" "${@: -1}" ;;
+  "s3 cp")
+    case "$*" in
+      *rds-ca-bundle.pem*) printf -- '-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n' >"${@: -1}" ;;
+      *) cp "$STUB_BINARY" "${@: -1}" ;;
+    esac ;;
   "secretsmanager get-secret-value")
     while [ $# -gt 0 ]; do [ "$1" = --secret-id ] && id=$2; shift; done
     case "$id" in
@@ -610,7 +618,12 @@ def test_boot_script_runs_against_stubs(database, tmp_path):
     lines = env_file.read_text().splitlines()
     expected = ["FLOTILLA_ACCESS_KEY_ID=FLOTTEST", "FLOTILLA_SECRET_ACCESS_KEY=s3cret"]
     if database == "postgres":
-        expected.append("FLOTILLA_DATABASE_URL=postgres://flotilla:pw@db.example:5432/flotilla?sslmode=disable")
+        ca = root / "opt/flotilla/rds-ca-bundle.pem"
+        assert oct(ca.stat().st_mode & 0o777) == "0o644" and "BEGIN CERTIFICATE" in ca.read_text()
+        expected.append(
+            "FLOTILLA_DATABASE_URL=postgres://flotilla:pw@db.example:5432/flotilla"
+            f"?sslmode=verify-full&sslrootcert={urllib.parse.quote(str(ca), safe='')}"
+        )
     assert lines == expected
     unit = (root / "etc/systemd/system/flotilla.service").read_text()
     assert "ExecStart=" in unit and "--aws-ami ami-0123456789abcdef0" in unit
@@ -702,20 +715,24 @@ def test_data_at_rest_is_encrypted_and_private():
     (pab,) = per_bucket("aws_s3_bucket_public_access_block")
     assert all(pab[k] is True for k in ("block_public_acls", "block_public_policy", "ignore_public_acls", "restrict_public_buckets"))
     assert per_bucket("aws_s3_bucket_server_side_encryption_configuration")
-    (obj,) = resources("aws_s3_object").values()
+    obj = resources("aws_s3_object")[("aws_s3_object", "flotilla_binary")]
     assert "var.flotilla_binary_path" in str(obj["source"])
 
 
-def test_postgres_without_tls_client():
+def test_postgres_over_verified_tls():
     cargo = (ROOT / "Cargo.toml").read_text()
     sqlx = re.search(r"^sqlx\s*=\s*(.*)$", cargo, re.M)
-    assert not (sqlx and "tls" in sqlx.group(1)), (
-        "sqlx has TLS now: drop rds.force_ssl=0 / sslmode=disable from the module, and this test"
-    )
+    assert sqlx and "tls-rustls" in sqlx.group(1), "the module connects with TLS: sqlx needs its rustls feature"
     (pg,) = resources("aws_db_parameter_group").values()
     params = {p["name"]: str(p["value"]) for p in as_list(pg["parameter"])}
-    assert params.get("rds.force_ssl") == "0", "RDS PostgreSQL >= 15 forces SSL; Flotilla's sqlx has no TLS"
-    assert "sslmode=disable" in (TEMPLATES / "user-data.sh.tftpl").read_text()
+    assert params.get("rds.force_ssl") == "1", params
+    (bundle,) = data_sources("http").values()
+    assert "truststore.pki.rds.amazonaws.com/${var.region}/${var.region}-bundle.pem" in bundle["url"]
+    (obj,) = [o for (_, n), o in resources("aws_s3_object").items() if n == "rds_ca_bundle"]
+    assert "data.http.rds_ca_bundle" in str(obj["content"]) and "local.rds_ca_key" in str(obj["key"])
+    script = (TEMPLATES / "user-data.sh.tftpl").read_text()
+    assert "sslmode=verify-full&sslrootcert=" in script and "sslmode=disable" not in script
+    assert "force_ssl" not in (INFRA / "main.tf").read_text().replace('"rds.force_ssl"', "")
 
 
 def test_outputs():

@@ -6,6 +6,10 @@
 //! includes the keep-alive wait, so it cannot tell a slow head from an idle connection. The
 //! clocks live in [`WatchedIo`] instead, which sees every read and write and knows from the
 //! service whether a request is being handled.
+//!
+//! With TLS the handshake runs on top of [`WatchedIo`]: its first byte starts the head clock,
+//! which runs on until the first request head is complete, so a peer that dribbles a
+//! ClientHello or never finishes the handshake is cut at the same deadline as a slow head.
 
 use axum::Router;
 use axum::body::Body;
@@ -24,6 +28,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio::time::{Instant, Sleep};
+use tokio_rustls::TlsAcceptor;
 
 /// Bounds on connections, the part of request handling that happens before the handler runs.
 #[derive(Debug, Clone, Copy)]
@@ -40,12 +45,13 @@ pub struct ConnLimits {
 /// The largest request head hyper buffers (its default is about 400 KiB per connection).
 const MAX_HEAD_BYTES: usize = 64 * 1024;
 
-/// Serves `router` on `listener` until `shutdown` resolves, then lets the requests in progress
-/// finish and returns once every connection is closed.
+/// Serves `router` on `listener` (over TLS when `tls` is given) until `shutdown` resolves, then
+/// lets the requests in progress finish and returns once every connection is closed.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     limits: ConnLimits,
+    tls: Option<TlsAcceptor>,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
     let max = limits.max_connections.clamp(1, Semaphore::MAX_PERMITS);
@@ -72,8 +78,9 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let router = router.clone();
         let stopped = stopped.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            serve_connection(stream, router, limits, stopped).await;
+            serve_connection(stream, router, limits, tls, stopped).await;
             drop(slot);
         });
     }
@@ -88,10 +95,33 @@ async fn serve_connection(
     stream: TcpStream,
     router: Router,
     limits: ConnLimits,
+    tls: Option<TlsAcceptor>,
     mut stopped: watch::Receiver<bool>,
 ) {
     let activity = Arc::new(Activity::default());
     let io = WatchedIo::new(stream, activity.clone(), limits);
+    let Some(tls) = tls else {
+        return serve_http(io, router, activity, stopped).await;
+    };
+    // WatchedIo's head clock bounds the handshake; a stop must not wait for it either.
+    let accepted = tokio::select! {
+        accepted = tls.accept(io) => accepted,
+        () = async { drop(stopped.wait_for(|stop| *stop).await) } => return,
+    };
+    match accepted {
+        Ok(io) => serve_http(io, router, activity, stopped).await,
+        Err(e) => tracing::debug!(error = %e, "tls handshake failed"),
+    }
+}
+
+async fn serve_http<I>(
+    io: I,
+    router: Router,
+    activity: Arc<Activity>,
+    mut stopped: watch::Receiver<bool>,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let router = TowerToHyperService::new(router);
     let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
         use hyper::service::Service;

@@ -85,6 +85,11 @@ pub struct GlobalArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = Output::Table)]
     pub output: Output,
+
+    /// PEM bundle of the certificate authorities to trust for an https:// endpoint, instead of
+    /// the system's (as the AWS CLI's `--ca-bundle`).
+    #[arg(long, env = "AWS_CA_BUNDLE", value_name = "PATH")]
+    pub ca_bundle: Option<std::path::PathBuf>,
 }
 
 /// The same options given after the subcommand; these win over [`GlobalArgs`].
@@ -106,6 +111,10 @@ pub struct GlobalOverrides {
     /// Output format [default: table]
     #[arg(long, value_enum)]
     pub output: Option<Output>,
+
+    /// PEM bundle of the certificate authorities to trust for https:// [env: AWS_CA_BUNDLE]
+    #[arg(long, value_name = "PATH")]
+    pub ca_bundle: Option<std::path::PathBuf>,
 }
 
 /// Global options after merging [`GlobalArgs`] and [`GlobalOverrides`].
@@ -115,6 +124,7 @@ pub struct ResolvedGlobals {
     pub region: String,
     pub profile: Option<String>,
     pub output: Output,
+    pub ca_bundle: Option<std::path::PathBuf>,
 }
 
 impl GlobalArgs {
@@ -130,6 +140,10 @@ impl GlobalArgs {
                 .unwrap_or_else(|| self.region.clone()),
             profile: overrides.profile.clone().or_else(|| self.profile.clone()),
             output: overrides.output.unwrap_or(self.output),
+            ca_bundle: overrides
+                .ca_bundle
+                .clone()
+                .or_else(|| self.ca_bundle.clone()),
         }
     }
 }

@@ -193,7 +193,8 @@ impl Server {
     /// process exactly as a first start would (defaults requested).
     pub fn restart_with(&mut self, no_defaults: bool) {
         self.kill();
-        let listen = self.endpoint.trim_start_matches("http://").to_string();
+        let listen = self.endpoint.split_once("://").map_or("", |(_, a)| a);
+        let listen = listen.to_string();
         let opts = ServerOptions {
             auth: self.opts_auth,
             database_url: self.database_url.clone(),

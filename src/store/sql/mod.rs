@@ -451,9 +451,16 @@ async fn open_postgres(url: &str) -> StoreResult<(Pool, usize)> {
     let options = PgConnectOptions::from_str(url).map_err(map_err)?;
     // A connection of its own rather than a pooled one: if migration fails half-way the session
     // ends and the advisory lock goes with it, instead of returning to the pool still held.
-    let mut conn = PgConnection::connect_with(&options)
-        .await
-        .map_err(map_err)?;
+    let mut conn =
+        PgConnection::connect_with(&options)
+            .await
+            .map_err(|e| match certificate_refused(&e) {
+                Some(reason) => StoreError::Fatal(format!(
+                    "PostgreSQL TLS: the server's certificate was refused ({reason}); check \
+                 sslrootcert= (the CA bundle that signed it) and sslmode= in the database URL"
+                )),
+                None => map_err(e),
+            })?;
     let applied = {
         let conn: &mut PgConnection = &mut conn;
         sqlx::query("SELECT pg_advisory_lock($1)")
@@ -481,6 +488,24 @@ async fn open_postgres(url: &str) -> StoreResult<(Pool, usize)> {
         .await
         .map_err(map_err)?;
     Ok((Pool::Postgres(pool), applied))
+}
+
+/// The reason rustls refused the server's certificate, if that is what `e` is: a configuration to
+/// fix, not an outage to wait out.
+fn certificate_refused(e: &sqlx::Error) -> Option<String> {
+    let mut current: Option<&(dyn std::error::Error + 'static)> = match e {
+        sqlx::Error::Io(io) => io.get_ref().map(|inner| inner as _),
+        sqlx::Error::Tls(tls) => Some(&**tls as _),
+        _ => None,
+    };
+    while let Some(err) = current {
+        if let Some(rustls::Error::InvalidCertificate(reason)) = err.downcast_ref::<rustls::Error>()
+        {
+            return Some(format!("{reason:?}"));
+        }
+        current = err.source();
+    }
+    None
 }
 
 /// Classifies a driver error: only what a retry can plausibly fix is [`StoreError::Unavailable`].
