@@ -88,7 +88,9 @@ impl RoleBroker {
             idle_timeout: Duration::from_secs(30),
         };
         tokio::spawn(async move {
-            if let Err(e) = crate::api::listener::serve(listener, router, limits, shutdown).await {
+            if let Err(e) =
+                crate::api::listener::serve(listener, router, limits, None, shutdown).await
+            {
                 tracing::error!(error = %e, "job credentials listener failed");
             }
         });
