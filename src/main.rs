@@ -5,6 +5,15 @@ use flotilla::cli::{self, Cli};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
+    // The process runtime's exec shim: first, before anything else runs in this process.
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().take(2).collect();
+    if argv
+        .get(1)
+        .is_some_and(|a| a == flotilla::compute::local::process::EXEC_AS)
+    {
+        let rest: Vec<std::ffi::OsString> = std::env::args_os().skip(2).collect();
+        return flotilla::compute::local::process::exec_as(&rest);
+    }
     let args = Cli::parse();
     if let cli::Command::Server(_) = &args.command {
         // While this is the only thread: the environment is not safe to change later.

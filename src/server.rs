@@ -349,7 +349,11 @@ fn process_options(
         }
         None => None,
     };
-    Ok(ProcessOptions { user, work_dir })
+    Ok(ProcessOptions {
+        user,
+        work_dir,
+        exec_shim: std::env::current_exe().ok(),
+    })
 }
 
 /// Runs the server until `shutdown` resolves, then drains in-flight requests.

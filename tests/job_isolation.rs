@@ -7,6 +7,7 @@ mod common;
 
 use aws_sdk_batch::types::*;
 use common::*;
+use serde_json::json;
 use std::os::unix::fs::PermissionsExt;
 
 const FILE_SECRET: &str = "secret-from-the-credentials-file";
@@ -224,5 +225,56 @@ fn a_process_user_that_does_not_exist_stops_the_server_with_a_clear_error() {
     assert!(
         err.contains("--process-user no-such-user-here") && err.contains("no user named"),
         "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_run_as_another_user_keeps_its_ulimits_and_a_missing_command_says_so() {
+    let s = server(&[]);
+    let c = s.client();
+    for (name, command) in [
+        (
+            "limits",
+            json!(["sh", "-c", "echo $(id -u) $(ulimit -n) $(ulimit -Hn)"]),
+        ),
+        ("missing", json!(["no-such-command-here", "x"])),
+    ] {
+        let r = s
+            .raw()
+            .post(
+                "RegisterJobDefinition",
+                &json!({"jobDefinitionName": name, "type": "container", "containerProperties": {
+                    "image": "flotilla-test/busybox:latest", "command": command,
+                    "ulimits": [{"name": "nofile", "softLimit": 100, "hardLimit": 200}],
+                    "resourceRequirements": [{"type": "VCPU", "value": "1"}, {"type": "MEMORY", "value": "32"}]
+                }}),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{r:?}");
+    }
+    let id = submit(&c, "limits", "default", "limits").await;
+    let job = wait_final(&c, &id, 60).await;
+    assert_eq!(
+        job.status,
+        Some(JobStatus::Succeeded),
+        "{:?}",
+        job.status_reason
+    );
+    let stream = job
+        .container
+        .and_then(|c| c.log_stream_name)
+        .expect("stream");
+    assert_eq!(
+        read_log(&logs_client(&s), &stream).await,
+        vec!["65534 100 200".to_string()]
+    );
+
+    let id = submit(&c, "missing", "default", "missing").await;
+    let job = wait_final(&c, &id, 60).await;
+    assert_eq!(job.status, Some(JobStatus::Failed));
+    let reason = job.container.and_then(|c| c.reason).unwrap_or_default();
+    assert!(
+        reason.starts_with("CannotStartContainerError: no-such-command-here"),
+        "{reason}"
     );
 }
