@@ -403,6 +403,13 @@ data "aws_iam_policy_document" "control_plane" {
     resources = ["*"]
   }
 
+  # The ECS-optimized AMIs of managed environments without an imageId: AWS's public parameters.
+  statement {
+    sid       = "ReadEcsOptimizedAmiParameters"
+    actions   = ["ssm:GetParameters", "ssm:GetParameter"]
+    resources = ["arn:${local.partition}:ssm:*::parameter/aws/service/ecs/*"]
+  }
+
   # The driver only ever terminates instances it tagged (launches and the orphan sweep).
   statement {
     sid       = "FlotillaTerminateOwnInstances"

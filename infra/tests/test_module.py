@@ -30,7 +30,7 @@ SERVER_RS = SRC / "server.rs"
 AWS_DRIVER = SRC / "compute" / "aws"
 
 # SDK crate (aws_sdk_<crate>::Client) -> IAM service prefix.
-SDK_CRATE_TO_IAM = {"ec2": "ec2", "ecs": "ecs", "cloudwatchlogs": "logs"}
+SDK_CRATE_TO_IAM = {"ec2": "ec2", "ecs": "ecs", "ssm": "ssm", "cloudwatchlogs": "logs"}
 
 # Actions AWS checks on top of the call itself, for what the driver passes to it.
 IMPLIED_ACTIONS = {

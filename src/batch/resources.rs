@@ -208,6 +208,9 @@ impl Batch {
         if let Some(b) = cr.bid_percentage {
             v::range("computeResources.bidPercentage", b.into(), 0, 100)?;
         }
+        if let Some(c) = &cr.ec2_configuration {
+            crate::model::ec2_configuration::parse(c).map_err(BatchError::client)?;
+        }
         if t == CR_TYPE_LOCAL {
             cr.maxv_cpus.get_or_insert(self.host_cpus);
         } else {
@@ -292,6 +295,9 @@ impl Batch {
             }
             if let Some(tags) = &upd.tags {
                 v::tags("computeResources.tags", tags)?;
+            }
+            if let Some(c) = &upd.ec2_configuration {
+                crate::model::ec2_configuration::parse(c).map_err(BatchError::client)?;
             }
             macro_rules! take {
                 ($($f:ident),*) => { $( if upd.$f.is_some() { cur.$f = upd.$f.clone(); } )* };

@@ -7,6 +7,7 @@
 pub mod arn;
 mod catalog;
 pub mod container;
+pub mod ec2_configuration;
 pub mod status;
 pub mod validate;
 
