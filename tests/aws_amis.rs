@@ -126,16 +126,33 @@ async fn environments_without_an_image_boot_the_ami_ssm_recommends_per_instance_
         "the emulator's parameters name distinct AMIs"
     );
 
-    let cases: Vec<(&str, &str, i32, Option<Value>, &str)> = vec![
-        ("plain", "c5.large", 2, None, al2023.as_str()),
-        ("gpu", "g4dn.xlarge", 4, None, gpu.as_str()),
-        ("graviton", "m6g.large", 2, None, arm64.as_str()),
+    // (environment, its one instance type, vCPUs, ec2Configuration, AMI, image type)
+    type Case<'a> = (&'a str, &'a str, i32, Option<Value>, &'a str, &'a str);
+    let cases: Vec<Case> = vec![
+        ("plain", "c5.large", 2, None, al2023.as_str(), "ECS_AL2023"),
+        (
+            "gpu",
+            "g4dn.xlarge",
+            4,
+            None,
+            gpu.as_str(),
+            "ECS_AL2023_NVIDIA",
+        ),
+        (
+            "graviton",
+            "m6g.large",
+            2,
+            None,
+            arm64.as_str(),
+            "ECS_AL2023",
+        ),
         (
             "al2-gpu",
             "g4dn.xlarge",
             4,
             Some(json!([{"imageType": "ECS_AL2"}, {"imageType": "ECS_AL2_NVIDIA"}])),
             al2_gpu.as_str(),
+            "ECS_AL2_NVIDIA",
         ),
         (
             "override",
@@ -143,9 +160,10 @@ async fn environments_without_an_image_boot_the_ami_ssm_recommends_per_instance_
             2,
             Some(json!([{"imageType": "ECS_AL2023", "imageIdOverride": other}])),
             other.as_str(),
+            "ECS_AL2023",
         ),
     ];
-    for (name, itype, vcpus, ec2, _) in &cases {
+    for (name, itype, vcpus, ec2, _, _) in &cases {
         let r = raw
             .post(
                 "CreateComputeEnvironment",
@@ -154,14 +172,14 @@ async fn environments_without_an_image_boot_the_ami_ssm_recommends_per_instance_
             .await;
         assert_eq!(r.status, 200, "{name}: {r:?}");
     }
-    for (name, itype, _, ec2, want) in &cases {
+    for (name, itype, _, _, want, image_type) in &cases {
         wait_valid(&client, name).await;
         let got = launched(&emu, name).await;
         assert!(
             got.iter().all(|(t, ami)| t == itype && ami == want),
             "{name}: launched {got:?}, wanted {itype} from {want}"
         );
-        // What was asked for is what DescribeComputeEnvironments shows.
+        // DescribeComputeEnvironments shows the image type and AMI the type resolved to.
         let d = raw
             .post(
                 "DescribeComputeEnvironments",
@@ -169,8 +187,8 @@ async fn environments_without_an_image_boot_the_ami_ssm_recommends_per_instance_
             )
             .await;
         assert_eq!(
-            d.json()["computeEnvironments"][0]["computeResources"].get("ec2Configuration"),
-            ec2.as_ref(),
+            d.json()["computeEnvironments"][0]["computeResources"]["ec2Configuration"],
+            json!([{"imageType": image_type, "imageIdOverride": want}]),
             "{name}"
         );
     }

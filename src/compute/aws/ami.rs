@@ -98,6 +98,21 @@ pub(super) fn parameter(image_type: ImageType, arm64: bool) -> String {
     format!("/aws/service/ecs/optimized-ami/{os}{variant}/recommended/image_id")
 }
 
+/// The resolved images as `ec2Configuration` entries, one per (image type, AMI): an image type
+/// serving both x86 and Graviton types appears twice, with each AMI.
+pub(super) fn as_ec2_configuration(images: &BTreeMap<String, Resolved>) -> serde_json::Value {
+    let pairs: BTreeSet<(&str, &str)> = images
+        .values()
+        .map(|r| (r.image_type.name(), r.image_id.as_str()))
+        .collect();
+    serde_json::Value::Array(
+        pairs
+            .into_iter()
+            .map(|(t, ami)| serde_json::json!({"imageType": t, "imageIdOverride": ami}))
+            .collect(),
+    )
+}
+
 impl AwsDriver {
     /// The image of every instance type in `types` (the environment's allowed ones), by type
     /// name. A parameter SSM does not have in this region makes the environment INVALID naming

@@ -137,6 +137,7 @@ impl AwsDriver {
             };
             match setup {
                 Ok((cluster, arn, own, template, images)) => {
+                    let shown = super::ami::as_ec2_configuration(&images);
                     state.images = images;
                     state.cluster = cluster;
                     state.cluster_arn = Some(arn.clone());
@@ -144,6 +145,9 @@ impl AwsDriver {
                     state.template = template;
                     state.ready = true;
                     drop(envs);
+                    if managed && let Err(e) = self.control.set_env_images(&name, shown).await {
+                        tracing::warn!(env = %name, error = %e, "cannot record resolved AMIs");
+                    }
                     self.set_status(
                         &name,
                         ResourceStatus::Valid,
