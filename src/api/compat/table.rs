@@ -28,7 +28,7 @@ const ROLE: Support = Honoured(
     "ECS (task role / execution role); on LOCAL not yet (issue 11): the job gets no AWS credentials at all",
 );
 const EC2_CONFIG: Support = Honoured(
-    "the AWS driver launches each instance type with the ECS-optimized AMI of its image type, resolved from AWS's public SSM parameters (docs/aws.md)",
+    "the AWS driver launches each instance type with the ECS-optimized AMI of its image type, resolved from AWS's public SSM parameters; DescribeComputeEnvironments shows the AMIs resolved (docs/aws.md)",
 );
 /// Fleet settings the AWS driver does not apply yet: refused rather than stored and ignored.
 const C13: Support = Rejected(
