@@ -15,17 +15,13 @@ data "aws_ssm_parameter" "al2023" {
   name = "/aws/service/ami-amazon-linux-latest/al2023-ami-kernel-default-${var.architecture}"
 }
 
-# The ECS-optimized Amazon Linux 2023 AMI for job instances (--aws-ami) unless job_ami_id is set.
-data "aws_ssm_parameter" "ecs_ami" {
-  name = "/aws/service/ecs/optimized-ami/amazon-linux-2023/recommended/image_id"
-}
-
 locals {
   partition    = data.aws_partition.current.partition
   account_id   = data.aws_caller_identity.current.account_id
   vpc_id       = data.aws_subnet.control_plane.vpc_id
   use_postgres = var.database == "postgres"
-  job_ami_id   = coalesce(var.job_ami_id, data.aws_ssm_parameter.ecs_ami.insecure_value)
+  # Empty: no --aws-ami, and the driver resolves each instance type's ECS-optimized AMI from SSM.
+  job_ami_id   = var.job_ami_id == null ? "" : var.job_ami_id
   binary_key   = "bin/flotilla"
   rds_ca_key   = "tls/rds-ca-bundle.pem"
   endpoint_url = "http://${aws_instance.control_plane.private_ip}:${var.api_port}"
@@ -428,6 +424,13 @@ data "aws_iam_policy_document" "control_plane" {
       "logs:GetLogEvents",
     ]
     resources = ["*"]
+  }
+
+  # The ECS-optimized AMIs of managed environments without an imageId: AWS's public parameters.
+  statement {
+    sid       = "ReadEcsOptimizedAmiParameters"
+    actions   = ["ssm:GetParameters", "ssm:GetParameter"]
+    resources = ["arn:${local.partition}:ssm:*::parameter/aws/service/ecs/*"]
   }
 
   # The driver only ever terminates instances it tagged (launches and the orphan sweep).

@@ -170,7 +170,7 @@ variable "db_deletion_protection" {
 # --- jobs ---------------------------------------------------------------------------------
 
 variable "job_ami_id" {
-  description = "AMI of the job instances (--aws-ami), used unless a compute environment sets computeResources.imageId. Default: the current ECS-optimized Amazon Linux 2023 x86_64 AMI. Pin it to avoid a control-plane restart when AWS publishes a new one."
+  description = "AMI of every job instance whose compute environment names none (--aws-ami). Default: none; the server resolves each instance type's ECS-optimized AMI (AL2023, GPU, arm64) from SSM, as AWS Batch does."
   type        = string
   default     = null
 }

@@ -154,9 +154,9 @@ pub struct AwsArgs {
     /// the queue's non-Spot environments.
     #[arg(long, default_value_t = 3)]
     pub spot_max_interruptions: u32,
-    /// AMI of Flotilla's launch templates (an ECS-optimized AMI of the region), unless the
-    /// environment sets `computeResources.imageId`. Without either, managed environments are
-    /// INVALID.
+    /// AMI of every instance type whose environment names none (no ec2Configuration
+    /// imageIdOverride, no `computeResources.imageId`). Without it, each type boots the
+    /// ECS-optimized AMI SSM recommends for it (AL2023; GPU and arm64 variants).
     #[arg(long, env = "FLOTILLA_AWS_AMI")]
     pub aws_ami: Option<String>,
     /// Seconds a pool (instance type, subnet) that ran out of capacity is left out of plans.

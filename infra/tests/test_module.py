@@ -31,7 +31,7 @@ SERVER_RS = SRC / "server.rs"
 AWS_DRIVER = SRC / "compute" / "aws"
 
 # SDK crate (aws_sdk_<crate>::Client) -> IAM service prefix.
-SDK_CRATE_TO_IAM = {"ec2": "ec2", "ecs": "ecs", "cloudwatchlogs": "logs"}
+SDK_CRATE_TO_IAM = {"ec2": "ec2", "ecs": "ecs", "ssm": "ssm", "cloudwatchlogs": "logs"}
 
 # Actions AWS checks on top of the call itself, for what the driver passes to it.
 IMPLIED_ACTIONS = {
@@ -546,6 +546,9 @@ def test_rendered_boot_script_is_valid_shell(database, tmp_path):
     subprocess.run(["bash", "-n", str(path)], check=True)
     assert ("FLOTILLA_DATABASE_URL=postgres://" in script) == (database == "postgres")
     assert "--listen 0.0.0.0:8080" in values["service_unit"]
+    # Without job_ami_id the unit passes no --aws-ami: the driver resolves AMIs from SSM.
+    unpinned = render((TEMPLATES / "flotilla.service.tftpl").read_text(), values | {"job_ami_id": ""})
+    assert "--aws-ami" not in unpinned and "--aws-region eu-west-1 \\\n    --aws-idle-seconds" in unpinned, unpinned
     assert shutil.which("systemd-analyze"), "systemd-analyze (Debian's systemd) is needed to check the unit"
     unit = tmp_path / "flotilla.service"
     unit.write_text(values["service_unit"])

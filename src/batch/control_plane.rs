@@ -5,6 +5,7 @@ use crate::compute::ports::ControlPlane;
 use crate::error::BatchResult;
 use crate::model::{Catalog, ResourceStatus};
 use async_trait::async_trait;
+use serde_json::Value;
 use std::sync::Arc;
 
 #[async_trait]
@@ -26,6 +27,13 @@ impl ControlPlane for Batch {
             if ecs_cluster_arn.is_some() {
                 ce.ecs_cluster_arn = ecs_cluster_arn;
             }
+        })
+        .await
+    }
+
+    async fn set_env_images(&self, name: &str, ec2_configuration: Value) -> BatchResult<bool> {
+        self.update_ce_runtime(name, |ce| {
+            ce.resolved_ec2_configuration = Some(ec2_configuration);
         })
         .await
     }

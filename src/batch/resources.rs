@@ -167,6 +167,7 @@ impl Batch {
             container_orchestration_type: Some("ECS".into()),
             uuid: Some(uuid::Uuid::new_v4().to_string()),
             context: req.context,
+            resolved_ec2_configuration: None,
         };
         self.persist(
             ResourceKind::ComputeEnvironment,
@@ -207,6 +208,9 @@ impl Batch {
         // works against AWS.
         if let Some(b) = cr.bid_percentage {
             v::range("computeResources.bidPercentage", b.into(), 0, 100)?;
+        }
+        if let Some(c) = &cr.ec2_configuration {
+            crate::model::ec2_configuration::parse(c).map_err(BatchError::client)?;
         }
         if t == CR_TYPE_LOCAL {
             cr.maxv_cpus.get_or_insert(self.host_cpus);
@@ -270,6 +274,8 @@ impl Batch {
             ce.unmanagedv_cpus = Some(u);
         }
         if let Some(upd) = req.compute_resources {
+            // The driver resolves the AMIs of the updated resources again.
+            ce.resolved_ec2_configuration = None;
             let cur = ce.compute_resources.as_mut().ok_or_else(|| {
                 BatchError::client(
                     "computeResources: an UNMANAGED compute environment has no compute resources to update",
@@ -292,6 +298,9 @@ impl Batch {
             }
             if let Some(tags) = &upd.tags {
                 v::tags("computeResources.tags", tags)?;
+            }
+            if let Some(c) = &upd.ec2_configuration {
+                crate::model::ec2_configuration::parse(c).map_err(BatchError::client)?;
             }
             macro_rules! take {
                 ($($f:ident),*) => { $( if upd.$f.is_some() { cur.$f = upd.$f.clone(); } )* };
@@ -397,6 +406,7 @@ impl Batch {
                 .filter_map(|n| {
                     self.name_of(ArnKind::ComputeEnvironment, n)
                         .and_then(|n| cat.compute_environments.get(n))
+                        .map(ComputeEnvironmentDetail::described)
                 })
                 .collect();
             return Ok(json!({ "computeEnvironments": found }));
@@ -404,7 +414,7 @@ impl Batch {
         let items = cat
             .compute_environments
             .iter()
-            .map(|(k, v)| (k.clone(), v))
+            .map(|(k, v)| (k.clone(), v.described()))
             .collect();
         let scope = token::TokenScope::new("DescribeComputeEnvironments", []);
         let (page, token) =

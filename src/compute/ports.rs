@@ -5,6 +5,7 @@
 use crate::error::BatchResult;
 use crate::model::{Catalog, ResourceStatus};
 use async_trait::async_trait;
+use serde_json::Value;
 use std::sync::Arc;
 
 /// The control plane as the AWS driver sees it: it reads the environments, reports what it made
@@ -24,6 +25,11 @@ pub trait ControlPlane: Send + Sync + 'static {
         reason: String,
         ecs_cluster_arn: Option<String>,
     ) -> BatchResult<bool>;
+
+    /// Records the AMI each image type resolved to (`[{imageType, imageIdOverride}]`), shown as
+    /// the environment's `ec2Configuration`. Returns false when the environment is gone or
+    /// already said so.
+    async fn set_env_images(&self, name: &str, ec2_configuration: Value) -> BatchResult<bool>;
 
     /// Records the vCPUs the driver provisions for (`computeResources.desiredvCpus`).
     /// Returns false when the environment is gone or already said so.

@@ -7,6 +7,7 @@
 pub mod arn;
 mod catalog;
 pub mod container;
+pub mod ec2_configuration;
 pub mod status;
 pub mod validate;
 
@@ -119,6 +120,23 @@ pub struct ComputeEnvironmentDetail {
     pub container_orchestration_type: Option<String>,
     pub uuid: Option<String>,
     pub context: Option<String>,
+    /// The AMI of each image type as the AWS driver resolved it at setup: what
+    /// DescribeComputeEnvironments shows as `computeResources.ec2Configuration`. Never stored
+    /// (the driver resolves again after a restart) and never read back as the user's setting.
+    #[serde(skip)]
+    pub resolved_ec2_configuration: Option<Value>,
+}
+
+impl ComputeEnvironmentDetail {
+    /// The environment as DescribeComputeEnvironments answers it.
+    pub fn described(&self) -> ComputeEnvironmentDetail {
+        let mut out = self.clone();
+        if let (Some(r), Some(cr)) = (&self.resolved_ec2_configuration, &mut out.compute_resources)
+        {
+            cr.ec2_configuration = Some(r.clone());
+        }
+        out
+    }
 }
 
 /// The two kinds of compute environment the AWS driver runs.

@@ -15,6 +15,8 @@ pub struct InstanceType {
     pub vcpus: u32,
     pub memory_mib: u64,
     pub gpus: u32,
+    /// An AWS Graviton (arm64) type: it boots the arm64 image of its image type.
+    pub arm64: bool,
     pub on_demand_price_per_hour: f64,
     /// The current Spot price of the pool, if the type is sold as Spot.
     pub spot_price_per_hour: Option<f64>,
@@ -43,6 +45,10 @@ impl InstanceType {
     /// The catalog is built from DescribeInstanceTypes with `current-generation=true`, so these
     /// are current generation.
     fn is_optimal(&self) -> bool {
+        // AWS Batch's `optimal` is x86: Graviton families (m6g, c7g) need an arm64 image.
+        if self.arm64 {
+            return false;
+        }
         let mut chars = self.family.chars();
         matches!(chars.next(), Some('c' | 'm' | 'r'))
             && chars.next().is_some_and(|c| c.is_ascii_digit())
@@ -111,7 +117,7 @@ impl Catalog {
     }
 }
 
-/// 50 common us-east-1 types with their real vCPU, memory and GPU counts. Prices are approximate
+/// 54 common us-east-1 types with their real vCPU, memory and GPU counts. Prices are approximate
 /// list prices for us-east-1 Linux on-demand, and Spot is set at 30–40% of on-demand (varying by
 /// family and size, as real pools do); they are for tests and benchmarks only. Production builds
 /// its catalog from DescribeInstanceTypes and DescribeSpotPriceHistory.
@@ -168,6 +174,10 @@ pub fn builtin_catalog() -> Catalog {
         ("t3.large", 2, 8.0, 0, 0.0832),
         ("t3.xlarge", 4, 16.0, 0, 0.1664),
         ("t3.2xlarge", 8, 32.0, 0, 0.3328),
+        ("m6g.large", 2, 8.0, 0, 0.077),
+        ("m6g.xlarge", 4, 16.0, 0, 0.154),
+        ("c7g.large", 2, 4.0, 0, 0.0725),
+        ("c7g.xlarge", 4, 8.0, 0, 0.145),
     ];
     // Spot discount by family, nudged by size so that pools of one family differ a little.
     const SPOT_BASE: &[(&str, f64)] = &[
@@ -180,6 +190,8 @@ pub fn builtin_catalog() -> Catalog {
         ("g4dn", 0.30),
         ("p3", 0.30),
         ("t3", 0.33),
+        ("m6g", 0.33),
+        ("c7g", 0.34),
     ];
     Catalog::new(
         TYPES
@@ -198,6 +210,7 @@ pub fn builtin_catalog() -> Catalog {
                     vcpus,
                     memory_mib: (gib * 1024.0) as u64,
                     gpus,
+                    arm64: graviton_family(family),
                     on_demand_price_per_hour: price,
                     // Whole hundredths of a cent, as the Spot price history quotes them.
                     spot_price_per_hour: Some((price * spot * 10_000.0).round() / 10_000.0),
@@ -205,4 +218,17 @@ pub fn builtin_catalog() -> Catalog {
             })
             .collect(),
     )
+}
+
+/// Whether an instance family is AWS Graviton (arm64), by its name: the generation digit is
+/// followed by a `g` among the attribute letters (`m6g`, `c7gn`, `r6gd`, `t4g`, `x2gd`, `g5g`),
+/// which no x86 family has (`g4dn`'s `g` is its series). The catalog refresh replaces this with
+/// DescribeInstanceTypes' processor architectures.
+pub fn graviton_family(family: &str) -> bool {
+    let Some(digit) = family.find(|c: char| c.is_ascii_digit()) else {
+        return false;
+    };
+    family[digit..]
+        .trim_start_matches(|c: char| c.is_ascii_digit())
+        .contains('g')
 }

@@ -19,7 +19,7 @@ mod synthetic;
 #[cfg(test)]
 mod tests;
 
-pub use catalog::{Catalog, InstanceType, builtin_catalog};
+pub use catalog::{Catalog, InstanceType, builtin_catalog, graviton_family};
 pub use cost::{cost_per_hour, lower_bound_cost};
 pub use synthetic::synthetic_demand;
 

@@ -415,6 +415,7 @@ fn arb_catalog() -> impl Strategy<Value = Catalog> {
                             vcpus,
                             memory_mib: gib * 1024,
                             gpus,
+                            arm64: false,
                             on_demand_price_per_hour: price,
                             spot_price_per_hour: spot_pct.map(|p| price * f64::from(p) / 100.0),
                         }
@@ -667,7 +668,7 @@ proptest! {
 #[test]
 fn optimal_means_the_c_m_and_r_families() {
     let catalog = builtin_catalog();
-    assert_eq!(catalog.len(), 50);
+    assert_eq!(catalog.len(), 54);
     let allowed = catalog.allowed(&["optimal".to_string()]);
     let families: BTreeSet<&str> = allowed
         .iter()
@@ -678,6 +679,23 @@ fn optimal_means_the_c_m_and_r_families() {
         BTreeSet::from(["c5", "c6i", "m5", "m6i", "r5", "r6i"])
     );
     assert_eq!(allowed.len(), 37);
+    for (family, arm64) in [
+        ("m6g", true),
+        ("c7gn", true),
+        ("t4g", true),
+        ("x2gd", true),
+        ("g5g", true),
+        ("g4dn", false),
+        ("c6i", false),
+        ("inf2", false),
+        ("p4d", false),
+    ] {
+        assert_eq!(
+            crate::provisioner::graviton_family(family),
+            arm64,
+            "{family}"
+        );
+    }
 }
 
 #[test]
@@ -698,7 +716,7 @@ fn families_expand_to_their_sizes_and_sizes_stay_exact() {
         names(&["m5.large", "p3", "m5.large"]),
         vec!["m5.large", "p3.2xlarge", "p3.8xlarge", "p3.16xlarge"]
     );
-    assert!(names(&["c7g", "c5.metal"]).is_empty());
+    assert!(names(&["x2gd", "c5.metal"]).is_empty());
 }
 
 #[test]
@@ -779,7 +797,7 @@ fn a_job_that_never_fits_gets_aws_reason() {
     assert_eq!(plan.placements.len(), 1);
 
     let unknown = snapshot(
-        env(AllocationStrategy::BestFit, &["c7g"], 0, 1_000),
+        env(AllocationStrategy::BestFit, &["x2gd"], 0, 1_000),
         vec![],
         vec![Resources {
             milli_vcpus: 500,
@@ -790,7 +808,7 @@ fn a_job_that_never_fits_gets_aws_reason() {
     let plan = super::plan(&unknown);
     assert!(
         plan.unplaceable[0].1.ends_with(
-            "It needs 0.5 vCPU, 512 MiB, 0 GPU; no instance type in instanceTypes [c7g] is known."
+            "It needs 0.5 vCPU, 512 MiB, 0 GPU; no instance type in instanceTypes [x2gd] is known."
         ),
         "{}",
         plan.unplaceable[0].1

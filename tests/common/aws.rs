@@ -15,11 +15,16 @@ pub const TYPES: &[&str] = &["c5.large", "c5.xlarge", "m5.large", "m5.xlarge"];
 pub const LARGEST_VCPUS: i64 = 4;
 
 pub fn start(emu: &Emulator, idle_seconds: u64, extra: &[&str]) -> Server {
+    let mut with_ami = vec!["--aws-ami", AMI];
+    with_ami.extend_from_slice(extra);
+    start_without_ami(emu, idle_seconds, &with_ami)
+}
+
+/// A server whose managed environments boot the AMIs SSM recommends (no `--aws-ami`).
+pub fn start_without_ami(emu: &Emulator, idle_seconds: u64, extra: &[&str]) -> Server {
     let mut args: Vec<String> = [
         "--aws-endpoint-url",
         emu.endpoint.as_str(),
-        "--aws-ami",
-        AMI,
         "--aws-poll-ms",
         "200",
         "--local-runtime",

@@ -30,6 +30,9 @@ const REPO_CREDS: Support = Honoured(
 const ROLE: Support = Honoured(
     "ECS (task role / execution role); LOCAL: a server with AWS access assumes the job role (process runtime: refreshed credentials via the container-credentials endpoint; Docker: 1 h credentials in the environment), one without ends the attempt with a MISCONFIGURATION reason",
 );
+const EC2_CONFIG: Support = Honoured(
+    "the AWS driver launches each instance type with the ECS-optimized AMI of its image type, resolved from AWS's public SSM parameters; DescribeComputeEnvironments shows the AMIs resolved (docs/aws.md)",
+);
 /// Fleet settings the AWS driver does not apply yet: refused rather than stored and ignored.
 const C13: Support = Rejected(
     "not applied by Flotilla's AWS driver yet (issue 13: the fleet as defined), so refused rather than stored and ignored",
@@ -124,7 +127,9 @@ pub const TABLE: &[(&str, Support)] = &[
     ("ComputeResource.instanceTypes", Honoured("")),
     (
         "ComputeResource.imageId",
-        Honoured("the AMI the AWS driver launches"),
+        Honoured(
+            "the AMI the AWS driver launches for every instance type, unless an ec2Configuration imageIdOverride names one; without it, the ECS-optimized AMI SSM recommends",
+        ),
     ),
     ("ComputeResource.subnets", Honoured("")),
     ("ComputeResource.securityGroupIds", Honoured("")),
@@ -149,7 +154,7 @@ pub const TABLE: &[(&str, Support)] = &[
         ),
     ),
     ("ComputeResource.launchTemplate", C13),
-    ("ComputeResource.ec2Configuration", C13),
+    ("ComputeResource.ec2Configuration", EC2_CONFIG),
     ("ComputeResource.scalingPolicy", C13),
     (
         "ComputeResource.managedInstancesProvider",
@@ -177,8 +182,18 @@ pub const TABLE: &[(&str, Support)] = &[
         C13,
     ),
     ("LaunchTemplateSpecificationOverride.userdataType", C13),
-    ("Ec2Configuration.imageType", C13),
-    ("Ec2Configuration.imageIdOverride", C13),
+    (
+        "Ec2Configuration.imageType",
+        Honoured(
+            "ECS_AL2023, ECS_AL2023_NVIDIA, ECS_AL2, ECS_AL2_NVIDIA; NVIDIA entries serve GPU instance types, the others the rest (Graviton always the arm64 image); any other value is refused naming it",
+        ),
+    ),
+    (
+        "Ec2Configuration.imageIdOverride",
+        Honoured(
+            "launched for the instance types of its image type, before computeResources.imageId",
+        ),
+    ),
     ("Ec2Configuration.imageKubernetesVersion", EKS),
     (
         "Ec2Configuration.batchImageStatus",
@@ -224,7 +239,7 @@ pub const TABLE: &[(&str, Support)] = &[
     ("ComputeResourceUpdate.placementGroup", C13),
     ("ComputeResourceUpdate.bidPercentage", Honoured("")),
     ("ComputeResourceUpdate.launchTemplate", C13),
-    ("ComputeResourceUpdate.ec2Configuration", C13),
+    ("ComputeResourceUpdate.ec2Configuration", EC2_CONFIG),
     (
         "ComputeResourceUpdate.updateToLatestImageVersion",
         OnlyDefault(

@@ -1,4 +1,4 @@
-//! One shared SDK configuration for EC2, ECS and CloudWatch Logs, with the discipline every call
+//! One shared SDK configuration for EC2, ECS, SSM and CloudWatch Logs, with the discipline every call
 //! goes through: a client-side rate limit per operation, the SDK's jittered exponential retries
 //! on throttling and 5xx, a timeout, and a metric per call and outcome.
 
@@ -68,6 +68,8 @@ pub struct Api {
     pub ec2: aws_sdk_ec2::Client,
     pub ecs: aws_sdk_ecs::Client,
     pub logs: aws_sdk_cloudwatchlogs::Client,
+    /// The public parameters naming the ECS-optimized AMIs.
+    pub ssm: aws_sdk_ssm::Client,
     buckets: Mutex<HashMap<&'static str, Bucket>>,
 }
 
@@ -119,6 +121,7 @@ impl Api {
             ec2: aws_sdk_ec2::Client::new(&shared),
             ecs: aws_sdk_ecs::Client::new(&shared),
             logs: aws_sdk_cloudwatchlogs::Client::new(&shared),
+            ssm: aws_sdk_ssm::Client::new(&shared),
             buckets: Mutex::new(HashMap::new()),
         }
     }

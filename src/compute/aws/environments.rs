@@ -11,7 +11,7 @@ use crate::compute::fleet::{Demand, EnvFleet, FleetInstance};
 use crate::model::{AwsKind, ComputeEnvironmentDetail, ResourceStatus};
 use crate::provisioner::Resources;
 use aws_sdk_ec2::types as ec2t;
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 
 /// The orphan sweep looks at the whole account's tagged instances; every this many passes.
 const SWEEP_EVERY: u32 = 20;
@@ -19,7 +19,17 @@ const SWEEP_EVERY: u32 = 20;
 /// default 1 s poll).
 const CATALOG_EVERY: u32 = 3600;
 
-enum Setup {
+/// What setting up an environment made: (cluster name, cluster ARN, created by us, launch
+/// template name, AMI per instance type).
+type SetupDone = (
+    String,
+    String,
+    bool,
+    Option<String>,
+    BTreeMap<String, super::ami::Resolved>,
+);
+
+pub(super) enum Setup {
     /// A configuration a person must fix: the environment becomes INVALID with this reason.
     Invalid(String),
     Aws(AwsError),
@@ -126,13 +136,18 @@ impl AwsDriver {
                 return Ok(());
             };
             match setup {
-                Ok((cluster, arn, own, template)) => {
+                Ok((cluster, arn, own, template, images)) => {
+                    let shown = super::ami::as_ec2_configuration(&images);
+                    state.images = images;
                     state.cluster = cluster;
                     state.cluster_arn = Some(arn.clone());
                     state.own_cluster = own;
                     state.template = template;
                     state.ready = true;
                     drop(envs);
+                    if managed && let Err(e) = self.control.set_env_images(&name, shown).await {
+                        tracing::warn!(env = %name, error = %e, "cannot record resolved AMIs");
+                    }
                     self.set_status(
                         &name,
                         ResourceStatus::Valid,
@@ -244,38 +259,32 @@ impl AwsDriver {
     }
 
     /// Creates (or finds) the cluster and, for managed environments, the launch template.
-    /// Returns (cluster name, cluster ARN, created by us, launch template name).
+    /// Returns (cluster name, cluster ARN, created by us, launch template name, AMI per
+    /// instance type).
     async fn setup_env(
         &self,
         ce: &ComputeEnvironmentDetail,
         managed: bool,
         uuid: &str,
-    ) -> Result<(String, String, bool, Option<String>), Setup> {
+    ) -> Result<SetupDone, Setup> {
         let name = &ce.compute_environment_name;
+        let mut images = BTreeMap::new();
         if managed {
-            let types = ce
-                .compute_resources
-                .as_ref()
-                .and_then(|c| c.instance_types.clone())
-                .unwrap_or_default();
-            let image = ce
-                .compute_resources
-                .as_ref()
-                .and_then(|c| c.image_id.clone())
-                .or_else(|| self.opts.image_id.clone());
-            if image.is_none() {
-                return Err(Setup::Invalid(
-                    "CLIENT_ERROR - computeResources.imageId: no AMI; set it, or start the server with --aws-ami \
-                     (an ECS-optimized AMI of the region)"
-                        .into(),
-                ));
-            }
-            if self.catalog().allowed(&types).is_empty() {
+            let cr = ce.compute_resources.clone().unwrap_or_default();
+            let types = cr.instance_types.clone().unwrap_or_default();
+            let catalog = self.catalog();
+            let allowed: Vec<_> = catalog
+                .allowed(&types)
+                .into_iter()
+                .map(|i| &catalog.types()[i])
+                .collect();
+            if allowed.is_empty() {
                 return Err(Setup::Invalid(format!(
                     "CLIENT_ERROR - computeResources.instanceTypes: none of {types:?} is an instance type or family Flotilla knows \
                      (for example c5.large, m5, or optimal)"
                 )));
             }
+            images = self.resolve_images(&cr, &allowed).await?;
         }
         let named = ce
             .tags
@@ -336,7 +345,7 @@ impl AwsDriver {
         } else {
             None
         };
-        Ok((cluster, arn, own, template))
+        Ok((cluster, arn, own, template, images))
     }
 
     async fn ensure_template(

@@ -17,7 +17,7 @@ impl AwsDriver {
     pub(super) async fn refresh_catalog(&self) {
         let mut types = self.catalog().types().to_vec();
         let names: Vec<String> = types.iter().map(|t| t.name.clone()).collect();
-        let mut shape: HashMap<String, (u32, u64, u32)> = HashMap::new();
+        let mut shape: HashMap<String, (u32, u64, u32, bool)> = HashMap::new();
         let mut spot: HashMap<String, f64> = HashMap::new();
         for chunk in names.chunks(100) {
             let r = self
@@ -52,8 +52,15 @@ impl AwsDriver {
                             .gpu_info()
                             .map(|g| g.gpus().iter().filter_map(|d| d.count()).sum())
                             .unwrap_or(0);
+                        let arm64 = it.processor_info().is_some_and(|p| {
+                            p.supported_architectures()
+                                .contains(&ec2t::ArchitectureType::Arm64)
+                        });
                         if vcpus > 0 && mem > 0 {
-                            shape.insert(name, (vcpus as u32, mem as u64, gpus.max(0) as u32));
+                            shape.insert(
+                                name,
+                                (vcpus as u32, mem as u64, gpus.max(0) as u32, arm64),
+                            );
                         }
                     }
                 }
@@ -102,10 +109,11 @@ impl AwsDriver {
             }
         }
         for t in &mut types {
-            if let Some(&(v, m, g)) = shape.get(&t.name) {
+            if let Some(&(v, m, g, arm64)) = shape.get(&t.name) {
                 t.vcpus = v;
                 t.memory_mib = m;
                 t.gpus = g;
+                t.arm64 = arm64;
             }
             if let Some(&p) = spot.get(&t.name) {
                 t.spot_price_per_hour = Some(p);

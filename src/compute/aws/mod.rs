@@ -27,6 +27,7 @@
 //! - `environments.rs`: one control pass; clusters, launch templates, status, teardown;
 //! - `observe.rs`: an environment's EC2 instances joined with its container instances;
 //! - `scale.rs`: the provisioner's plan as CreateFleet and retire/terminate; the orphan sweep;
+//! - `ami.rs`: the AMI of each instance type (ec2Configuration, SSM's ECS-optimized AMIs);
 //! - `instance_types.rs`: capacities and Spot prices the plans are made with;
 //! - `tasks.rs`: the [`Runtime`] impl (StartTask, StopTask, recover) and the task loop;
 //! - `taskdef.rs`: task definitions, registered once per content;
@@ -36,6 +37,7 @@
 //! [`Runtime::start`]: crate::compute::Runtime::start
 //! [`Runtime::recover`]: crate::compute::Runtime::recover
 
+mod ami;
 mod api;
 mod environments;
 mod instance_types;
@@ -76,7 +78,8 @@ pub struct AwsOptions {
     pub poll_interval: Duration,
     /// How long an instance stays idle before it is drained and terminated.
     pub idle_timeout: Duration,
-    /// AMI of the launch templates (an ECS-optimized image), unless the environment names one.
+    /// `--aws-ami`: the AMI of every instance type whose environment names none (no
+    /// imageIdOverride, no imageId), instead of the ECS-optimized one SSM recommends.
     pub image_id: Option<String>,
     /// How long an (instance type, subnet) pool that reported InsufficientInstanceCapacity is
     /// left out of plans.
@@ -115,6 +118,8 @@ struct EnvState {
     /// The cluster was created by Flotilla (and is deleted with the environment).
     own_cluster: bool,
     template: Option<String>,
+    /// The AMI each allowed instance type launches with, resolved at setup.
+    images: std::collections::BTreeMap<String, ami::Resolved>,
     ready: bool,
     managed: bool,
     /// `computeResources` as last set up; a change (UpdateComputeEnvironment) sets up again.
@@ -146,6 +151,8 @@ pub struct AwsDriver {
     /// Instances Flotilla scaled in. A task that still ended up on one (a placement racing the
     /// retirement) lost its host through no fault of the job.
     retired: Mutex<HashSet<String>>,
+    /// SSM parameter → (AMI ID, when resolved).
+    amis: Mutex<HashMap<String, (String, Instant)>>,
 }
 
 /// `startedBy` of an attempt: at most 36 characters of `[A-Za-z0-9_-]` (job IDs of array
@@ -199,6 +206,7 @@ impl AwsDriver {
             catalog: std::sync::RwLock::new(provisioner::builtin_catalog()),
             gone: Mutex::default(),
             retired: Mutex::default(),
+            amis: Mutex::default(),
         })
     }
 

@@ -113,6 +113,9 @@ impl AwsDriver {
             return;
         };
         let name = &ce.compute_environment_name;
+        let Some(image) = self.image_of(ce, state, &req.instance_type).await else {
+            return;
+        };
         let itype = ec2t::InstanceType::from(req.instance_type.as_str());
         let mut config = ec2t::FleetLaunchTemplateConfigRequest::builder()
             .launch_template_specification(
@@ -125,6 +128,7 @@ impl AwsDriver {
             config = config.overrides(
                 ec2t::FleetLaunchTemplateOverridesRequest::builder()
                     .instance_type(itype.clone())
+                    .image_id(&image)
                     .build(),
             );
         }
@@ -132,6 +136,7 @@ impl AwsDriver {
             config = config.overrides(
                 ec2t::FleetLaunchTemplateOverridesRequest::builder()
                     .instance_type(itype.clone())
+                    .image_id(&image)
                     .subnet_id(subnet)
                     .build(),
             );
@@ -238,6 +243,39 @@ impl AwsDriver {
                 ));
             }
             Err(e) => tracing::warn!(env = %name, error = %e, "create fleet failed"),
+        }
+    }
+
+    /// The AMI `instance_type` launches with: as resolved at setup, or (a type the catalog
+    /// refresh added since) resolved now through the cache. `None` (logged) skips the launch
+    /// until a later pass.
+    async fn image_of(
+        &self,
+        ce: &ComputeEnvironmentDetail,
+        state: &mut EnvState,
+        instance_type: &str,
+    ) -> Option<String> {
+        if let Some(r) = state.images.get(instance_type) {
+            return Some(r.image_id.clone());
+        }
+        let catalog = self.catalog();
+        let t = catalog.get(instance_type)?;
+        let cr = ce.compute_resources.clone().unwrap_or_default();
+        match self.resolve_images(&cr, &[t]).await {
+            Ok(mut m) => {
+                let r = m.remove(instance_type)?;
+                let id = r.image_id.clone();
+                state.images.insert(instance_type.to_string(), r);
+                Some(id)
+            }
+            Err(super::environments::Setup::Invalid(reason)) => {
+                tracing::warn!(env = %ce.compute_environment_name, instance_type, %reason, "no AMI for instance type");
+                None
+            }
+            Err(super::environments::Setup::Aws(e)) => {
+                tracing::warn!(env = %ce.compute_environment_name, instance_type, error = %e, "cannot resolve AMI");
+                None
+            }
         }
     }
 
