@@ -440,9 +440,21 @@ pub async fn run(
         let shutdown = async move {
             let _ = stopped.wait_for(|stop| *stop).await;
         };
-        Some(crate::compute::local::roles::RoleBroker::start(
-            &sdk, listener, shutdown,
-        )?)
+        let addr = listener.local_addr()?;
+        let broker = crate::compute::local::roles::RoleBroker::new(&sdk, addr);
+        let router = broker.router();
+        let limits = ConnLimits {
+            max_connections: 256,
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(30),
+        };
+        tokio::spawn(async move {
+            if let Err(e) = listener::serve(listener, router, limits, None, shutdown).await {
+                tracing::error!(error = %e, "job credentials listener failed");
+            }
+        });
+        tracing::info!(%addr, "job role credentials served on loopback");
+        Some(broker)
     } else {
         None
     };

@@ -66,36 +66,21 @@ pub struct RoleBroker {
 }
 
 impl RoleBroker {
-    /// A broker calling STS with `sdk`'s region, endpoint and credentials, serving on `listener`
-    /// (loopback) until `shutdown`.
-    pub fn start(
-        sdk: &aws_config::SdkConfig,
-        listener: tokio::net::TcpListener,
-        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-    ) -> std::io::Result<Arc<RoleBroker>> {
-        let addr = listener.local_addr()?;
-        let broker = Arc::new(RoleBroker {
+    /// A broker calling STS with `sdk`'s region, endpoint and credentials, whose grants point at
+    /// `addr`, where the caller serves [`RoleBroker::router`] (loopback).
+    pub fn new(sdk: &aws_config::SdkConfig, addr: std::net::SocketAddr) -> Arc<RoleBroker> {
+        Arc::new(RoleBroker {
             sts: aws_sdk_sts::Client::new(sdk),
             base_url: format!("http://{addr}/v1/credentials/"),
             grants: Mutex::new(HashMap::new()),
-        });
-        let router = Router::new()
+        })
+    }
+
+    /// The credentials endpoint, to be served on the address given to [`RoleBroker::new`].
+    pub fn router(self: &Arc<Self>) -> Router {
+        Router::new()
             .route("/v1/credentials/{task}", get(serve_credentials))
-            .with_state(broker.clone());
-        let limits = crate::api::listener::ConnLimits {
-            max_connections: 256,
-            header_timeout: Duration::from_secs(10),
-            idle_timeout: Duration::from_secs(30),
-        };
-        tokio::spawn(async move {
-            if let Err(e) =
-                crate::api::listener::serve(listener, router, limits, None, shutdown).await
-            {
-                tracing::error!(error = %e, "job credentials listener failed");
-            }
-        });
-        tracing::info!(%addr, "job role credentials served on loopback");
-        Ok(broker)
+            .with_state(self.clone())
     }
 
     fn grants(&self) -> std::sync::MutexGuard<'_, HashMap<String, Grant>> {
