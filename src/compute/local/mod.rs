@@ -133,6 +133,24 @@ async fn connect_runtime(
     }
 }
 
+/// Ends an attempt that never started with `reason`: its log stream exists (empty, as ECS
+/// creates it), and the `Exited` follows from a task of its own.
+fn never_started(
+    logs: &LogStore,
+    events: &mpsc::Sender<RuntimeEvent>,
+    spec: &crate::compute::AttemptSpec,
+    reason: String,
+) {
+    if let Err(e) = logs.writer(&spec.log_group, &spec.log_stream) {
+        tracing::warn!(error = %e, "cannot create the attempt's log stream");
+    }
+    tracing::info!(job_id = %spec.job_id, attempt = spec.attempt, %reason, "attempt could not start");
+    send_later(
+        events,
+        vec![exited(&spec.job_id, spec.attempt, None, Some(reason))],
+    );
+}
+
 /// Sends events in order from a task of their own, so the caller never waits on the channel.
 fn send_later(events: &mpsc::Sender<RuntimeEvent>, batch: Vec<RuntimeEvent>) {
     if batch.is_empty() {

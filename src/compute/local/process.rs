@@ -584,28 +584,14 @@ impl Runtime for ProcessRuntime {
         let limits = match super::container::process_config(&spec) {
             Ok(l) => l,
             Err(reason) => {
-                if let Err(e) = inner.logs.writer(&spec.log_group, &spec.log_stream) {
-                    tracing::warn!(error = %e, "cannot create the attempt's log stream");
-                }
-                span.in_scope(|| tracing::info!(%reason, "attempt could not start"));
-                send_later(
-                    &inner.events,
-                    vec![exited(&spec.job_id, spec.attempt, None, Some(reason))],
-                );
+                super::never_started(&inner.logs, &inner.events, &spec, reason);
                 return Ok(());
             }
         };
         let user = match job_user(&spec, inner.user) {
             Ok(u) => u,
             Err(reason) => {
-                if let Err(e) = inner.logs.writer(&spec.log_group, &spec.log_stream) {
-                    tracing::warn!(error = %e, "cannot create the attempt's log stream");
-                }
-                span.in_scope(|| tracing::info!(%reason, "attempt could not start"));
-                send_later(
-                    &inner.events,
-                    vec![exited(&spec.job_id, spec.attempt, None, Some(reason))],
-                );
+                super::never_started(&inner.logs, &inner.events, &spec, reason);
                 return Ok(());
             }
         };

@@ -17,7 +17,7 @@
 //! driver's region and endpoint: a server without AWS access ends an attempt with a role with a
 //! `MISCONFIGURATION` reason rather than run it without the access it declared.
 
-use super::{exited, send_later};
+use super::never_started;
 use crate::compute::{
     AttemptSpec, ExpectedAttempt, Runtime, RuntimeError, RuntimeEvent, StopSignal,
 };
@@ -321,14 +321,7 @@ impl Runtime for WithRoles {
                 r
             }
             Err(reason) => {
-                if let Err(e) = self.logs.writer(&spec.log_group, &spec.log_stream) {
-                    tracing::warn!(error = %e, "cannot create the attempt's log stream");
-                }
-                tracing::info!(job_id = %spec.job_id, attempt = spec.attempt, %reason, "attempt could not start");
-                send_later(
-                    &self.events,
-                    vec![exited(&spec.job_id, spec.attempt, None, Some(reason))],
-                );
+                never_started(&self.logs, &self.events, &spec, reason);
                 Ok(())
             }
         }

@@ -24,7 +24,7 @@
 //! `ResourceInitializationError: unable to pull secrets or registry auth: …` naming the secret,
 //! before anything of the job runs, as a task whose secret cannot be fetched ends on ECS.
 
-use super::{exited, send_later};
+use super::never_started;
 use crate::compute::{
     AttemptSpec, ExpectedAttempt, Runtime, RuntimeError, RuntimeEvent, StopSignal,
 };
@@ -179,14 +179,7 @@ impl Runtime for WithSecrets {
         match self.resolve(spec.clone()) {
             Ok(spec) => self.inner.start(spec).await,
             Err(reason) => {
-                if let Err(e) = self.logs.writer(&spec.log_group, &spec.log_stream) {
-                    tracing::warn!(error = %e, "cannot create the attempt's log stream");
-                }
-                tracing::info!(job_id = %spec.job_id, attempt = spec.attempt, %reason, "attempt could not start");
-                send_later(
-                    &self.events,
-                    vec![exited(&spec.job_id, spec.attempt, None, Some(reason))],
-                );
+                never_started(&self.logs, &self.events, &spec, reason);
                 Ok(())
             }
         }
