@@ -224,6 +224,11 @@ pub struct JobUser {
 }
 
 impl JobUser {
+    /// Whether this is the user and group the server itself runs as (nothing to switch).
+    fn is_current(&self) -> bool {
+        self.uid == nix::unistd::geteuid().as_raw() && self.gid == nix::unistd::getegid().as_raw()
+    }
+
     /// Docker's forms of `user`: `name`, `uid`, `name:group`, `uid:gid`. A bare uid with no
     /// account runs with gid = uid, as Docker does with a numeric user missing from the image.
     pub fn parse(user: &str) -> Result<JobUser, String> {
@@ -279,13 +284,6 @@ fn job_user(spec: &AttemptSpec, default: Option<JobUser>) -> Result<Option<JobUs
     JobUser::parse(user)
         .map(Some)
         .map_err(|e| format!("MISCONFIGURATION: containerProperties.user: {e}"))
-}
-
-impl JobUser {
-    /// Whether this is the user and group the server itself runs as (nothing to switch).
-    fn is_current(&self) -> bool {
-        self.uid == nix::unistd::geteuid().as_raw() && self.gid == nix::unistd::getegid().as_raw()
-    }
 }
 
 /// `argv[1]` of the server's own binary run as the exec shim: see [`exec_as`].

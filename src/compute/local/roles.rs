@@ -167,10 +167,6 @@ impl RoleBroker {
     fn revoke(&self, task_id: &str) {
         self.grants().remove(task_id);
     }
-
-    pub fn grants_live(&self) -> usize {
-        self.grants().len()
-    }
 }
 
 /// STS session names allow `[\w+=,.@-]`, up to 64 characters.
