@@ -41,6 +41,8 @@ impl From<StoreError> for BatchError {
                 BatchError::Unavailable(e.to_string())
             }
             StoreError::Fatal(_) => BatchError::Internal(e.to_string()),
+            // The request was not applied; another replica serves it now.
+            StoreError::Fenced => BatchError::Unavailable(e.to_string()),
         }
     }
 }

@@ -70,6 +70,9 @@ struct Metrics {
     store_quarantined: Gauge,
     job_credentials_served: Counter,
     job_credentials_refused: Counter,
+    replica_leader: Gauge,
+    leader_epoch: Gauge,
+    inbox_applied: Counter,
 }
 
 fn metrics() -> &'static Metrics {
@@ -148,8 +151,29 @@ fn metrics() -> &'static Metrics {
             "Requests to the job credentials endpoint refused (unknown attempt or wrong token)",
             job_credentials_refused.clone(),
         );
+        let replica_leader = Gauge::default();
+        registry.register(
+            "replica_leader",
+            "1 while this replica holds the leader lease (runs the engine), 0 as a follower",
+            replica_leader.clone(),
+        );
+        let leader_epoch = Gauge::default();
+        registry.register(
+            "leader_epoch",
+            "The leader lease's epoch as this replica last saw it (0: none yet, or SQLite)",
+            leader_epoch.clone(),
+        );
+        let inbox_applied = Counter::default();
+        registry.register(
+            "inbox_applied",
+            "Commands and submissions queued by other replicas that this leader applied",
+            inbox_applied.clone(),
+        );
         Metrics {
             registry,
+            replica_leader,
+            leader_epoch,
+            inbox_applied,
             job_credentials_served,
             job_credentials_refused,
             store_write_failures,
@@ -197,6 +221,16 @@ pub fn fleet_instances(env: &str, spot: i64, on_demand: i64) {
             })
             .set(v);
     }
+}
+
+pub fn replica_role(leader: bool, epoch: i64) {
+    let m = metrics();
+    m.replica_leader.set(i64::from(leader));
+    m.leader_epoch.set(epoch);
+}
+
+pub fn inbox_applied(n: u64) {
+    metrics().inbox_applied.inc_by(n);
 }
 
 pub fn store_write_failed() {

@@ -5,11 +5,14 @@ use crate::api::{self, AppState, BodyLimits, sigv4::CredentialStore};
 use crate::batch::{Batch, BatchOptions};
 use crate::error::BatchError;
 use crate::store::{self, DataDirLock, LockError, StoreError};
+use crate::util::fence::Fence;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+
+pub mod replica;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct ServerArgs {
@@ -54,6 +57,19 @@ pub struct ServerArgs {
     /// container (`always`), or never (an absent image fails the attempt).
     #[arg(long, value_enum, default_value = "missing", env = "FLOTILLA_PULL")]
     pub pull: crate::compute::local::PullPolicy,
+    /// Where the process runtime keeps its run journal (default `<data-dir>/run`). Replicas on
+    /// one host give the same directory, so that the one that takes over finds and kills the
+    /// attempts the last leader left running.
+    #[arg(long, env = "FLOTILLA_PROCESS_JOURNAL_DIR")]
+    pub process_journal_dir: Option<PathBuf>,
+    /// Where job logs of LOCAL attempts are written and read (default `<data-dir>/logs`).
+    /// Replicas that share one (same host or a shared file system) serve every job's logs.
+    #[arg(long, env = "FLOTILLA_LOGS_DIR")]
+    pub logs_dir: Option<PathBuf>,
+    /// PostgreSQL: seconds the leader's lease lasts without renewal. A follower takes over
+    /// within about this long (plus a second) after the leader dies or is cut off.
+    #[arg(long, default_value_t = 10, env = "FLOTILLA_LEASE_SECONDS")]
+    pub lease_seconds: u64,
     /// Seconds between SIGTERM and SIGKILL when a job is terminated or times out (AWS: 30).
     #[arg(long, default_value_t = 30)]
     pub kill_grace_seconds: u64,
@@ -352,6 +368,7 @@ fn process_options(
     Ok(ProcessOptions {
         user,
         work_dir,
+        journal_dir: args.process_journal_dir.clone(),
         exec_shim: std::env::current_exe().ok(),
     })
 }
@@ -402,73 +419,55 @@ pub async fn run(
     };
     let store = store::open(&url).await?;
     tracing::info!(backend = store.backend(), "store open");
+    if args.lease_seconds < 2 {
+        return Err(ServerError::Config(
+            "--lease-seconds must be at least 2".into(),
+        ));
+    }
     let store_handle = store.clone();
+    let replication = store.replication();
     let aws_driver = args.aws.aws || args.aws.aws_endpoint_url.is_some();
+    // One server per SQLite store: it always leads. On PostgreSQL every server is a replica and
+    // acts only while it holds the lease.
+    let fence = Arc::new(match replication {
+        Some(_) => Fence::closed(),
+        None => Fence::open(),
+    });
+    let role = Arc::new(replica::Role::default());
     // The engine's handle goes into the control plane when it is built; the engine itself
-    // starts once the runtimes exist.
+    // starts once the runtimes exist (at once, or when this replica wins the lease).
     let (engine, inbox) = crate::engine::channel();
+    let replica_dispatch = replication.as_ref().map(|r| {
+        Arc::new(replica::ReplicaDispatch::new(
+            r.clone(),
+            store.clone(),
+            engine.clone(),
+        ))
+    });
+    let dispatch: Arc<dyn crate::batch::dispatch::Dispatch> = match &replica_dispatch {
+        Some(d) => d.clone(),
+        None => Arc::new(engine.clone()),
+    };
     let batch = Arc::new(
         Batch::open(
             store,
             args.region.clone(),
             args.account_id.clone(),
             BatchOptions { aws_driver },
-            Some(Arc::new(engine)),
+            Some(dispatch),
         )
         .await?,
     );
     if !args.no_defaults {
         batch.create_defaults().await?;
     }
-    let logs = Arc::new(crate::logs::LogStore::open(args.data_dir.join("logs"))?);
+    let logs_dir = args
+        .logs_dir
+        .clone()
+        .unwrap_or_else(|| args.data_dir.join("logs"));
+    let logs = Arc::new(crate::logs::LogStore::open(logs_dir)?);
     let (events_tx, events_rx) = tokio::sync::mpsc::channel(10_000);
     let (stop_engine, engine_shutdown) = tokio::sync::watch::channel(false);
-    let roles = if aws_driver {
-        let region = args
-            .aws
-            .aws_region
-            .clone()
-            .unwrap_or_else(|| args.region.clone());
-        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .region(aws_config::Region::new(region));
-        if let Some(url) = &args.aws.aws_endpoint_url {
-            loader = loader.endpoint_url(url);
-        }
-        let sdk = loader.load().await;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let mut stopped = engine_shutdown.clone();
-        let shutdown = async move {
-            let _ = stopped.wait_for(|stop| *stop).await;
-        };
-        let addr = listener.local_addr()?;
-        let broker = crate::compute::local::roles::RoleBroker::new(&sdk, addr);
-        let router = broker.router();
-        let limits = ConnLimits {
-            max_connections: 256,
-            header_timeout: Duration::from_secs(10),
-            idle_timeout: Duration::from_secs(30),
-        };
-        tokio::spawn(async move {
-            if let Err(e) = listener::serve(listener, router, limits, None, shutdown).await {
-                tracing::error!(error = %e, "job credentials listener failed");
-            }
-        });
-        tracing::info!(%addr, "job role credentials served on loopback");
-        Some(broker)
-    } else {
-        None
-    };
-    let local = crate::compute::local::connect(
-        args.local_runtime,
-        args.pull,
-        &args.data_dir,
-        process_options(&args)?,
-        roles,
-        logs.clone(),
-        events_tx.clone(),
-    )
-    .await
-    .map_err(|e| ServerError::Config(format!("local runtime: {e}")))?;
     let aws = if aws_driver {
         let a = &args.aws;
         let driver = crate::compute::aws::AwsDriver::connect(
@@ -479,13 +478,14 @@ pub async fn run(
                     region: a.aws_region.clone().unwrap_or_else(|| args.region.clone()),
                     call_timeout: std::time::Duration::from_secs(30),
                     max_attempts: a.aws_max_attempts,
+                    fence: fence.clone(),
                 },
                 poll_interval: std::time::Duration::from_millis(a.aws_poll_ms.max(50)),
                 idle_timeout: std::time::Duration::from_secs(a.aws_idle_seconds),
                 image_id: a.aws_ami.clone(),
                 capacity_backoff: std::time::Duration::from_secs(a.aws_capacity_backoff_seconds),
             },
-            events_tx,
+            events_tx.clone(),
         )
         .await;
         tracing::info!(endpoint = ?a.aws_endpoint_url, "aws compute driver on");
@@ -493,34 +493,88 @@ pub async fn run(
     } else {
         None
     };
-    let runtime = Arc::new(crate::compute::Router {
-        local,
+    let parts = EngineParts {
+        args: args.clone(),
+        batch: batch.clone(),
+        logs: logs.clone(),
         aws: aws.clone(),
-    });
-    let engine_task = crate::engine::Engine::start(
+        fence: fence.clone(),
         inbox,
-        batch.clone(),
-        runtime,
+        handle: engine.clone(),
+        events_tx,
         events_rx,
-        crate::engine::EngineConfig {
-            kill_grace: std::time::Duration::from_secs(args.kill_grace_seconds),
-            fleet: aws.as_ref().map(|d| d.fleet()),
-            spot_max_interruptions: args.aws.spot_max_interruptions,
-            region: args.region.clone(),
-            ..Default::default()
-        },
-        Arc::new(crate::util::time::SystemClock),
-        engine_shutdown.clone(),
-    )
-    .await?;
-    if let Some(driver) = &aws {
-        driver.spawn(engine_shutdown);
-    }
+        engine_shutdown: engine_shutdown.clone(),
+    };
+    let (engine_task, lease) = match (&replication, &replica_dispatch) {
+        (Some(repl), Some(dispatch)) => {
+            let holder = format!(
+                "{}/{}/{}",
+                std::fs::read_to_string("/proc/sys/kernel/hostname")
+                    .map(|h| h.trim().to_string())
+                    .unwrap_or_default(),
+                std::process::id(),
+                uuid::Uuid::new_v4().simple()
+            );
+            let timing = replica::LeaseTiming {
+                ttl: Duration::from_secs(args.lease_seconds),
+            };
+            tracing::info!(%holder, lease_seconds = args.lease_seconds, "replica: following until the leader lease is free");
+            let (repl, dispatch, fence, role) =
+                (repl.clone(), dispatch.clone(), fence.clone(), role.clone());
+            let lease = Arc::new(std::sync::Mutex::new(None::<i64>));
+            let held = lease.clone();
+            let task = tokio::spawn(async move {
+                let epoch = replica::acquire(&repl, &holder, timing, &fence, &role).await;
+                if let Ok(mut l) = held.lock() {
+                    *l = Some(epoch);
+                }
+                let guard = {
+                    let (repl, holder, fence) = (repl.clone(), holder.clone(), fence.clone());
+                    tokio::spawn(async move {
+                        let why = replica::hold(&repl, &holder, epoch, timing, &fence).await;
+                        // Nothing more may be written or launched by this process; what it holds
+                        // in memory is stale. Exit so that a supervisor starts it again as a
+                        // follower.
+                        tracing::error!(epoch, reason = %why, "deposed: this replica lost the leader lease; exiting");
+                        eprintln!("flotilla: deposed leader (epoch {epoch}): {why}; exiting");
+                        std::process::exit(DEPOSED_EXIT);
+                    })
+                };
+                let started = match parts.start().await {
+                    Ok(t) => t,
+                    Err(e) => {
+                        tracing::error!(error = %e, "leader could not start the engine; giving the lease up");
+                        let _ = repl.release(&holder, epoch).await;
+                        eprintln!("flotilla: leader could not start the engine: {e}");
+                        std::process::exit(1);
+                    }
+                };
+                dispatch.lead();
+                let inbox = tokio::spawn(replica::apply_inbox(
+                    repl.clone(),
+                    started.handle.clone(),
+                    dispatch,
+                ));
+                let _ = started.task.await;
+                inbox.abort();
+                guard.abort();
+                let _ = repl.release(&holder, epoch).await;
+            });
+            (task, Some(lease))
+        }
+        _ => {
+            let started = parts.start().await?;
+            role.set_single();
+            (started.task, None)
+        }
+    };
+    let _ = (engine, lease);
     let state = Arc::new(AppState {
         batch,
         credentials,
         logs: Some(logs),
         aws: aws.clone(),
+        role: replication.is_some().then(|| role.clone()),
         body_limits: args.limits.body_limits(),
         metrics_on_api: args.metrics_listen.is_none(),
     });
@@ -561,15 +615,132 @@ pub async fn run(
         let _ = task.await;
     }
     // Requests have drained; the engine finishes its round. Running attempts keep running and
-    // are recovered at the next start.
+    // are recovered at the next start. A follower's task is still waiting for the lease.
     let _ = stop_engine.send(true);
-    let _ = engine_task.await;
+    if role.is_leader() || replication.is_none() {
+        let _ = engine_task.await;
+    } else {
+        engine_task.abort();
+    }
     // The engine has written its last round: leave the database whole in its main file.
     if let Err(e) = store_handle.shutdown().await {
         tracing::warn!(error = %e, "store shutdown incomplete; the next start replays the WAL");
     }
     tracing::info!("server stopped");
     Ok(())
+}
+
+/// The exit status of a leader that lost its lease (EX_TEMPFAIL: start it again).
+pub const DEPOSED_EXIT: i32 = 75;
+
+/// What it takes to start the engine and its runtimes: at once on a single server, when the
+/// lease is won on a replica.
+struct EngineParts {
+    args: ServerArgs,
+    batch: Arc<Batch>,
+    logs: Arc<crate::logs::LogStore>,
+    aws: Option<Arc<crate::compute::aws::AwsDriver>>,
+    fence: Arc<Fence>,
+    inbox: crate::engine::Inbox,
+    handle: crate::engine::EngineHandle,
+    events_tx: tokio::sync::mpsc::Sender<crate::compute::RuntimeEvent>,
+    events_rx: tokio::sync::mpsc::Receiver<crate::compute::RuntimeEvent>,
+    engine_shutdown: tokio::sync::watch::Receiver<bool>,
+}
+
+struct Started {
+    task: tokio::task::JoinHandle<()>,
+    handle: crate::engine::EngineHandle,
+}
+
+impl EngineParts {
+    async fn start(self) -> Result<Started, ServerError> {
+        let EngineParts {
+            args,
+            batch,
+            logs,
+            aws,
+            fence,
+            inbox,
+            handle,
+            events_tx,
+            events_rx,
+            engine_shutdown,
+        } = self;
+        // What other replicas changed while this one followed.
+        batch.refresh_catalog().await?;
+        let roles = if aws.is_some() {
+            let region = args
+                .aws
+                .aws_region
+                .clone()
+                .unwrap_or_else(|| args.region.clone());
+            let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+                .region(aws_config::Region::new(region));
+            if let Some(url) = &args.aws.aws_endpoint_url {
+                loader = loader.endpoint_url(url);
+            }
+            let sdk = loader.load().await;
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+            let mut stopped = engine_shutdown.clone();
+            let shutdown = async move {
+                let _ = stopped.wait_for(|stop| *stop).await;
+            };
+            let addr = listener.local_addr()?;
+            let broker = crate::compute::local::roles::RoleBroker::new(&sdk, addr);
+            let router = broker.router();
+            let limits = ConnLimits {
+                max_connections: 256,
+                header_timeout: Duration::from_secs(10),
+                idle_timeout: Duration::from_secs(30),
+            };
+            tokio::spawn(async move {
+                if let Err(e) = listener::serve(listener, router, limits, None, shutdown).await {
+                    tracing::error!(error = %e, "job credentials listener failed");
+                }
+            });
+            tracing::info!(%addr, "job role credentials served on loopback");
+            Some(broker)
+        } else {
+            None
+        };
+        let local = crate::compute::local::connect(
+            args.local_runtime,
+            args.pull,
+            &args.data_dir,
+            process_options(&args)?,
+            roles,
+            logs,
+            events_tx,
+        )
+        .await
+        .map_err(|e| ServerError::Config(format!("local runtime: {e}")))?;
+        let runtime = Arc::new(crate::compute::Router {
+            local,
+            aws: aws.clone(),
+            fence,
+        });
+        let task = crate::engine::Engine::start(
+            inbox,
+            batch,
+            runtime,
+            events_rx,
+            crate::engine::EngineConfig {
+                kill_grace: std::time::Duration::from_secs(args.kill_grace_seconds),
+                fleet: aws.as_ref().map(|d| d.fleet()),
+                spot_max_interruptions: args.aws.spot_max_interruptions,
+                region: args.region.clone(),
+                ..Default::default()
+            },
+            Arc::new(crate::util::time::SystemClock),
+            engine_shutdown.clone(),
+        )
+        .await?;
+        if let Some(driver) = &aws {
+            driver.spawn(engine_shutdown);
+        }
+        Ok(Started { task, handle })
+    }
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

@@ -41,6 +41,8 @@ pub struct AppState {
     pub body_limits: BodyLimits,
     /// Serve `/metrics` on the API listener (false when it has a listener of its own).
     pub metrics_on_api: bool,
+    /// Replicas on PostgreSQL: whether this one leads, for `/healthz`; `None` on SQLite.
+    pub role: Option<Arc<crate::server::replica::Role>>,
 }
 
 /// Largest request body read at all; per-operation limits are stricter.
@@ -71,7 +73,25 @@ pub fn router(state: Arc<AppState>) -> Router {
 /// server still answers reads, but accepts nothing new and moves no job until writes land.
 async fn healthz(State(state): State<Arc<AppState>>) -> Response {
     match state.batch.store().write_health().status() {
-        None => "ok".into_response(),
+        None => match &state.role {
+            None => "ok".into_response(),
+            Some(role) => {
+                let (name, epoch) = (
+                    if role.is_leader() {
+                        "leader"
+                    } else {
+                        "follower"
+                    },
+                    role.epoch(),
+                );
+                let body = if epoch > 0 {
+                    format!("ok {name} epoch={epoch}\n")
+                } else {
+                    format!("ok {name}\n")
+                };
+                ([("x-flotilla-role", name)], body).into_response()
+            }
+        },
         Some(d) => (
             StatusCode::SERVICE_UNAVAILABLE,
             format!(

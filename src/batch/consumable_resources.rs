@@ -76,7 +76,7 @@ impl Batch {
     /// resources are dropped. The published `released` of each is lowered at the same time,
     /// under the catalog's lock, so a reader never sees a consumption both settled and pending.
     pub async fn consume(&self, released: &mut Vec<(String, u64)>) -> BatchResult<()> {
-        let mut guard = self.catalog.write().await;
+        let mut guard = self.cat_mut().await;
         let cat = Arc::make_mut(&mut *guard);
         while let Some((name, q)) = released.last() {
             let (name, q) = (name.clone(), *q);
@@ -190,7 +190,7 @@ impl Batch {
         if let Some(t) = &req.tags {
             v::tags("tags", t)?;
         }
-        let mut guard = self.catalog.write().await;
+        let mut guard = self.cat_mut().await;
         let cat = Arc::make_mut(&mut *guard);
         if cat.consumable_resources.contains_key(&name) {
             return Err(exists("consumableResourceName", &name));
@@ -238,7 +238,7 @@ impl Batch {
                 t.len()
             )));
         }
-        let mut guard = self.catalog.write().await;
+        let mut guard = self.cat_mut().await;
         let cat = Arc::make_mut(&mut *guard);
         let mut r = self
             .resolve_consumable(cat, &req.consumable_resource, "consumableResource")?
@@ -301,7 +301,7 @@ impl Batch {
     }
 
     pub async fn delete_consumable_resource(&self, value: &str) -> BatchResult<Value> {
-        let mut guard = self.catalog.write().await;
+        let mut guard = self.cat_mut().await;
         let cat = Arc::make_mut(&mut *guard);
         let r = self
             .resolve_consumable(cat, value, "consumableResource")?
@@ -323,7 +323,7 @@ impl Batch {
     }
 
     pub async fn describe_consumable_resource(&self, value: &str) -> BatchResult<Value> {
-        let cat = self.catalog.read().await;
+        let cat = self.cat().await;
         let r = self.resolve_consumable(&cat, value, "consumableResource")?;
         let (total, in_use, available) =
             consumable_quantities(r, self.consumable_use(&r.consumable_resource_name));
@@ -358,7 +358,7 @@ impl Batch {
             }
         }
         let filtered = req.filters.as_ref().is_some_and(|f| !f.is_empty());
-        let cat = self.catalog.read().await;
+        let cat = self.cat().await;
         let items = cat
             .consumable_resources
             .iter()
@@ -391,7 +391,7 @@ impl Batch {
         req: ListJobsByConsumableResourceRequest,
     ) -> BatchResult<Value> {
         let name = {
-            let cat = self.catalog.read().await;
+            let cat = self.cat().await;
             self.resolve_consumable(&cat, &req.consumable_resource, "consumableResource")?
                 .consumable_resource_name
                 .clone()

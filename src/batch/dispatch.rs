@@ -9,8 +9,35 @@ use crate::scheduler::Resources;
 /// A job just made durable, with its array parent (id, index) if it is a child.
 pub type NewJob = (JobDetail, Option<(String, i32)>);
 
-/// Changes a job's tags; the runner applies it to the job it holds.
-pub type TagFn = Box<dyn FnOnce(&mut Tags) -> BatchResult<()> + Send>;
+/// A change to a job's tags, as data (not a closure) so that a replica that does not run the
+/// engine can queue it for the one that does.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub enum TagOp {
+    /// ListTagsForResource: no change.
+    Read,
+    /// TagResource: add or replace these.
+    Tag(Tags),
+    /// UntagResource: remove these keys.
+    Untag(Vec<String>),
+}
+
+impl TagOp {
+    pub fn apply(&self, tags: &mut Tags) -> BatchResult<()> {
+        match self {
+            TagOp::Read => {}
+            TagOp::Tag(new) => tags.extend(new.iter().map(|(k, v)| (k.clone(), v.clone()))),
+            TagOp::Untag(keys) => {
+                for k in keys {
+                    tags.remove(k);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What the runner applies to a job's tags.
+pub type TagFn = TagOp;
 
 pub enum TagsReply {
     Applied(BatchResult<Tags>),

@@ -10,7 +10,7 @@ impl Batch {
         req: RegisterJobDefinitionRequest,
     ) -> BatchResult<Value> {
         v::register_job_definition(&req)?;
-        let mut guard = self.catalog.write().await;
+        let mut guard = self.cat_mut().await;
         if let Some(p) = &req.consumable_resource_properties {
             self.check_consumables(&guard, p, "consumableResourceProperties")?;
         }
@@ -90,7 +90,7 @@ impl Batch {
     }
 
     pub async fn deregister_job_definition(&self, value: &str) -> BatchResult<Value> {
-        let mut guard = self.catalog.write().await;
+        let mut guard = self.cat_mut().await;
         let cat = Arc::make_mut(&mut *guard);
         if !self
             .name_of(ArnKind::JobDefinition, value)
@@ -123,7 +123,7 @@ impl Batch {
             .as_deref()
             .map(|s| v::wire("status", s))
             .transpose()?;
-        let cat = self.catalog.read().await;
+        let cat = self.cat().await;
         let mut picked: Vec<&JobDefinition> = Vec::new();
         if let Some(list) = &req.job_definitions {
             if list.len() > 100 {

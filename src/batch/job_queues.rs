@@ -85,7 +85,7 @@ impl Batch {
         if let Some(a) = &req.job_state_time_limit_actions {
             v::job_state_time_limit_actions("jobStateTimeLimitActions", a)?;
         }
-        let mut guard = self.catalog.write().await;
+        let mut guard = self.cat_mut().await;
         let cat = Arc::make_mut(&mut *guard);
         let order =
             self.check_ce_order(cat, req.compute_environment_order.as_deref().unwrap_or(&[]))?;
@@ -134,7 +134,7 @@ impl Batch {
     }
 
     pub async fn update_job_queue(&self, req: UpdateJobQueueRequest) -> BatchResult<Value> {
-        let mut guard = self.catalog.write().await;
+        let mut guard = self.cat_mut().await;
         let cat = Arc::make_mut(&mut *guard);
         let mut q = self.resolve_queue(cat, &req.job_queue, "jobQueue")?.clone();
         if let Some(s) = &req.state {
@@ -178,7 +178,7 @@ impl Batch {
     }
 
     pub async fn delete_job_queue(&self, value: &str) -> BatchResult<Value> {
-        let mut guard = self.catalog.write().await;
+        let mut guard = self.cat_mut().await;
         let cat = Arc::make_mut(&mut *guard);
         let q = self.resolve_queue(cat, value, "jobQueue")?.clone();
         if q.state != ResourceState::Disabled {
@@ -196,7 +196,7 @@ impl Batch {
     }
 
     pub async fn describe_job_queues(&self, req: DescribeRequest) -> BatchResult<Value> {
-        let cat = self.catalog.read().await;
+        let cat = self.cat().await;
         if let Some(names) = &req.job_queues {
             if names.len() > 100 {
                 return Err(BatchError::client(format!(

@@ -146,7 +146,7 @@ impl Batch {
     pub async fn submit_job(self: &Arc<Self>, req: SubmitJobRequest) -> BatchResult<Value> {
         v::submit_job(&req)?;
         let (queue, jd) = {
-            let cat = self.catalog.read().await;
+            let cat = self.cat().await;
             let q = self.resolve_queue(&cat, &req.job_queue, "jobQueue")?;
             if q.state != ResourceState::Enabled {
                 return Err(BatchError::client(format!(
@@ -604,7 +604,7 @@ impl Batch {
             v::one_of("jobStatus", s, &JOB_STATUSES)?;
         }
         let scope = if let Some(q) = &req.job_queue {
-            let cat = self.catalog.read().await;
+            let cat = self.cat().await;
             JobScope::Queue(
                 self.resolve_queue(&cat, q, "jobQueue")?
                     .job_queue_arn
@@ -793,13 +793,8 @@ impl Batch {
         Ok(json!({ "successful": successful, "errors": errors }))
     }
 
-    pub(super) async fn with_job_tags(
-        &self,
-        job_id: &str,
-        f: impl FnOnce(&mut Tags) -> BatchResult<()> + Send + 'static,
-    ) -> BatchResult<Tags> {
+    pub(super) async fn with_job_tags(&self, job_id: &str, f: TagFn) -> BatchResult<Tags> {
         self.children_settled([job_id]).await;
-        let f: TagFn = Box::new(f);
         let f = match self.engine() {
             None => f,
             Some(engine) => match engine.tags(job_id, f).await? {
@@ -819,7 +814,7 @@ impl Batch {
         let mut job: JobDetail = from_json("job", &row.doc)?;
         let mut tags = job.tags.clone().unwrap_or_default();
         let before = tags.clone();
-        f(&mut tags)?;
+        f.apply(&mut tags)?;
         v::tags("tags", &tags)?;
         if tags != before {
             job.tags = Some(tags.clone());
@@ -833,7 +828,7 @@ impl Batch {
     /// start them, and what its jobs hold now, from the engine (which owns both).
     pub async fn job_queue_snapshot(&self, queue: &str) -> BatchResult<Value> {
         let arn = {
-            let cat = self.catalog.read().await;
+            let cat = self.cat().await;
             self.resolve_queue(&cat, queue, "jobQueue")?
                 .job_queue_arn
                 .clone()

@@ -54,6 +54,10 @@ pub struct Batch {
     /// What the engine's attempts hold of each consumable resource, as it last published
     /// (see [`ConsumableUse`]).
     consumable_use: std::sync::Mutex<std::collections::HashMap<String, ConsumableUse>>,
+    /// The store's catalog version the catalog was loaded at (replicas; see `refresh_catalog`).
+    catalog_version: std::sync::atomic::AtomicI64,
+    /// One reload at a time.
+    refreshing: tokio::sync::Mutex<()>,
 }
 
 /// What the control plane must know of how the server runs, given when it is built.
@@ -106,49 +110,11 @@ impl Batch {
         opts: BatchOptions,
         dispatch: Option<Arc<dyn Dispatch>>,
     ) -> BatchResult<Self> {
-        let mut catalog = Catalog::default();
-        for row in store.load_resources().await? {
-            // One unreadable document costs its resource, not the start: it is moved to the
-            // store's quarantine table and the server starts with the rest.
-            let mut add = || -> BatchResult<()> {
-                match row.kind {
-                    ResourceKind::ComputeEnvironment => {
-                        let ce: ComputeEnvironmentDetail =
-                            from_json("compute environment", &row.doc)?;
-                        catalog
-                            .compute_environments
-                            .insert(ce.compute_environment_name.clone(), ce);
-                    }
-                    ResourceKind::JobQueue => {
-                        let q: JobQueueDetail = from_json("job queue", &row.doc)?;
-                        catalog.queues.insert(q.job_queue_name.clone(), q);
-                    }
-                    ResourceKind::JobDefinition => {
-                        let jd: JobDefinition = from_json("job definition", &row.doc)?;
-                        catalog
-                            .job_definitions
-                            .entry(jd.job_definition_name.clone())
-                            .or_default()
-                            .insert(jd.revision, jd);
-                    }
-                    ResourceKind::SchedulingPolicy => {
-                        let p: SchedulingPolicyDetail = from_json("scheduling policy", &row.doc)?;
-                        catalog.scheduling_policies.insert(p.name.clone(), p);
-                    }
-                    ResourceKind::ConsumableResource => {
-                        let r: ConsumableResourceDetail =
-                            from_json("consumable resource", &row.doc)?;
-                        catalog
-                            .consumable_resources
-                            .insert(r.consumable_resource_name.clone(), r);
-                    }
-                }
-                Ok(())
-            };
-            if let Err(e) = add() {
-                store.quarantine_resource(&row, &e.to_string()).await?;
-            }
-        }
+        let version = match store.replication() {
+            Some(r) => r.catalog_version().await?,
+            None => 0,
+        };
+        let catalog = load_catalog(store.as_ref(), true).await?;
         let host_cpus = std::thread::available_parallelism()
             .map(|n| n.get() as i32)
             .unwrap_or(1);
@@ -163,7 +129,56 @@ impl Batch {
             shared_properties: std::sync::Mutex::default(),
             materialising: std::sync::Mutex::default(),
             consumable_use: std::sync::Mutex::default(),
+            catalog_version: std::sync::atomic::AtomicI64::new(version),
+            refreshing: tokio::sync::Mutex::new(()),
         })
+    }
+
+    /// On a store replicas share: reloads the catalog if another replica (or this one) changed
+    /// it since it was loaded, so that a resource created through any replica is visible and
+    /// usable through this one at once. Returns whether it reloaded.
+    pub async fn refresh_catalog(&self) -> BatchResult<bool> {
+        use std::sync::atomic::Ordering;
+        let Some(repl) = self.store.replication() else {
+            return Ok(false);
+        };
+        if repl.catalog_version().await? == self.catalog_version.load(Ordering::SeqCst) {
+            return Ok(false);
+        }
+        let _one = self.refreshing.lock().await;
+        // Read before the resources: a change landing in between is seen by the next check.
+        let version = repl.catalog_version().await?;
+        if version == self.catalog_version.load(Ordering::SeqCst) {
+            return Ok(false);
+        }
+        let fresh = load_catalog(self.store.as_ref(), false).await?;
+        // Bounded: a caller that already holds the catalog (a nested read) must not wait on
+        // itself; it answers from the loaded catalog and the next request reloads.
+        let Ok(mut guard) =
+            tokio::time::timeout(std::time::Duration::from_millis(50), self.catalog.write()).await
+        else {
+            return Ok(false);
+        };
+        *guard = Arc::new(fresh);
+        self.catalog_version.store(version, Ordering::SeqCst);
+        tracing::debug!(version, "catalog reloaded");
+        Ok(true)
+    }
+
+    /// The catalog for a request: fresh from the store when replicas share it.
+    async fn cat(&self) -> tokio::sync::RwLockReadGuard<'_, Arc<Catalog>> {
+        if let Err(e) = self.refresh_catalog().await {
+            tracing::warn!(error = %e, "catalog refresh failed; answering from the loaded one");
+        }
+        self.catalog.read().await
+    }
+
+    /// The catalog to change, fresh from the store when replicas share it.
+    async fn cat_mut(&self) -> tokio::sync::RwLockWriteGuard<'_, Arc<Catalog>> {
+        if let Err(e) = self.refresh_catalog().await {
+            tracing::warn!(error = %e, "catalog refresh failed; changing the loaded one");
+        }
+        self.catalog.write().await
     }
 
     /// `props`, or an equal copy already held by other jobs of the same definition.
@@ -192,7 +207,7 @@ impl Batch {
         name: &str,
         f: impl FnOnce(&mut ComputeEnvironmentDetail),
     ) -> BatchResult<bool> {
-        let mut guard = self.catalog.write().await;
+        let mut guard = self.cat_mut().await;
         let Some(ce) = guard.compute_environments.get(name) else {
             return Ok(false);
         };
@@ -300,6 +315,58 @@ impl Batch {
         self.wake_engine();
         Ok(())
     }
+}
+
+/// Every resource in the store, parsed. At start (`quarantine`) an unreadable document is moved
+/// to the quarantine table; on a reload it is only left out (the replica that started first
+/// has quarantined it, or will at its next start).
+async fn load_catalog(store: &dyn Store, quarantine: bool) -> BatchResult<Catalog> {
+    let mut catalog = Catalog::default();
+    for row in store.load_resources().await? {
+        // One unreadable document costs its resource, not the start: it is moved to the
+        // store's quarantine table and the server starts with the rest.
+        let mut add = || -> BatchResult<()> {
+            match row.kind {
+                ResourceKind::ComputeEnvironment => {
+                    let ce: ComputeEnvironmentDetail = from_json("compute environment", &row.doc)?;
+                    catalog
+                        .compute_environments
+                        .insert(ce.compute_environment_name.clone(), ce);
+                }
+                ResourceKind::JobQueue => {
+                    let q: JobQueueDetail = from_json("job queue", &row.doc)?;
+                    catalog.queues.insert(q.job_queue_name.clone(), q);
+                }
+                ResourceKind::JobDefinition => {
+                    let jd: JobDefinition = from_json("job definition", &row.doc)?;
+                    catalog
+                        .job_definitions
+                        .entry(jd.job_definition_name.clone())
+                        .or_default()
+                        .insert(jd.revision, jd);
+                }
+                ResourceKind::SchedulingPolicy => {
+                    let p: SchedulingPolicyDetail = from_json("scheduling policy", &row.doc)?;
+                    catalog.scheduling_policies.insert(p.name.clone(), p);
+                }
+                ResourceKind::ConsumableResource => {
+                    let r: ConsumableResourceDetail = from_json("consumable resource", &row.doc)?;
+                    catalog
+                        .consumable_resources
+                        .insert(r.consumable_resource_name.clone(), r);
+                }
+            }
+            Ok(())
+        };
+        if let Err(e) = add() {
+            if quarantine {
+                store.quarantine_resource(&row, &e.to_string()).await?;
+            } else {
+                tracing::warn!(arn = %row.arn, error = %e, "unreadable resource left out");
+            }
+        }
+    }
+    Ok(catalog)
 }
 
 pub(crate) fn job_row(job: &JobDetail, parent: Option<(&str, i32)>) -> BatchResult<JobRow> {

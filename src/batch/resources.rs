@@ -137,7 +137,7 @@ impl Batch {
             v::range("unmanagedvCpus", u.into(), 0, i32::MAX.into())?;
         }
 
-        let mut guard = self.catalog.write().await;
+        let mut guard = self.cat_mut().await;
         let cat = Arc::make_mut(&mut *guard);
         if cat
             .compute_environments
@@ -256,7 +256,7 @@ impl Batch {
         &self,
         req: UpdateComputeEnvironmentRequest,
     ) -> BatchResult<Value> {
-        let mut guard = self.catalog.write().await;
+        let mut guard = self.cat_mut().await;
         let cat = Arc::make_mut(&mut *guard);
         let mut ce = self
             .resolve_ce(cat, &req.compute_environment, "computeEnvironment")?
@@ -361,7 +361,7 @@ impl Batch {
     }
 
     pub async fn delete_compute_environment(&self, value: &str) -> BatchResult<Value> {
-        let mut guard = self.catalog.write().await;
+        let mut guard = self.cat_mut().await;
         let cat = Arc::make_mut(&mut *guard);
         let ce = self.resolve_ce(cat, value, "computeEnvironment")?.clone();
         if ce.state != ResourceState::Disabled {
@@ -393,7 +393,7 @@ impl Batch {
     }
 
     pub async fn describe_compute_environments(&self, req: DescribeRequest) -> BatchResult<Value> {
-        let cat = self.catalog.read().await;
+        let cat = self.cat().await;
         if let Some(names) = &req.compute_environments {
             if names.len() > 100 {
                 return Err(BatchError::client(format!(

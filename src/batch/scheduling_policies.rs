@@ -22,7 +22,7 @@ impl Batch {
         if let Some(t) = &req.tags {
             v::tags("tags", t)?;
         }
-        let mut guard = self.catalog.write().await;
+        let mut guard = self.cat_mut().await;
         let cat = Arc::make_mut(&mut *guard);
         if cat.scheduling_policies.contains_key(&req.name) {
             return Err(exists("name", &req.name));
@@ -64,7 +64,7 @@ impl Batch {
                 "quotaSharePolicy: quota-share policies are not supported by Flotilla",
             ));
         }
-        let mut guard = self.catalog.write().await;
+        let mut guard = self.cat_mut().await;
         let cat = Arc::make_mut(&mut *guard);
         let mut p = self.resolve_policy(cat, &req.arn)?.clone();
         if let Some(f) = req.fairshare_policy {
@@ -82,7 +82,7 @@ impl Batch {
     }
 
     pub async fn delete_scheduling_policy(&self, arn: &str) -> BatchResult<Value> {
-        let mut guard = self.catalog.write().await;
+        let mut guard = self.cat_mut().await;
         let cat = Arc::make_mut(&mut *guard);
         let p = self.resolve_policy(cat, arn)?.clone();
         if let Some(q) = cat
@@ -109,7 +109,7 @@ impl Batch {
                 arns.len()
             )));
         }
-        let cat = self.catalog.read().await;
+        let cat = self.cat().await;
         let found: Vec<_> = arns
             .iter()
             .filter_map(|a| self.resolve_policy(&cat, a).ok())
@@ -122,7 +122,7 @@ impl Batch {
         max_results: Option<i32>,
         next_token: Option<&str>,
     ) -> BatchResult<Value> {
-        let cat = self.catalog.read().await;
+        let cat = self.cat().await;
         let items = cat
             .scheduling_policies
             .iter()

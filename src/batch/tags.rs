@@ -6,19 +6,16 @@ use serde_json::{Value, json};
 
 impl Batch {
     /// Applies `f` to the tags of the resource `arn` names, persists, and returns the new tags.
-    pub async fn with_tags(
-        &self,
-        arn: &str,
-        f: impl FnOnce(&mut Tags) -> BatchResult<()> + Send + 'static,
-    ) -> BatchResult<Tags> {
+    pub async fn with_tags(&self, arn: &str, op: dispatch::TagOp) -> BatchResult<Tags> {
+        let f = |t: &mut Tags| op.apply(t);
         let (kind, name) = self.parse_arn(arn).ok_or_else(|| {
             BatchError::client(format!("resourceArn: {arn:?} is not an ARN of this server"))
         })?;
         let missing = || BatchError::client(format!("resourceArn: no resource {arn:?}"));
         if kind == ArnKind::Job {
-            return self.with_job_tags(name, f).await;
+            return self.with_job_tags(name, op).await;
         }
-        let mut guard = self.catalog.write().await;
+        let mut guard = self.cat_mut().await;
         let cat = Arc::make_mut(&mut *guard);
         let (tags, rkind, doc) = match kind {
             ArnKind::ComputeEnvironment => {
@@ -99,7 +96,7 @@ impl Batch {
     }
 
     pub async fn list_tags(&self, arn: &str) -> BatchResult<Value> {
-        let tags = self.with_tags(arn, |_| Ok(())).await?;
+        let tags = self.with_tags(arn, dispatch::TagOp::Read).await?;
         Ok(json!({ "tags": tags }))
     }
 
@@ -108,11 +105,7 @@ impl Batch {
             return Err(BatchError::client("tags: at least one tag is required"));
         }
         v::tags("tags", &new)?;
-        self.with_tags(arn, |t| {
-            t.extend(new);
-            Ok(())
-        })
-        .await?;
+        self.with_tags(arn, dispatch::TagOp::Tag(new)).await?;
         Ok(json!({}))
     }
 
@@ -120,13 +113,7 @@ impl Batch {
         if keys.is_empty() {
             return Err(BatchError::client("tagKeys: at least one key is required"));
         }
-        self.with_tags(arn, move |t| {
-            for k in &keys {
-                t.remove(k);
-            }
-            Ok(())
-        })
-        .await?;
+        self.with_tags(arn, dispatch::TagOp::Untag(keys)).await?;
         Ok(json!({}))
     }
 
@@ -153,7 +140,7 @@ impl Batch {
             })
             .await?;
         }
-        let has_q = self.catalog.read().await.queues.contains_key("default");
+        let has_q = self.cat().await.queues.contains_key("default");
         if !has_q {
             self.create_job_queue(CreateJobQueueRequest {
                 job_queue_name: "default".into(),

@@ -6,9 +6,18 @@ use std::sync::Arc;
 pub struct Router {
     pub local: Arc<dyn Runtime>,
     pub aws: Option<Arc<aws::AwsDriver>>,
+    /// Checked before anything reaches a runtime: a replica that is not (or no longer) the
+    /// leader starts, stops and recovers nothing.
+    pub fence: Arc<crate::util::fence::Fence>,
 }
 
 impl Router {
+    fn fenced(&self) -> Result<(), RuntimeError> {
+        self.fence
+            .check()
+            .map_err(|e| RuntimeError::Unavailable(e.to_string()))
+    }
+
     fn aws(&self) -> Result<&Arc<aws::AwsDriver>, RuntimeError> {
         self.aws.as_ref().ok_or_else(|| {
             RuntimeError::Rejected(
@@ -25,6 +34,7 @@ impl Runtime for Router {
     }
 
     async fn start(&self, spec: AttemptSpec) -> Result<(), RuntimeError> {
+        self.fenced()?;
         match spec.target {
             Target::Local => self.local.start(spec).await,
             Target::Ecs { .. } => self.aws()?.start(spec).await,
@@ -37,6 +47,7 @@ impl Runtime for Router {
         attempt: u32,
         signal: StopSignal,
     ) -> Result<(), RuntimeError> {
+        self.fenced()?;
         if let Some(aws) = &self.aws
             && aws.owns(job_id)
         {
@@ -50,6 +61,7 @@ impl Runtime for Router {
     }
 
     async fn recover(&self, expected: Vec<ExpectedAttempt>) -> Result<(), RuntimeError> {
+        self.fenced()?;
         let (ecs, local): (Vec<_>, Vec<_>) = expected
             .into_iter()
             .partition(|e| matches!(e.target, Target::Ecs { .. }));

@@ -64,7 +64,8 @@ impl Engine {
             return TagsReply::NotActive(f);
         };
         let mut tags = job.d.tags.clone().unwrap_or_default();
-        let applied = f(&mut tags)
+        let applied = f
+            .apply(&mut tags)
             .and_then(|()| validate::tags("tags", &tags).map_err(BatchError::from))
             .map(|()| {
                 job.d.tags = Some(tags.clone());

@@ -30,6 +30,12 @@ pub(super) enum Input {
         queue_arn: String,
         reply: oneshot::Sender<QueueSnapshot>,
     },
+    /// Jobs another replica committed and queued for this one: read from the store and
+    /// registered unless already held. Answered once registered.
+    Load {
+        ids: Vec<String>,
+        reply: oneshot::Sender<BatchResult<()>>,
+    },
     /// Queues or compute environments changed (or a test moved its clock): replan.
     Wake,
 }
@@ -68,6 +74,13 @@ fn gone() -> BatchError {
 }
 
 impl EngineHandle {
+    /// Registers jobs another replica committed, by ID (see `Input::Load`). Reading them in
+    /// the engine's own round, rather than before handing them over, means a job the engine
+    /// has already finished is never taken for a new one from a stale read.
+    pub async fn load_submitted(&self, ids: Vec<String>) -> BatchResult<()> {
+        self.ask(|reply| Input::Load { ids, reply }).await?
+    }
+
     async fn ask<T>(&self, input: impl FnOnce(oneshot::Sender<T>) -> Input) -> BatchResult<T> {
         let (reply, rx) = oneshot::channel();
         self.tx.send(input(reply)).await.map_err(|_| gone())?;

@@ -10,6 +10,34 @@ use crate::model::{JobDetail, JobStatus};
 use std::collections::HashMap;
 
 impl Engine {
+    /// Jobs another replica committed: registered unless held (or final) already. Read here, in
+    /// the engine's round: a job finished but not yet written is still held, so a stale row
+    /// cannot bring it back.
+    pub(super) async fn load_by_id(&mut self, ids: Vec<String>, now: i64) -> BatchResult<()> {
+        let rows = self.batch.store().get_jobs(&ids).await?;
+        let mut jobs = Vec::with_capacity(rows.len());
+        for r in rows {
+            if self.table.held(&r.job_id).is_some() {
+                continue;
+            }
+            match serde_json::from_str::<JobDetail>(&r.doc) {
+                Ok(d) if !d.status.is_final() => {
+                    jobs.push((d, r.array_parent.clone().zip(r.array_index)));
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::error!(job_id = %r.job_id, error = %e, "stored job unreadable; left for the next start")
+                }
+            }
+        }
+        if jobs.is_empty() {
+            return Ok(());
+        }
+        // Parents before children, as SubmitJob hands them over.
+        jobs.sort_by_key(|(_, parent)| parent.is_some());
+        self.register(jobs, now).await
+    }
+
     /// Fills the table from the store and returns the attempts that were STARTING or RUNNING.
     pub(super) async fn load(&mut self) -> BatchResult<Vec<ExpectedAttempt>> {
         let store = self.batch.store().clone();

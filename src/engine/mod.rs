@@ -186,6 +186,10 @@ impl Engine {
                 // Dropped only if the caller gave up waiting.
                 let _ = reply.send(self.queue_snapshot(&cat, &queue_arn, now));
             }
+            Input::Load { ids, reply } => {
+                let r = self.load_by_id(ids, now).await;
+                let _ = reply.send(r);
+            }
             Input::Wake => self.pass.replan = true,
         }
     }

@@ -89,9 +89,13 @@ pub(super) struct JobTable {
 
 impl JobTable {
     /// Adds a job as it was stored or submitted, indexing it by its current status. A job
-    /// already held, or already final, is left out; returns whether it was added.
+    /// already held (finished but not yet written included), or already final, is left out;
+    /// returns whether it was added.
     pub fn insert(&mut self, job: Job) -> bool {
-        if job.d.status.is_final() || self.jobs.contains_key(&job.d.job_id) {
+        if job.d.status.is_final()
+            || self.jobs.contains_key(&job.d.job_id)
+            || self.done.contains_key(&job.d.job_id)
+        {
             return false;
         }
         let id = job.d.job_id.clone();

@@ -16,6 +16,7 @@ mod sql;
 pub use health::{Degraded, WriteHealth};
 pub use lock::{DataDirLock, LockError};
 pub use sql::SqlStore;
+pub use sql::ha::{INBOX_CHANNEL, LeaseRow, Replication};
 
 use async_trait::async_trait;
 
@@ -145,6 +146,10 @@ pub enum StoreError {
     /// The store is shutting down; the write was not applied.
     #[error("store is closed")]
     Closed,
+    /// This replica led under an epoch another replica has since replaced: nothing was written,
+    /// and nothing this process writes as the leader will be. Not retryable.
+    #[error("this replica is no longer the leader (its lease epoch was superseded): write refused")]
+    Fenced,
 }
 
 impl StoreError {
@@ -210,6 +215,12 @@ pub trait Store: Send + Sync + 'static {
     async fn jobs_with_status(&self, statuses: &[&str]) -> StoreResult<Vec<JobRow>>;
     /// Number of jobs per (queue ARN, status), for queue-depth metrics.
     async fn count_jobs_by_queue_status(&self) -> StoreResult<Vec<(String, String, i64)>>;
+
+    /// The lease, inbox and catalog version replicas share (PostgreSQL); `None` for a store
+    /// only one server may use (SQLite).
+    fn replication(&self) -> Option<std::sync::Arc<Replication>> {
+        None
+    }
 }
 
 /// Opens the store named by a `sqlite://…` or `postgres://…` URL and runs migrations.

@@ -1,3 +1,4 @@
-//! Small things every layer may use: the clock.
+//! Small things every layer may use: the clock, the leader fence.
 
+pub mod fence;
 pub mod time;

@@ -8,7 +8,7 @@ use aws_config::timeout::TimeoutConfig;
 use aws_sdk_ec2::error::{ProvideErrorMetadata, SdkError};
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Error codes AWS uses for throttling; the SDK retries these, and so do our loops.
@@ -54,6 +54,8 @@ pub struct ApiOptions {
     pub call_timeout: Duration,
     /// Attempts per call, first included.
     pub max_attempts: u32,
+    /// Checked before every call that changes something in AWS: only the leader replica may.
+    pub fence: Arc<crate::util::fence::Fence>,
 }
 
 struct Bucket {
@@ -71,6 +73,7 @@ pub struct Api {
     /// The public parameters naming the ECS-optimized AMIs.
     pub ssm: aws_sdk_ssm::Client,
     buckets: Mutex<HashMap<&'static str, Bucket>>,
+    fence: Arc<crate::util::fence::Fence>,
 }
 
 /// Client-side limits at AWS's documented defaults (requests per second, burst), so that a
@@ -123,6 +126,7 @@ impl Api {
             logs: aws_sdk_cloudwatchlogs::Client::new(&shared),
             ssm: aws_sdk_ssm::Client::new(&shared),
             buckets: Mutex::new(HashMap::new()),
+            fence: opts.fence.clone(),
         }
     }
 
@@ -138,6 +142,21 @@ impl Api {
         R: std::fmt::Debug,
     {
         self.acquire(operation).await;
+        // After the wait for the bucket, right before the request leaves: a leader paused past
+        // its lease in between must not launch or terminate anything. Reads stay allowed.
+        let reads = ["Describe", "List", "Get", "Filter"];
+        if !reads.iter().any(|p| operation.starts_with(p))
+            && let Err(e) = self.fence.check()
+        {
+            crate::metrics::aws_call(service, operation, "fenced");
+            return Err(AwsError {
+                service,
+                operation,
+                code: "Fenced".into(),
+                message: e.to_string(),
+                retryable: false,
+            });
+        }
         let out = fut.await;
         match out {
             Ok(v) => {

@@ -211,6 +211,9 @@ pub struct ProcessOptions {
     pub user: Option<JobUser>,
     /// Root of the attempts' working directories; `None`: `<data-dir>/work`.
     pub work_dir: Option<PathBuf>,
+    /// Where the run journal is kept; `None`: `<data-dir>/run`. Replicas on one host share
+    /// one, so that the replica that takes over finds (and kills) what the last leader left.
+    pub journal_dir: Option<PathBuf>,
     /// The server's own binary, run as the exec shim ([`exec_as`]) to start a job as another
     /// user; `None`: std switches users in a forked copy of the server (much slower).
     pub exec_shim: Option<PathBuf>,
@@ -438,7 +441,10 @@ impl ProcessRuntime {
         logs: Arc<LogStore>,
         events: mpsc::Sender<RuntimeEvent>,
     ) -> Result<ProcessRuntime, RuntimeError> {
-        let run_dir = data_dir.join("run");
+        let run_dir = opts
+            .journal_dir
+            .clone()
+            .unwrap_or_else(|| data_dir.join("run"));
         let work_dir = opts.work_dir.unwrap_or_else(|| data_dir.join("work"));
         // Working directories of a previous server's attempts: those attempts are killed by
         // `recover` (an unlinked cwd does not disturb a process meanwhile).

@@ -10,6 +10,7 @@
 
 use std::collections::HashMap;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -271,6 +272,10 @@ pub struct SqlStore {
     health: Arc<WriteHealth>,
     /// The SQLite database's files and marker (`None` on PostgreSQL and in memory).
     files: Option<Arc<SqliteFiles>>,
+    /// The leader epoch every write must find in the lease row (0: none); see [`ha`].
+    fence: Arc<AtomicI64>,
+    /// PostgreSQL: what replicas share.
+    replication: Option<Arc<ha::Replication>>,
 }
 
 impl SqlStore {
@@ -320,13 +325,20 @@ impl SqlStore {
         };
         let (writer, rx) = mpsc::channel(WRITE_QUEUE_DEPTH);
         let health = Arc::new(WriteHealth::default());
-        let writer_task = tokio::spawn(run_writer(pool.clone(), rx, health.clone()));
+        let fence = Arc::new(AtomicI64::new(0));
+        let writer_task = tokio::spawn(run_writer(pool.clone(), rx, health.clone(), fence.clone()));
+        let replication = match &pool {
+            Pool::Postgres(p) => Some(Arc::new(ha::Replication::new(p.clone(), fence.clone()))),
+            Pool::Sqlite(_) => None,
+        };
         let store = SqlStore {
             pool,
             writer,
             writer_task,
             health,
             files,
+            fence,
+            replication,
         };
         store.announce_quarantine().await?;
         info!(
@@ -338,6 +350,17 @@ impl SqlStore {
         Ok(store)
     }
 
+    /// A resource write's transaction on PostgreSQL: fenced; the caller bumps the catalog
+    /// version other replicas watch ([`bump_catalog`]) before it commits.
+    async fn pg_resource_tx(
+        &self,
+        pool: &PgPool,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
+        let mut tx = pool.begin().await?;
+        ha::check_fence(&mut tx, self.fence.load(Ordering::SeqCst)).await?;
+        Ok(tx)
+    }
+
     /// Waits until every queued write has been committed (or failed), then closes the pool. Plain
     /// drop does the same in the background.
     pub async fn close(self) {
@@ -347,6 +370,8 @@ impl SqlStore {
             writer_task,
             health: _,
             files: _,
+            fence: _,
+            replication: _,
         } = self;
         drop(writer);
         if let Err(e) = writer_task.await {
@@ -468,7 +493,18 @@ async fn open_postgres(url: &str) -> StoreResult<(Pool, usize)> {
             .execute(&mut *conn)
             .await
             .map_err(map_err)?;
-        let applied = migrate!(conn, "BEGIN");
+        let mut applied = migrate!(conn, "BEGIN");
+        if applied.is_ok() {
+            for stmt in ha::SCHEMA {
+                if let Err(e) = sqlx::raw_sql(AssertSqlSafe(*stmt))
+                    .execute(&mut *conn)
+                    .await
+                {
+                    applied = Err(map_err(e));
+                    break;
+                }
+            }
+        }
         if applied.is_ok() {
             sqlx::query("SELECT pg_advisory_unlock($1)")
                 .bind(MIGRATION_LOCK_KEY)
@@ -508,6 +544,14 @@ fn certificate_refused(e: &sqlx::Error) -> Option<String> {
     None
 }
 
+/// Tells the other replicas that the catalog changed (in the transaction of the change).
+async fn bump_catalog(tx: &mut PgConnection) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE flotilla_catalog SET version = version + 1 WHERE id = 1")
+        .execute(&mut *tx)
+        .await
+        .map(drop)
+}
+
 /// Classifies a driver error: only what a retry can plausibly fix is [`StoreError::Unavailable`].
 fn map_err(e: sqlx::Error) -> StoreError {
     let retryable = match &e {
@@ -516,6 +560,7 @@ fn map_err(e: sqlx::Error) -> StoreError {
         | sqlx::Error::PoolTimedOut
         | sqlx::Error::WorkerCrashed => true,
         sqlx::Error::PoolClosed => return StoreError::Closed,
+        sqlx::Error::Protocol(m) if m == ha::FENCED => return StoreError::Fenced,
         sqlx::Error::Database(db) => {
             if let Some(pg) = db.try_downcast_ref::<PgDatabaseError>() {
                 // 53100 disk_full, 58030 io_error: the server's disk, as SQLite's FULL/IOERR.
@@ -561,6 +606,7 @@ fn pg_code_retryable(code: &str) -> bool {
         )
 }
 
+pub mod ha;
 mod quarantine;
 mod sqlite_files;
 mod writer;
@@ -780,36 +826,66 @@ impl Store for SqlStore {
     }
 
     async fn put_resource(&self, row: &ResourceRow) -> StoreResult<()> {
-        on_pool!(&self.pool, p => {
-            sqlx::query(
-                "INSERT INTO resources (kind, arn, name, doc) VALUES ($1, $2, $3, $4) \
-                 ON CONFLICT (kind, arn) DO UPDATE SET name = excluded.name, doc = excluded.doc",
-            )
-            .bind(row.kind.as_str())
-            .bind(row.arn.as_str())
-            .bind(row.name.as_str())
-            .bind(row.doc.as_str())
-            .execute(p)
-            .await
-            .map(drop)
-        })
-        .map_err(map_err)
-        .inspect(|()| self.health.succeeded())
-        .inspect_err(|e| self.health.failed(e))
+        const SQL: &str = "INSERT INTO resources (kind, arn, name, doc) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (kind, arn) DO UPDATE SET name = excluded.name, doc = excluded.doc";
+        let result = match &self.pool {
+            Pool::Sqlite(p) => sqlx::query(SQL)
+                .bind(row.kind.as_str())
+                .bind(row.arn.as_str())
+                .bind(row.name.as_str())
+                .bind(row.doc.as_str())
+                .execute(p)
+                .await
+                .map(drop),
+            Pool::Postgres(p) => {
+                async {
+                    let mut tx = self.pg_resource_tx(p).await?;
+                    sqlx::query(SQL)
+                        .bind(row.kind.as_str())
+                        .bind(row.arn.as_str())
+                        .bind(row.name.as_str())
+                        .bind(row.doc.as_str())
+                        .execute(&mut *tx)
+                        .await?;
+                    bump_catalog(&mut tx).await?;
+                    tx.commit().await
+                }
+                .await
+            }
+        };
+        result
+            .map_err(map_err)
+            .inspect(|()| self.health.succeeded())
+            .inspect_err(|e| self.health.failed(e))
     }
 
     async fn delete_resource(&self, kind: ResourceKind, arn: &str) -> StoreResult<()> {
-        on_pool!(&self.pool, p => {
-            sqlx::query("DELETE FROM resources WHERE kind = $1 AND arn = $2")
+        const SQL: &str = "DELETE FROM resources WHERE kind = $1 AND arn = $2";
+        let result = match &self.pool {
+            Pool::Sqlite(p) => sqlx::query(SQL)
                 .bind(kind.as_str())
                 .bind(arn)
                 .execute(p)
                 .await
-                .map(drop)
-        })
-        .map_err(map_err)
-        .inspect(|()| self.health.succeeded())
-        .inspect_err(|e| self.health.failed(e))
+                .map(drop),
+            Pool::Postgres(p) => {
+                async {
+                    let mut tx = self.pg_resource_tx(p).await?;
+                    sqlx::query(SQL)
+                        .bind(kind.as_str())
+                        .bind(arn)
+                        .execute(&mut *tx)
+                        .await?;
+                    bump_catalog(&mut tx).await?;
+                    tx.commit().await
+                }
+                .await
+            }
+        };
+        result
+            .map_err(map_err)
+            .inspect(|()| self.health.succeeded())
+            .inspect_err(|e| self.health.failed(e))
     }
 
     async fn upsert_jobs(&self, jobs: Vec<JobRow>) -> StoreResult<()> {
@@ -855,6 +931,10 @@ impl Store for SqlStore {
             jobs,
             next: next.transpose()?,
         })
+    }
+
+    fn replication(&self) -> Option<Arc<ha::Replication>> {
+        self.replication.clone()
     }
 
     async fn count_children_by_status(&self, parent: &str) -> StoreResult<Vec<(String, i64)>> {

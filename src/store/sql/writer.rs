@@ -96,6 +96,7 @@ pub(super) async fn write_rows(
     relaxed: &mut RelaxedConn,
     rows: &[&JobRow],
     durable: bool,
+    fence: i64,
 ) -> Result<(), sqlx::Error> {
     let placeholders = match pool {
         Pool::Sqlite(_) => Placeholders::Positional,
@@ -184,6 +185,7 @@ pub(super) async fn write_rows(
         }
         Pool::Postgres(p) => {
             let mut tx = p.begin().await?;
+            super::ha::check_fence(&mut tx, fence).await?;
             if !durable {
                 sqlx::query("SET LOCAL synchronous_commit TO OFF")
                     .execute(&mut *tx)
@@ -220,6 +222,7 @@ pub(super) async fn run_writer(
     pool: Pool,
     mut rx: mpsc::Receiver<WriteRequest>,
     health: Arc<WriteHealth>,
+    fence: Arc<AtomicI64>,
 ) {
     let mut carried: Option<WriteRequest> = None;
     let mut relaxed: RelaxedConn = None;
@@ -256,7 +259,14 @@ pub(super) async fn run_writer(
                 Err(_) => break,
             }
         }
-        commit_group(&pool, &mut relaxed, &health, group).await;
+        commit_group(
+            &pool,
+            &mut relaxed,
+            &health,
+            group,
+            fence.load(Ordering::SeqCst),
+        )
+        .await;
     }
     if let Some(c) = relaxed.take() {
         // Closed rather than handed back to the pool at NORMAL.
@@ -288,11 +298,12 @@ pub(super) async fn commit_group(
     relaxed: &mut RelaxedConn,
     health: &WriteHealth,
     group: Vec<WriteRequest>,
+    fence: i64,
 ) {
     let started = Instant::now();
     let rows = dedup(&group);
     let durable = group.iter().any(|r| r.durable);
-    let result = write_rows(pool, relaxed, &rows, durable)
+    let result = write_rows(pool, relaxed, &rows, durable, fence)
         .await
         .map_err(map_err);
     let row_count = rows.len();
@@ -319,7 +330,7 @@ pub(super) async fn commit_group(
             // caller alone so the error reaches only its owner.
             warn!(error = %e, waiters = group.len(), "group commit failed, committing callers one by one");
             for r in group {
-                let result = write_rows(pool, relaxed, &dedup([&r]), r.durable)
+                let result = write_rows(pool, relaxed, &dedup([&r]), r.durable, fence)
                     .await
                     .map_err(map_err);
                 match &result {
@@ -350,5 +361,6 @@ pub(super) fn clone_err(e: &StoreError) -> StoreError {
         StoreError::Storage(m) => StoreError::Storage(m.clone()),
         StoreError::Fatal(m) => StoreError::Fatal(m.clone()),
         StoreError::Closed => StoreError::Closed,
+        StoreError::Fenced => StoreError::Fenced,
     }
 }
