@@ -458,6 +458,9 @@ pub async fn run(
         )
         .await?,
     );
+    if let Some(d) = &replica_dispatch {
+        let _ = d.batch.set(batch.clone());
+    }
     if !args.no_defaults {
         batch.create_defaults().await?;
     }

@@ -145,57 +145,58 @@ impl Batch {
     #[tracing::instrument(skip_all, fields(job_name = %req.job_name, job_queue = %req.job_queue))]
     pub async fn submit_job(self: &Arc<Self>, req: SubmitJobRequest) -> BatchResult<Value> {
         v::submit_job(&req)?;
-        let (queue, jd) = {
-            let cat = self.cat().await;
-            let q = self.resolve_queue(&cat, &req.job_queue, "jobQueue")?;
-            if q.state != ResourceState::Enabled {
-                return Err(BatchError::client(format!(
-                    "jobQueue: {:?} is DISABLED and accepts no new jobs",
-                    q.job_queue_name
-                )));
-            }
-            let has_policy = q.scheduling_policy_arn.is_some();
-            match (&req.share_identifier, has_policy) {
-                (None, true) => {
+        let (queue, jd) = self
+            .with_hot_catalog(|cat| {
+                let q = self.resolve_queue(cat, &req.job_queue, "jobQueue")?;
+                if q.state != ResourceState::Enabled {
                     return Err(BatchError::client(format!(
-                        "shareIdentifier: is required: job queue {:?} has a fair-share scheduling policy",
+                        "jobQueue: {:?} is DISABLED and accepts no new jobs",
                         q.job_queue_name
                     )));
                 }
-                (Some(_), false) => {
+                let has_policy = q.scheduling_policy_arn.is_some();
+                match (&req.share_identifier, has_policy) {
+                    (None, true) => {
+                        return Err(BatchError::client(format!(
+                            "shareIdentifier: is required: job queue {:?} has a fair-share scheduling policy",
+                            q.job_queue_name
+                        )));
+                    }
+                    (Some(_), false) => {
+                        return Err(BatchError::client(format!(
+                            "shareIdentifier: job queue {:?} has no fair-share scheduling policy",
+                            q.job_queue_name
+                        )));
+                    }
+                    _ => {}
+                }
+                if req.scheduling_priority_override.is_some() && !has_policy {
                     return Err(BatchError::client(format!(
-                        "shareIdentifier: job queue {:?} has no fair-share scheduling policy",
+                        "schedulingPriorityOverride: job queue {:?} has no fair-share scheduling policy",
                         q.job_queue_name
                     )));
                 }
-                _ => {}
-            }
-            if req.scheduling_priority_override.is_some() && !has_policy {
-                return Err(BatchError::client(format!(
-                    "schedulingPriorityOverride: job queue {:?} has no fair-share scheduling policy",
-                    q.job_queue_name
-                )));
-            }
-            let jd = self.resolve_job_definition(&cat, &req.job_definition, "jobDefinition")?;
-            if jd.status != DefinitionStatus::Active {
-                return Err(BatchError::client(format!(
-                    "jobDefinition: {} is INACTIVE",
-                    jd.job_definition_arn
-                )));
-            }
-            // The definition's resources are checked again: one may have been deleted since.
-            match (
-                &req.consumable_resource_properties_override,
-                &jd.consumable_resource_properties,
-            ) {
-                (Some(p), _) => {
-                    self.check_consumables(&cat, p, "consumableResourcePropertiesOverride")?
+                let jd = self.resolve_job_definition(cat, &req.job_definition, "jobDefinition")?;
+                if jd.status != DefinitionStatus::Active {
+                    return Err(BatchError::client(format!(
+                        "jobDefinition: {} is INACTIVE",
+                        jd.job_definition_arn
+                    )));
                 }
-                (None, Some(p)) => self.check_consumables(&cat, p, "jobDefinition")?,
-                (None, None) => {}
-            }
-            (q.clone(), jd.clone())
-        };
+                // The definition's resources are checked again: one may have been deleted since.
+                match (
+                    &req.consumable_resource_properties_override,
+                    &jd.consumable_resource_properties,
+                ) {
+                    (Some(p), _) => {
+                        self.check_consumables(cat, p, "consumableResourcePropertiesOverride")?
+                    }
+                    (None, Some(p)) => self.check_consumables(cat, p, "jobDefinition")?,
+                    (None, None) => {}
+                }
+                Ok((q.clone(), jd.clone()))
+            })
+            .await?;
 
         let array_size = req.array_properties.as_ref().and_then(|a| a.size);
         let deps = req.depends_on.clone().unwrap_or_default();
@@ -604,11 +605,14 @@ impl Batch {
             v::one_of("jobStatus", s, &JOB_STATUSES)?;
         }
         let scope = if let Some(q) = &req.job_queue {
-            let cat = self.cat().await;
             JobScope::Queue(
-                self.resolve_queue(&cat, q, "jobQueue")?
-                    .job_queue_arn
-                    .clone(),
+                self.with_hot_catalog(|cat| {
+                    Ok(self
+                        .resolve_queue(cat, q, "jobQueue")?
+                        .job_queue_arn
+                        .clone())
+                })
+                .await?,
             )
         } else {
             let parent = req.array_job_id.clone().unwrap_or_default();
@@ -793,7 +797,7 @@ impl Batch {
         Ok(json!({ "successful": successful, "errors": errors }))
     }
 
-    pub(super) async fn with_job_tags(&self, job_id: &str, f: TagFn) -> BatchResult<Tags> {
+    pub(crate) async fn with_job_tags(&self, job_id: &str, f: TagFn) -> BatchResult<Tags> {
         self.children_settled([job_id]).await;
         let f = match self.engine() {
             None => f,

@@ -58,6 +58,8 @@ pub struct Batch {
     catalog_version: std::sync::atomic::AtomicI64,
     /// One reload at a time.
     refreshing: tokio::sync::Mutex<()>,
+    /// Set when the store says the catalog changed (replicas; see `with_hot_catalog`).
+    catalog_stale: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// What the control plane must know of how the server runs, given when it is built.
@@ -114,6 +116,11 @@ impl Batch {
             Some(r) => r.catalog_version().await?,
             None => 0,
         };
+        let stale = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        if let Some(r) = store.replication() {
+            let flag = stale.clone();
+            r.watch_catalog(move || flag.store(true, std::sync::atomic::Ordering::SeqCst));
+        }
         let catalog = load_catalog(store.as_ref(), true).await?;
         let host_cpus = std::thread::available_parallelism()
             .map(|n| n.get() as i32)
@@ -131,7 +138,36 @@ impl Batch {
             consumable_use: std::sync::Mutex::default(),
             catalog_version: std::sync::atomic::AtomicI64::new(version),
             refreshing: tokio::sync::Mutex::new(()),
+            catalog_stale: stale,
         })
+    }
+
+    /// The catalog for the hot paths (SubmitJob, ListJobs by queue), which must not pay a
+    /// database round trip each for a catalog that rarely changes: reloaded only after a change
+    /// notification, and, when `f` fails with a client error (a queue or definition not found,
+    /// a queue DISABLED), checked against the store and `f` tried again, so that a resource
+    /// created or changed through another replica is usable here at once.
+    pub(crate) async fn with_hot_catalog<T>(
+        &self,
+        f: impl Fn(&Catalog) -> BatchResult<T>,
+    ) -> BatchResult<T> {
+        use std::sync::atomic::Ordering;
+        if self.catalog_stale.swap(false, Ordering::SeqCst)
+            && let Err(e) = self.refresh_catalog().await
+        {
+            self.catalog_stale.store(true, Ordering::SeqCst);
+            tracing::warn!(error = %e, "catalog refresh failed; answering from the loaded one");
+        }
+        let first = f(&self.catalog.read().await.clone());
+        match first {
+            Err(BatchError::Client(_)) if self.store.replication().is_some() => {
+                match self.refresh_catalog().await {
+                    Ok(true) => f(&self.catalog.read().await.clone()),
+                    _ => first,
+                }
+            }
+            r => r,
+        }
     }
 
     /// On a store replicas share: reloads the catalog if another replica (or this one) changed

@@ -80,6 +80,9 @@ pub struct ReplicaDispatch {
     store: Arc<dyn Store>,
     engine: EngineHandle,
     leading: OnceLock<()>,
+    /// The control plane, for a queued tag change whose job finished meanwhile. Set once the
+    /// control plane exists (it is built with this dispatch in it).
+    pub batch: OnceLock<Arc<crate::batch::Batch>>,
 }
 
 impl ReplicaDispatch {
@@ -89,6 +92,7 @@ impl ReplicaDispatch {
             store,
             engine,
             leading: OnceLock::new(),
+            batch: OnceLock::new(),
         }
     }
 
@@ -289,13 +293,17 @@ pub async fn hold(
     loop {
         tokio::time::sleep(timing.renew_every()).await;
         let t0 = Instant::now();
-        match repl.renew(holder, epoch, timing.ttl).await {
-            Ok(true) => fence.grant_until(t0 + timing.ttl - timing.margin()),
-            Ok(false) => {
+        // A renewal that hangs (the database unreachable, its packets dropped) must not keep
+        // this process leading past its fence: give up on it when the fence runs out.
+        let left = fence.remaining().unwrap_or_default();
+        match tokio::time::timeout(left, repl.renew(holder, epoch, timing.ttl)).await {
+            Ok(Ok(true)) => fence.grant_until(t0 + timing.ttl - timing.margin()),
+            Ok(Ok(false)) => {
                 fence.revoke();
                 return format!("lease epoch {epoch} was taken over by another replica");
             }
-            Err(e) => tracing::warn!(error = %e, epoch, "cannot renew the leader lease"),
+            Ok(Err(e)) => tracing::warn!(error = %e, epoch, "cannot renew the leader lease"),
+            Err(_) => tracing::warn!(epoch, "renewing the leader lease timed out"),
         }
         if fence.check().is_err() {
             fence.revoke();
@@ -424,8 +432,13 @@ async fn apply(engine: &EngineHandle, dispatch: &ReplicaDispatch, item: Item) ->
             TagsReply::NotActive(op) => match dispatch.active(&job_id).await? {
                 Some(_) => Ok(false),
                 None => {
-                    // Finished meanwhile: applied to the stored job, as the API does.
-                    let _ = op;
+                    // Finished meanwhile: applied to the stored job, as the API does for a
+                    // finished job (the engine never writes it again).
+                    if let Some(batch) = dispatch.batch.get()
+                        && let Err(e) = batch.with_job_tags(&job_id, op).await
+                    {
+                        tracing::warn!(%job_id, error = %e, "queued tag change on a finished job failed");
+                    }
                     Ok(true)
                 }
             },

@@ -64,6 +64,15 @@ impl Fence {
         }
     }
 
+    /// How long the grant still runs; `None` for an open fence, zero once shut.
+    pub fn remaining(&self) -> Option<std::time::Duration> {
+        match *self.lock() {
+            State::Open => None,
+            State::Until(t) => Some(t.saturating_duration_since(Instant::now())),
+            _ => Some(std::time::Duration::ZERO),
+        }
+    }
+
     /// Whether this replica may act now.
     pub fn check(&self) -> Result<(), Fenced> {
         match *self.lock() {

@@ -37,6 +37,9 @@ pub(super) const SCHEMA: &[&str] = &[
 /// The channel `NOTIFY`ed on each inbox push, so that the leader need not poll fast.
 pub const INBOX_CHANNEL: &str = "flotilla_inbox";
 
+/// The channel `NOTIFY`ed by every catalog change.
+pub const CATALOG_CHANNEL: &str = "flotilla_catalog";
+
 /// The marker of a fenced write in a driver error (see [`map_err`]).
 pub(super) const FENCED: &str = "flotilla: leader epoch superseded";
 
@@ -182,6 +185,48 @@ impl Replication {
             .await
             .map(|v| v.unwrap_or(0))
             .map_err(map_err)
+    }
+}
+
+impl Replication {
+    /// Calls `changed` whenever another replica (or this one) may have changed the catalog: on
+    /// each notification, and after the listening connection was lost and re-established (what
+    /// was sent meanwhile is gone). Runs until the process ends.
+    pub fn watch_catalog(self: &Arc<Self>, changed: impl Fn() + Send + Sync + 'static) {
+        let pool = self.pool.clone();
+        tokio::spawn(async move {
+            loop {
+                let mut l = match sqlx::postgres::PgListener::connect_with(&pool).await {
+                    Ok(l) => l,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "catalog listener cannot connect; retrying");
+                        changed();
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        continue;
+                    }
+                };
+                if let Err(e) = l.listen(CATALOG_CHANNEL).await {
+                    tracing::warn!(error = %e, "catalog LISTEN failed; retrying");
+                    changed();
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+                // Changes made before LISTEN took effect.
+                changed();
+                loop {
+                    match l.try_recv().await {
+                        Ok(Some(_)) => changed(),
+                        // The connection was lost (and is re-established by the next call).
+                        Ok(None) => changed(),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "catalog listener failed; reconnecting");
+                            changed();
+                            break;
+                        }
+                    }
+                }
+            }
+        });
     }
 }
 

@@ -546,10 +546,14 @@ fn certificate_refused(e: &sqlx::Error) -> Option<String> {
 
 /// Tells the other replicas that the catalog changed (in the transaction of the change).
 async fn bump_catalog(tx: &mut PgConnection) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE flotilla_catalog SET version = version + 1 WHERE id = 1")
-        .execute(&mut *tx)
-        .await
-        .map(drop)
+    sqlx::query(
+        "WITH v AS (UPDATE flotilla_catalog SET version = version + 1 WHERE id = 1 \
+         RETURNING version) SELECT pg_notify($1, version::text) FROM v",
+    )
+    .bind(ha::CATALOG_CHANNEL)
+    .execute(&mut *tx)
+    .await
+    .map(drop)
 }
 
 /// Classifies a driver error: only what a retry can plausibly fix is [`StoreError::Unavailable`].
