@@ -672,6 +672,13 @@ impl EngineParts {
         } = self;
         // What other replicas changed while this one followed.
         batch.refresh_catalog().await?;
+        if let Some(repl) = batch.store().replication() {
+            // The Docker runtime labels containers with `<data-dir>/instance-id`; replicas share
+            // one, so that this replica adopts what the last leader started on the same daemon
+            // instead of taking it for a stranger's.
+            let id = repl.group_id().await?;
+            std::fs::write(args.data_dir.join("instance-id"), id)?;
+        }
         let roles = if aws.is_some() {
             let region = args
                 .aws

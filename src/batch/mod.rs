@@ -119,7 +119,14 @@ impl Batch {
         let stale = Arc::new(std::sync::atomic::AtomicBool::new(false));
         if let Some(r) = store.replication() {
             let flag = stale.clone();
-            r.watch_catalog(move || flag.store(true, std::sync::atomic::Ordering::SeqCst));
+            // The engine (on the leader) plans again with the new catalog.
+            let wake = dispatch.clone();
+            r.watch_catalog(move || {
+                flag.store(true, std::sync::atomic::Ordering::SeqCst);
+                if let Some(d) = &wake {
+                    d.wake();
+                }
+            });
         }
         let catalog = load_catalog(store.as_ref(), true).await?;
         let host_cpus = std::thread::available_parallelism()
@@ -285,7 +292,17 @@ impl Batch {
     }
 
     /// A consistent snapshot of the resource catalog, for planners and metrics.
+    /// Replicas: reloaded first if the store announced a change since.
     pub async fn catalog(&self) -> Arc<Catalog> {
+        if self
+            .catalog_stale
+            .swap(false, std::sync::atomic::Ordering::SeqCst)
+            && let Err(e) = self.refresh_catalog().await
+        {
+            self.catalog_stale
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+            tracing::warn!(error = %e, "catalog refresh failed; planning with the loaded one");
+        }
         self.catalog.read().await.clone()
     }
 

@@ -14,6 +14,9 @@ impl Engine {
     /// the engine's round: a job finished but not yet written is still held, so a stale row
     /// cannot bring it back.
     pub(super) async fn load_by_id(&mut self, ids: Vec<String>, now: i64) -> BatchResult<()> {
+        // The replica that accepted these jobs checked them against a catalog at least this
+        // new: without it a queue created there a moment ago could look deleted here.
+        self.batch.refresh_catalog().await?;
         let rows = self.batch.store().get_jobs(&ids).await?;
         let mut jobs = Vec::with_capacity(rows.len());
         for r in rows {

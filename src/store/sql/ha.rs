@@ -129,6 +129,23 @@ impl Replication {
         }))
     }
 
+    /// The id every replica of this database shares (made by the first to ask): what the
+    /// Docker runtime labels its containers with, so that the replica that takes over
+    /// recognises and adopts the containers the last leader started on the same daemon.
+    pub async fn group_id(&self) -> StoreResult<String> {
+        sqlx::query(
+            "INSERT INTO meta (key, value) VALUES ('replica_group', $1) ON CONFLICT (key) DO NOTHING",
+        )
+        .bind(uuid::Uuid::new_v4().to_string())
+        .execute(&self.pool)
+        .await
+        .map_err(map_err)?;
+        sqlx::query_scalar("SELECT value FROM meta WHERE key = 'replica_group'")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(map_err)
+    }
+
     /// From now on every write of this process must find `epoch` in the lease row (0: none).
     pub fn set_fence(&self, epoch: i64) {
         self.fence.store(epoch, Ordering::SeqCst);
