@@ -15,8 +15,11 @@ use crate::model::validate as v;
 use serde_json::{Value, json};
 use std::collections::HashMap;
 
+/// The `meta` key of the leader's published use (replicas).
+const CONSUMABLE_USE_KEY: &str = "consumable_use";
+
 /// What the engine's attempts hold of one consumable resource.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ConsumableUse {
     /// Held by STARTING and RUNNING attempts.
     pub in_use: u64,
@@ -63,11 +66,51 @@ impl Batch {
             .unwrap_or_default()
     }
 
-    /// The engine's view of every resource's use, replacing the last one.
+    /// The engine's view of every resource's use, replacing the last one. On replicas it is
+    /// also written to the store (the latest value, by one writer task), for followers'
+    /// Describe/List/DeleteConsumableResource.
     pub fn publish_consumable_use(&self, usage: HashMap<String, ConsumableUse>) {
+        if self.store.replication().is_some() {
+            let tx = self.consumable_publisher.get_or_init(|| {
+                let (tx, mut rx) = tokio::sync::watch::channel(String::new());
+                let store = self.store.clone();
+                tokio::spawn(async move {
+                    while rx.changed().await.is_ok() {
+                        let doc = rx.borrow_and_update().clone();
+                        if let Err(e) = store.set_meta(CONSUMABLE_USE_KEY, &doc).await {
+                            tracing::warn!(error = %e, "cannot store consumable resource use for the other replicas");
+                        }
+                    }
+                });
+                tx
+            });
+            if let Ok(doc) = serde_json::to_string(&usage) {
+                tx.send_if_modified(|v| {
+                    let changed = *v != doc;
+                    *v = doc;
+                    changed
+                });
+            }
+        }
         if let Ok(mut m) = self.consumable_use.lock() {
             *m = usage;
         }
+    }
+
+    /// A follower's view of the leader's last published use (see `publish_consumable_use`).
+    async fn refresh_consumable_use(&self) -> BatchResult<()> {
+        if self.store.replication().is_none() || self.consumable_publisher.get().is_some() {
+            return Ok(());
+        }
+        let usage: HashMap<String, ConsumableUse> =
+            match self.store.get_meta(CONSUMABLE_USE_KEY).await? {
+                Some(doc) => serde_json::from_str(&doc).unwrap_or_default(),
+                None => HashMap::new(),
+            };
+        if let Ok(mut m) = self.consumable_use.lock() {
+            *m = usage;
+        }
+        Ok(())
     }
 
     /// Takes what ended attempts held of NON_REPLENISHABLE resources off their stored
@@ -301,6 +344,7 @@ impl Batch {
     }
 
     pub async fn delete_consumable_resource(&self, value: &str) -> BatchResult<Value> {
+        self.refresh_consumable_use().await?;
         let mut guard = self.cat_mut().await;
         let cat = Arc::make_mut(&mut *guard);
         let r = self
@@ -323,6 +367,7 @@ impl Batch {
     }
 
     pub async fn describe_consumable_resource(&self, value: &str) -> BatchResult<Value> {
+        self.refresh_consumable_use().await?;
         let cat = self.cat().await;
         let r = self.resolve_consumable(&cat, value, "consumableResource")?;
         let (total, in_use, available) =
@@ -358,6 +403,7 @@ impl Batch {
             }
         }
         let filtered = req.filters.as_ref().is_some_and(|f| !f.is_empty());
+        self.refresh_consumable_use().await?;
         let cat = self.cat().await;
         let items = cat
             .consumable_resources

@@ -60,6 +60,9 @@ pub struct Batch {
     refreshing: tokio::sync::Mutex<()>,
     /// Set when the store says the catalog changed (replicas; see `with_hot_catalog`).
     catalog_stale: Arc<std::sync::atomic::AtomicBool>,
+    /// Replicas: the latest consumable use for the store, once this replica's engine
+    /// publishes one (see `publish_consumable_use`).
+    consumable_publisher: std::sync::OnceLock<tokio::sync::watch::Sender<String>>,
 }
 
 /// What the control plane must know of how the server runs, given when it is built.
@@ -146,6 +149,7 @@ impl Batch {
             catalog_version: std::sync::atomic::AtomicI64::new(version),
             refreshing: tokio::sync::Mutex::new(()),
             catalog_stale: stale,
+            consumable_publisher: std::sync::OnceLock::new(),
         })
     }
 
