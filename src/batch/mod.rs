@@ -172,9 +172,11 @@ impl Batch {
         let first = f(&self.catalog.read().await.clone());
         match first {
             Err(BatchError::Client(_)) if self.store.replication().is_some() => {
+                // Tried again even when this call did not reload: a concurrent request may
+                // have reloaded the catalog meanwhile.
                 match self.refresh_catalog().await {
-                    Ok(true) => f(&self.catalog.read().await.clone()),
-                    _ => first,
+                    Ok(_) => f(&self.catalog.read().await.clone()),
+                    Err(_) => first,
                 }
             }
             r => r,

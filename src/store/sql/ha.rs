@@ -71,7 +71,14 @@ impl Replication {
 
     /// Takes the lease for `holder` if nobody holds a live one; its new epoch, or `None`.
     pub async fn try_acquire(&self, holder: &str, ttl: Duration) -> StoreResult<Option<i64>> {
-        sqlx::query_scalar(
+        // Bounded: a leader's write in flight holds a share lock on the row; the caller tries
+        // again at its next poll rather than hanging here.
+        let mut tx = self.pool.begin().await.map_err(map_err)?;
+        sqlx::query("SET LOCAL lock_timeout = '1s'")
+            .execute(&mut *tx)
+            .await
+            .map_err(map_err)?;
+        let epoch = sqlx::query_scalar(
             "INSERT INTO flotilla_lease (id, holder, epoch, expires_at) \
              VALUES (1, $1, 1, clock_timestamp() + make_interval(secs => $2)) \
              ON CONFLICT (id) DO UPDATE SET holder = excluded.holder, \
@@ -81,9 +88,11 @@ impl Replication {
         )
         .bind(holder)
         .bind(ttl.as_secs_f64())
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *tx)
         .await
-        .map_err(map_err)
+        .map_err(map_err)?;
+        tx.commit().await.map_err(map_err)?;
+        Ok(epoch)
     }
 
     /// Extends the lease of `epoch`; false when it is no longer this holder's.

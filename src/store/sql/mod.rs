@@ -473,7 +473,13 @@ async fn open_sqlite(url: &str) -> StoreResult<(Pool, usize, Option<Arc<SqliteFi
 }
 
 async fn open_postgres(url: &str) -> StoreResult<(Pool, usize)> {
-    let options = PgConnectOptions::from_str(url).map_err(map_err)?;
+    // A session that stops in the middle of a transaction (its process paused, or cut off)
+    // would hold its locks for ever; the leader's writes hold a share lock on the lease row, so
+    // a paused leader would keep every follower from taking over. The server ends such a
+    // session instead. Every transaction here sends its statements back to back.
+    let options = PgConnectOptions::from_str(url)
+        .map_err(map_err)?
+        .options([("idle_in_transaction_session_timeout", "3s")]);
     // A connection of its own rather than a pooled one: if migration fails half-way the session
     // ends and the advisory lock goes with it, instead of returning to the pool still held.
     let mut conn =
