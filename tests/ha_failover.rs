@@ -1,10 +1,11 @@
 //! Three replicas on one PostgreSQL database, the LOCAL process runtime, 2,000 jobs submitted
 //! round-robin through all of them, and the leader lost mid-run: SIGKILLed in one test,
-//! SIGSTOPped past its lease and then resumed in the other. What must hold:
+//! SIGSTOPped past its lease and then resumed in another, cut off from PostgreSQL (its
+//! connections silenced by a forwarder, see [`Blackhole`]) in the third. What must hold:
 //!
 //! - a resource created through one replica is usable through another at once;
 //! - a follower takes over within 15 s (printed), under a higher epoch;
-//! - a resumed leader finds itself deposed and exits with status 75;
+//! - a resumed or cut-off leader finds itself deposed and exits with status 75;
 //! - every acknowledged job ends SUCCEEDED exactly once, and by the jobs' own record (not the
 //!   API) no two attempts of a job ever ran at once: each attempt holds a `flock` on a file of
 //!   its job's while it runs and writes `OVERLAP <id>` instead if another attempt holds it. An
@@ -33,6 +34,8 @@ const LEASE_SECONDS: u64 = 4;
 enum Fault {
     Kill,
     Stop,
+    /// The leader's connections to PostgreSQL go silent (a blackhole, as a partition looks).
+    Cut,
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -43,6 +46,80 @@ async fn replicas_survive_leader_sigkill() {
 #[tokio::test(flavor = "multi_thread")]
 async fn replicas_fence_a_stopped_leader() {
     run(Fault::Stop).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn replicas_fence_a_leader_cut_off_from_postgres() {
+    run(Fault::Cut).await;
+}
+
+/// A TCP forwarder in front of PostgreSQL whose `cut` stops all traffic both ways while keeping
+/// every connection open: no reset, no close, nothing answered, as a network partition looks to
+/// the replica behind it. (One process and one PostgreSQL on loopback: a forwarder gives the
+/// partition without the privileges a network namespace per replica needs.)
+struct Blackhole {
+    addr: std::net::SocketAddr,
+    cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Blackhole {
+    async fn start(upstream: String) -> Blackhole {
+        use std::sync::atomic::Ordering;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let cut = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = cut.clone();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let flag = flag.clone();
+                let upstream = upstream.clone();
+                tokio::spawn(async move {
+                    let Ok(server) = tokio::net::TcpStream::connect(&upstream).await else {
+                        return;
+                    };
+                    let (cr, cw) = client.into_split();
+                    let (sr, sw) = server.into_split();
+                    let pipe =
+                        |flag: std::sync::Arc<std::sync::atomic::AtomicBool>,
+                         mut r: tokio::net::tcp::OwnedReadHalf,
+                         mut w: tokio::net::tcp::OwnedWriteHalf| async move {
+                            let mut buf = vec![0u8; 16 * 1024];
+                            loop {
+                                let n = match r.read(&mut buf).await {
+                                    Ok(0) | Err(_) => return,
+                                    Ok(n) => n,
+                                };
+                                // Swallowed once cut; the halves stay open.
+                                if !flag.load(Ordering::SeqCst)
+                                    && w.write_all(&buf[..n]).await.is_err()
+                                {
+                                    return;
+                                }
+                            }
+                        };
+                    let up = tokio::spawn(pipe(flag.clone(), cr, sw));
+                    let down = tokio::spawn(pipe(flag, sr, cw));
+                    let _ = tokio::join!(up, down);
+                });
+            }
+        });
+        Blackhole { addr, cut }
+    }
+
+    fn cut(&self) {
+        self.cut.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// `url` with its `host:port` replaced by `addr`, and that `host:port`.
+fn through(url: &str, addr: std::net::SocketAddr) -> (String, String) {
+    let at = url
+        .find('@')
+        .map_or(url.find("://").unwrap() + 3, |i| i + 1);
+    let end = url[at..].find('/').map_or(url.len(), |i| at + i);
+    let upstream = url[at..end].to_string();
+    (format!("{}{addr}{}", &url[..at], &url[end..]), upstream)
 }
 
 /// The role `/healthz` reports and the epoch in its body.
@@ -184,19 +261,34 @@ async fn run(fault: Fault) {
     .iter()
     .map(|s| s.to_string())
     .collect();
-    let mut servers: Vec<Server> = (0..3)
-        .map(|_| {
-            Server::start_with(ServerOptions {
-                auth: true,
-                database_url: Some(db.url.clone()),
-                no_defaults: true,
-                extra_args: extra.clone(),
-                dispatch: true,
-            })
+    let replica = |url: &str| {
+        Server::start_with(ServerOptions {
+            auth: true,
+            database_url: Some(url.to_string()),
+            no_defaults: true,
+            extra_args: extra.clone(),
+            dispatch: true,
         })
-        .collect();
+    };
     let http = reqwest::Client::new();
+    let mut blackhole = None;
+    let mut servers: Vec<Server> = Vec::new();
+    if fault == Fault::Cut {
+        // The first replica reaches PostgreSQL through the forwarder, and leads.
+        let (_, upstream) = through(&db.url, "127.0.0.1:1".parse().unwrap());
+        let b = Blackhole::start(upstream).await;
+        servers.push(replica(&through(&db.url, b.addr).0));
+        wait_leader(&http, &servers, &[0], Duration::from_secs(30)).await;
+        blackhole = Some(b);
+    }
+    while servers.len() < 3 {
+        servers.push(replica(&db.url));
+    }
     let (leader, epoch) = wait_leader(&http, &servers, &[0, 1, 2], Duration::from_secs(30)).await;
+    assert!(
+        fault != Fault::Cut || leader == 0,
+        "the replica behind the forwarder leads"
+    );
     let clients: Vec<_> = servers.iter().map(Server::client).collect();
     let (b, c) = ((leader + 1) % 3, (leader + 2) % 3);
 
@@ -274,6 +366,7 @@ async fn run(fault: Fault) {
     match fault {
         Fault::Kill => servers[leader].kill(),
         Fault::Stop => signal(&servers[leader], nix::sys::signal::Signal::SIGSTOP),
+        Fault::Cut => blackhole.as_ref().expect("the forwarder").cut(),
     }
     let survivors = [b, c];
     let submitting = {
@@ -286,10 +379,10 @@ async fn run(fault: Fault) {
     println!(
         "takeover after {} ms ({}; lease {LEASE_SECONDS} s): replica {new_leader} leads at epoch {new_epoch}",
         takeover.as_millis(),
-        if fault == Fault::Kill {
-            "SIGKILL"
-        } else {
-            "SIGSTOP"
+        match fault {
+            Fault::Kill => "SIGKILL",
+            Fault::Stop => "SIGSTOP",
+            Fault::Cut => "cut off from PostgreSQL",
         }
     );
     assert!(
@@ -301,11 +394,14 @@ async fn run(fault: Fault) {
         "the new leader's epoch {new_epoch} is not above {epoch}"
     );
 
-    if fault == Fault::Stop {
-        // Resumed well past its lease: it must notice and leave, acting on nothing.
-        let resume_at = fault_at + Duration::from_secs(LEASE_SECONDS + 4);
-        tokio::time::sleep_until(resume_at.into()).await;
-        signal(&servers[leader], nix::sys::signal::Signal::SIGCONT);
+    if fault != Fault::Kill {
+        // Resumed well past its lease, or still cut off: it must notice and leave, acting on
+        // nothing.
+        if fault == Fault::Stop {
+            let resume_at = fault_at + Duration::from_secs(LEASE_SECONDS + 4);
+            tokio::time::sleep_until(resume_at.into()).await;
+            signal(&servers[leader], nix::sys::signal::Signal::SIGCONT);
+        }
         let deadline = Instant::now() + Duration::from_secs(20);
         let status = loop {
             if let Some(st) = servers[leader].child.try_wait().expect("try_wait") {
