@@ -139,6 +139,7 @@ def task_view(t) -> dict:
             "containerInstanceArn": t.container_instance_arn,
             "taskDefinitionArn": t.task_definition_arn, "lastStatus": t.last_status,
             "desiredStatus": t.desired_status, "stoppedReason": t.stopped_reason,
+            "startedBy": getattr(t, "started_by", None) or None,
             "stopCode": getattr(t, "stop_code", None), "startedAt": _ts(getattr(t, "started_at", None)),
             "stoppedAt": _ts(getattr(t, "stopped_at", None)),
             "containers": [{"name": c.name, "lastStatus": c.last_status, "exitCode": c.exitCode,
