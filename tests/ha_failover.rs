@@ -362,6 +362,20 @@ async fn run(fault: Fault) {
     // A third through every replica, then the fault, then the rest through the survivors.
     let mut acked = submit(&clients, &[0, 1, 2], 0, JOBS / 3).await;
     assert_eq!(acked.len(), JOBS / 3, "every replica accepts submissions");
+    // The queues are the leader's: a follower asks it through the store.
+    for i in [b, c, leader] {
+        clients[i]
+            .get_job_queue_snapshot()
+            .job_queue("ha")
+            .send()
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "GetJobQueueSnapshot through replica {i}: {}",
+                    aws_sdk_batch::error::DisplayErrorContext(e)
+                )
+            });
+    }
     let fault_at = Instant::now();
     match fault {
         Fault::Kill => servers[leader].kill(),

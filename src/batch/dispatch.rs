@@ -56,7 +56,7 @@ pub enum StopResult {
 }
 
 /// A queue as the engine holds it now: GetJobQueueSnapshot.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct QueueSnapshot {
     /// The first RUNNABLE jobs in the order they would start: (job ID, when it became
     /// RUNNABLE, in epoch ms).

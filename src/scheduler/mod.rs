@@ -19,7 +19,9 @@ pub use synthetic::synthetic_snapshot;
 pub const HEAD_REASONS_PER_QUEUE: usize = 100;
 
 /// An amount of compute. vCPUs in thousandths so fractional requests add up exactly.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct Resources {
     pub milli_vcpus: u64,
     pub memory_mib: u64,

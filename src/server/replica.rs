@@ -42,7 +42,15 @@ enum Item {
         job_id: String,
         op: TagFn,
     },
+    /// GetJobQueueSnapshot through a follower: the leader answers in `flotilla_reply`.
+    Snapshot {
+        queue_arn: String,
+        reply: String,
+    },
 }
+
+/// How long a follower waits for the leader's answer to a question.
+const REPLY_WAIT: Duration = Duration::from_secs(10);
 
 /// This replica's role, for `/healthz` and `/metrics`.
 #[derive(Debug, Default)]
@@ -211,11 +219,30 @@ impl Dispatch for ReplicaDispatch {
         if self.leads() {
             return self.engine.queue_snapshot(queue_arn).await;
         }
-        Err(BatchError::Unavailable(
-            "GetJobQueueSnapshot is answered by the leader replica, which holds the queues; \
-             this replica is a follower (see /healthz): send it to the leader"
-                .into(),
-        ))
+        // The leader holds the queues: ask it through the store and wait for its answer.
+        let reply = uuid::Uuid::new_v4().to_string();
+        self.push(&Item::Snapshot {
+            queue_arn: queue_arn.to_string(),
+            reply: reply.clone(),
+        })
+        .await?;
+        let deadline = Instant::now() + REPLY_WAIT;
+        let mut pause = Duration::from_millis(5);
+        loop {
+            if let Some(body) = self.repl.take_reply(&reply).await? {
+                return serde_json::from_str(&body)
+                    .map_err(|e| BatchError::Internal(format!("the leader's snapshot: {e}")));
+            }
+            if Instant::now() > deadline {
+                return Err(BatchError::Unavailable(format!(
+                    "the leader did not answer GetJobQueueSnapshot within {} s (no leader, or \
+                     one busy with a backlog of handed-over work); try again",
+                    REPLY_WAIT.as_secs()
+                )));
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(100));
+        }
     }
 
     fn head_reason(&self, queue_arn: &str) -> Option<String> {
@@ -422,6 +449,13 @@ async fn apply(engine: &EngineHandle, dispatch: &ReplicaDispatch, item: Item) ->
             StopResult::Applied => Ok(true),
             StopResult::NotActive => Ok(dispatch.active(&job_id).await?.is_none()),
         },
+        Item::Snapshot { queue_arn, reply } => {
+            let snapshot = engine.queue_snapshot(&queue_arn).await?;
+            let body = serde_json::to_string(&snapshot)
+                .map_err(|e| BatchError::Internal(format!("encoding a snapshot: {e}")))?;
+            dispatch.repl.put_reply(&reply, &body).await?;
+            Ok(true)
+        }
         Item::Tags { job_id, op } => match engine.tags(&job_id, op).await? {
             TagsReply::Applied(r) => {
                 if let Err(e) = r {

@@ -32,6 +32,12 @@ pub(super) const SCHEMA: &[&str] = &[
         version BIGINT NOT NULL
     )",
     "INSERT INTO flotilla_catalog (id, version) VALUES (1, 0) ON CONFLICT (id) DO NOTHING",
+    // Answers of the leader to questions a follower queued (GetJobQueueSnapshot).
+    "CREATE TABLE IF NOT EXISTS flotilla_reply (
+        id TEXT PRIMARY KEY,
+        body TEXT NOT NULL,
+        created_at TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp()
+    )",
 ];
 
 /// The channel `NOTIFY`ed on each inbox push, so that the leader need not poll fast.
@@ -201,6 +207,38 @@ impl Replication {
             .await
             .map_err(map_err)?;
         tx.commit().await.map_err(map_err)
+    }
+
+    /// The leader's answer to a question queued under `id`.
+    pub async fn put_reply(&self, id: &str, body: &str) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO flotilla_reply (id, body) VALUES ($1, $2) ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(id)
+        .bind(body)
+        .execute(&self.pool)
+        .await
+        .map(drop)
+        .map_err(map_err)
+    }
+
+    /// Takes the answer to `id` if it has come (and old answers nobody took).
+    pub async fn take_reply(&self, id: &str) -> StoreResult<Option<String>> {
+        let body: Option<String> =
+            sqlx::query_scalar("DELETE FROM flotilla_reply WHERE id = $1 RETURNING body")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(map_err)?;
+        if body.is_some() {
+            sqlx::query(
+                "DELETE FROM flotilla_reply WHERE created_at < clock_timestamp() - interval '5 minutes'",
+            )
+            .execute(&self.pool)
+            .await
+            .map_err(map_err)?;
+        }
+        Ok(body)
     }
 
     /// Bumped in the transaction of every resource write: a replica whose catalog is older
