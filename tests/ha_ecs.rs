@@ -1,5 +1,5 @@
 //! Replicas with the AWS driver (ECS on the emulator): three replicas on one PostgreSQL
-//! database, jobs submitted through all of them, the leader SIGKILLed while ECS tasks run. The
+//! database, 2,000 jobs submitted through all of them, the leader SIGKILLed while ECS tasks run. The
 //! next leader adopts the running tasks rather than starting others: sampled from the
 //! emulator's own task list every 150 ms, no job ever has two tasks RUNNING at once, and every
 //! job ends SUCCEEDED.
@@ -14,7 +14,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-const JOBS: usize = 60;
+const JOBS: usize = 2000;
 
 /// The driver's `startedBy` of attempt `attempt` of `job` (see `compute::aws::started_by`).
 fn started_by(job: &str, attempt: u32) -> String {
@@ -89,7 +89,7 @@ async fn the_next_leader_adopts_running_ecs_tasks() {
     let (b, c) = ((leader + 1) % 3, (leader + 2) % 3);
 
     // The leader's driver makes the environment VALID; the followers see it.
-    let ce = common::aws::create_managed_ce(&clients[b], &emu, "ecs", CrType::Ec2, 0, 16).await;
+    let ce = common::aws::create_managed_ce(&clients[b], &emu, "ecs", CrType::Ec2, 0, 64).await;
     common::create_queue(&clients[c], "ecs-q", &ce).await;
     common::aws::register_def(&clients[leader], "ecs-def").await;
     let mut ids = Vec::new();
