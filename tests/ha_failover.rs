@@ -320,10 +320,12 @@ async fn run(fault: Fault) {
         .send()
         .await
         .expect("create job queue");
-    let script = "exec flock -n \"$REC/lock-$AWS_BATCH_JOB_ID\" sh -c \
+    // `flock -E 99` tells a held lock from the job's own exit status; the attempt then fails
+    // (and the record says why) rather than running beside the other one.
+    let script = "flock -n -E 99 \"$REC/lock-$AWS_BATCH_JOB_ID\" sh -c \
         'echo start $AWS_BATCH_JOB_ID $AWS_BATCH_JOB_ATTEMPT >> \"$REC/log\"; sleep 0.3; \
-         echo done $AWS_BATCH_JOB_ID $AWS_BATCH_JOB_ATTEMPT >> \"$REC/log\"' \
-        || echo OVERLAP $AWS_BATCH_JOB_ID >> \"$REC/log\"";
+         echo done $AWS_BATCH_JOB_ID $AWS_BATCH_JOB_ATTEMPT >> \"$REC/log\"'; rc=$?; \
+        if [ $rc -eq 99 ]; then echo OVERLAP $AWS_BATCH_JOB_ID >> \"$REC/log\"; fi; exit $rc";
     clients[c]
         .register_job_definition()
         .job_definition_name("ha")
