@@ -508,7 +508,7 @@ pub async fn run(
         events_rx,
         engine_shutdown: engine_shutdown.clone(),
     };
-    let (engine_task, lease) = match (&replication, &replica_dispatch) {
+    let engine_task = match (&replication, &replica_dispatch) {
         (Some(repl), Some(dispatch)) => {
             let holder = format!(
                 "{}/{}/{}",
@@ -524,13 +524,8 @@ pub async fn run(
             tracing::info!(%holder, lease_seconds = args.lease_seconds, "replica: following until the leader lease is free");
             let (repl, dispatch, fence, role) =
                 (repl.clone(), dispatch.clone(), fence.clone(), role.clone());
-            let lease = Arc::new(std::sync::Mutex::new(None::<i64>));
-            let held = lease.clone();
-            let task = tokio::spawn(async move {
+            tokio::spawn(async move {
                 let epoch = replica::acquire(&repl, &holder, timing, &fence, &role).await;
-                if let Ok(mut l) = held.lock() {
-                    *l = Some(epoch);
-                }
                 let guard = {
                     let (repl, holder, fence) = (repl.clone(), holder.clone(), fence.clone());
                     tokio::spawn(async move {
@@ -562,16 +557,14 @@ pub async fn run(
                 inbox.abort();
                 guard.abort();
                 let _ = repl.release(&holder, epoch).await;
-            });
-            (task, Some(lease))
+            })
         }
         _ => {
             let started = parts.start().await?;
             role.set_single();
-            (started.task, None)
+            started.task
         }
     };
-    let _ = (engine, lease);
     let state = Arc::new(AppState {
         batch,
         credentials,

@@ -162,13 +162,7 @@ impl Batch {
         &self,
         f: impl Fn(&Catalog) -> BatchResult<T>,
     ) -> BatchResult<T> {
-        use std::sync::atomic::Ordering;
-        if self.catalog_stale.swap(false, Ordering::SeqCst)
-            && let Err(e) = self.refresh_catalog().await
-        {
-            self.catalog_stale.store(true, Ordering::SeqCst);
-            tracing::warn!(error = %e, "catalog refresh failed; answering from the loaded one");
-        }
+        self.refresh_if_announced().await;
         let first = f(&self.catalog.read().await.clone());
         match first {
             Err(BatchError::Client(_)) if self.store.replication().is_some() => {
@@ -300,16 +294,20 @@ impl Batch {
     /// A consistent snapshot of the resource catalog, for planners and metrics.
     /// Replicas: reloaded first if the store announced a change since.
     pub async fn catalog(&self) -> Arc<Catalog> {
-        if self
-            .catalog_stale
-            .swap(false, std::sync::atomic::Ordering::SeqCst)
+        self.refresh_if_announced().await;
+        self.catalog.read().await.clone()
+    }
+
+    /// Reloads the catalog if the store announced a change since the last reload; a failed
+    /// reload leaves the announcement for the next caller.
+    async fn refresh_if_announced(&self) {
+        use std::sync::atomic::Ordering;
+        if self.catalog_stale.swap(false, Ordering::SeqCst)
             && let Err(e) = self.refresh_catalog().await
         {
-            self.catalog_stale
-                .store(true, std::sync::atomic::Ordering::SeqCst);
-            tracing::warn!(error = %e, "catalog refresh failed; planning with the loaded one");
+            self.catalog_stale.store(true, Ordering::SeqCst);
+            tracing::warn!(error = %e, "catalog refresh failed; using the loaded one");
         }
-        self.catalog.read().await.clone()
     }
 
     pub fn arn(&self, kind: ArnKind, name: &str) -> String {

@@ -362,9 +362,9 @@ pub async fn apply_inbox(
             None
         }
     };
-    // Items kept for later (a stop for a job not handed over yet), so they are not retried in
-    // a tight loop.
-    let mut idle = Duration::from_millis(200);
+    // Without a notification, the inbox is read this often: an item kept for later (a stop for
+    // a job not handed over yet) is tried again no faster than this.
+    const IDLE: Duration = Duration::from_millis(200);
     loop {
         let applied = match drain(&repl, &engine, &dispatch).await {
             Ok(n) => n,
@@ -374,12 +374,11 @@ pub async fn apply_inbox(
             }
         };
         if applied > 0 {
-            idle = Duration::from_millis(200);
             continue;
         }
         match &mut listener {
             Some(l) => {
-                let _ = tokio::time::timeout(idle, l.try_recv()).await;
+                let _ = tokio::time::timeout(IDLE, l.try_recv()).await;
             }
             None => tokio::time::sleep(Duration::from_millis(100)).await,
         }
