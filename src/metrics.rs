@@ -70,6 +70,8 @@ struct Metrics {
     store_quarantined: Gauge,
     job_credentials_served: Counter,
     job_credentials_refused: Counter,
+    task_metadata_served: Counter,
+    task_metadata_refused: Counter,
     replica_leader: Gauge,
     leader_epoch: Gauge,
     inbox_applied: Counter,
@@ -142,7 +144,7 @@ fn metrics() -> &'static Metrics {
         let job_credentials_served = Counter::default();
         registry.register(
             "job_credentials_served",
-            "Job-role credentials served to LOCAL process-runtime jobs (container-credentials protocol)",
+            "Job-role credentials served to LOCAL jobs (container-credentials protocol)",
             job_credentials_served.clone(),
         );
         let job_credentials_refused = Counter::default();
@@ -150,6 +152,18 @@ fn metrics() -> &'static Metrics {
             "job_credentials_refused",
             "Requests to the job credentials endpoint refused (unknown attempt or wrong token)",
             job_credentials_refused.clone(),
+        );
+        let task_metadata_served = Counter::default();
+        registry.register(
+            "task_metadata_served",
+            "Task-metadata endpoint (ECS_CONTAINER_METADATA_URI_V4) answers to LOCAL Docker containers",
+            task_metadata_served.clone(),
+        );
+        let task_metadata_refused = Counter::default();
+        registry.register(
+            "task_metadata_refused",
+            "Task-metadata endpoint requests for no running container",
+            task_metadata_refused.clone(),
         );
         let replica_leader = Gauge::default();
         registry.register(
@@ -176,6 +190,8 @@ fn metrics() -> &'static Metrics {
             inbox_applied,
             job_credentials_served,
             job_credentials_refused,
+            task_metadata_served,
+            task_metadata_refused,
             store_write_failures,
             store_degraded,
             store_quarantined,
@@ -243,6 +259,15 @@ pub fn job_credentials(served: bool) {
         m.job_credentials_served.inc();
     } else {
         m.job_credentials_refused.inc();
+    }
+}
+
+pub fn task_metadata(served: bool) {
+    let m = metrics();
+    if served {
+        m.task_metadata_served.inc();
+    } else {
+        m.task_metadata_refused.inc();
     }
 }
 

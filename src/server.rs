@@ -672,7 +672,7 @@ impl EngineParts {
             let id = repl.group_id().await?;
             std::fs::write(args.data_dir.join("instance-id"), id)?;
         }
-        let roles = if aws.is_some() {
+        let sdk = if aws.is_some() {
             let region = args
                 .aws
                 .aws_region
@@ -683,25 +683,19 @@ impl EngineParts {
             if let Some(url) = &args.aws.aws_endpoint_url {
                 loader = loader.endpoint_url(url);
             }
-            let sdk = loader.load().await;
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-            let mut stopped = engine_shutdown.clone();
-            let shutdown = async move {
-                let _ = stopped.wait_for(|stop| *stop).await;
-            };
+            Some(loader.load().await)
+        } else {
+            None
+        };
+        let roles = if let Some(sdk) = &sdk {
+            let listener = crate::compute::local::agent::bind_remembered(
+                std::net::Ipv4Addr::LOCALHOST,
+                &args.data_dir.join("credentials-port"),
+            )
+            .await?;
             let addr = listener.local_addr()?;
-            let broker = crate::compute::local::roles::RoleBroker::new(&sdk, addr);
-            let router = broker.router();
-            let limits = ConnLimits {
-                max_connections: 256,
-                header_timeout: Duration::from_secs(10),
-                idle_timeout: Duration::from_secs(30),
-            };
-            tokio::spawn(async move {
-                if let Err(e) = listener::serve(listener, router, limits, None, shutdown).await {
-                    tracing::error!(error = %e, "job credentials listener failed");
-                }
-            });
+            let broker = crate::compute::local::roles::RoleBroker::new(sdk, addr, &args.data_dir);
+            serve_task_endpoints(listener, broker.router(), &engine_shutdown);
             tracing::info!(%addr, "job role credentials served on loopback");
             Some(broker)
         } else {
@@ -712,14 +706,19 @@ impl EngineParts {
             args.pull,
             &args.data_dir,
             process_options(&args)?,
-            roles,
+            sdk.as_ref()
+                .zip(roles)
+                .map(|(sdk, roles)| crate::compute::local::AwsAccess { sdk, roles }),
             logs,
             events_tx,
         )
         .await
         .map_err(|e| ServerError::Config(format!("local runtime: {e}")))?;
+        if let Some((listener, router)) = local.task_endpoints {
+            serve_task_endpoints(listener, router, &engine_shutdown);
+        }
         let runtime = Arc::new(crate::compute::Router {
-            local,
+            local: local.runtime,
             aws: aws.clone(),
             fence,
         });
@@ -744,6 +743,30 @@ impl EngineParts {
         }
         Ok(Started { task, handle })
     }
+}
+
+/// Serves what jobs reach beside the API (role credentials, task metadata) until the engine
+/// stops.
+fn serve_task_endpoints(
+    listener: tokio::net::TcpListener,
+    router: axum::Router,
+    engine_shutdown: &tokio::sync::watch::Receiver<bool>,
+) {
+    let mut stopped = engine_shutdown.clone();
+    let shutdown = async move {
+        let _ = stopped.wait_for(|stop| *stop).await;
+    };
+    let limits = ConnLimits {
+        max_connections: 256,
+        header_timeout: Duration::from_secs(10),
+        idle_timeout: Duration::from_secs(30),
+    };
+    let addr = listener.local_addr().ok();
+    tokio::spawn(async move {
+        if let Err(e) = listener::serve(listener, router, limits, None, shutdown).await {
+            tracing::error!(error = %e, ?addr, "task endpoints listener failed");
+        }
+    });
 }
 
 /// Resolves on SIGTERM or Ctrl-C.

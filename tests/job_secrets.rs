@@ -1,8 +1,13 @@
 //! `containerProperties.secrets` on a LOCAL compute environment: resolved from the secrets file in
-//! the data directory into the job's environment, on Docker and on the process runtime; a secret
-//! that cannot be resolved ends the attempt before the job runs, naming it.
+//! the data directory into the job's environment, on Docker and on the process runtime, or from
+//! SSM Parameter Store and Secrets Manager (the emulator) on a server with AWS access, which also
+//! pulls a private image with `repositoryCredentials` read from Secrets Manager; a secret that
+//! cannot be resolved ends the attempt before the job runs, naming it.
 
 mod common;
+#[path = "common/registry.rs"]
+#[allow(dead_code)]
+mod registry;
 
 use aws_sdk_batch::types::*;
 use common::*;
@@ -12,6 +17,10 @@ const SSM: &str = "arn:aws:ssm:us-east-1:000000000000:parameter/db/password";
 const SM: &str = "arn:aws:secretsmanager:us-east-1:000000000000:secret:db-AbCdEf";
 
 fn server(runtime: &str) -> Server {
+    server_with(runtime, &[])
+}
+
+fn server_with(runtime: &str, extra: &[&str]) -> Server {
     if runtime == "docker" {
         ensure_test_image();
     }
@@ -28,7 +37,11 @@ fn server(runtime: &str) -> Server {
     Server::start_in(
         tmp,
         ServerOptions {
-            extra_args: vec!["--local-runtime".into(), runtime.into()],
+            extra_args: ["--local-runtime", runtime]
+                .iter()
+                .chain(extra)
+                .map(|s| s.to_string())
+                .collect(),
             dispatch: true,
             ..Default::default()
         },
@@ -127,4 +140,129 @@ async fn secrets_reach_a_docker_job_from_the_secrets_file() {
 #[tokio::test(flavor = "multi_thread")]
 async fn secrets_reach_a_process_job_from_the_secrets_file() {
     secrets_reach_the_job("process").await;
+}
+
+async fn emulator_config(emu: &common::emulator::Emulator) -> aws_config::SdkConfig {
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .endpoint_url(&emu.endpoint)
+        .credentials_provider(aws_credential_types::Credentials::for_tests())
+        .load()
+        .await
+}
+
+/// With AWS access the server reads secrets from AWS, not from its secrets file (which holds
+/// other values for the same names here), and logs in to a private registry with a secret from
+/// Secrets Manager.
+#[tokio::test(flavor = "multi_thread")]
+async fn secrets_and_registry_logins_come_from_aws_on_a_server_with_aws_access() {
+    let emu = common::emulator::Emulator::start();
+    let conf = emulator_config(&emu).await;
+    let ssm = aws_sdk_ssm::Client::new(&conf);
+    ssm.put_parameter()
+        .name("/db/password")
+        .value("from-ssm")
+        .r#type(aws_sdk_ssm::types::ParameterType::SecureString)
+        .send()
+        .await
+        .expect("put parameter");
+    let sm = aws_sdk_secretsmanager::Client::new(&conf);
+    let token = sm
+        .create_secret()
+        .name("db")
+        .secret_string(r#"{"token":"from-secrets-manager"}"#)
+        .send()
+        .await
+        .expect("create secret")
+        .arn
+        .expect("secret arn");
+    let login = sm
+        .create_secret()
+        .name("registry")
+        .secret_string(r#"{"username":"puller","password":"open-sesame"}"#)
+        .send()
+        .await
+        .expect("create secret")
+        .arn
+        .expect("secret arn");
+
+    let s = server_with(
+        "docker",
+        &["--aws-endpoint-url", &emu.endpoint, "--pull", "missing"],
+    );
+    let (job, lines) = run(
+        &s,
+        "from-aws",
+        json!([
+            {"name": "DB_PASSWORD", "valueFrom": "arn:aws:ssm:us-east-1:123456789012:parameter/db/password"},
+            {"name": "TOKEN", "valueFrom": format!("{token}:token::")}
+        ]),
+    )
+    .await;
+    assert_eq!(
+        job.status,
+        Some(JobStatus::Succeeded),
+        "{:?}",
+        job.status_reason
+    );
+    assert_eq!(lines, vec!["from-ssm from-secrets-manager".to_string()]);
+
+    // A parameter AWS does not have: SSM's own error, naming it.
+    let (job, lines) = run(
+        &s,
+        "missing-in-aws",
+        json!([{"name": "DB_PASSWORD", "valueFrom": "/not/there"}]),
+    )
+    .await;
+    assert_eq!(job.status, Some(JobStatus::Failed));
+    let reason = job.attempts.unwrap_or_default()[0]
+        .container
+        .as_ref()
+        .and_then(|c| c.reason.clone())
+        .unwrap_or_default();
+    assert!(
+        reason.starts_with("ResourceInitializationError: unable to pull secrets")
+            && reason.contains("/not/there")
+            && reason.contains("ParameterNotFound"),
+        "{reason}"
+    );
+    assert!(lines.is_empty(), "{lines:?}");
+
+    // A private image, pulled with the login from Secrets Manager.
+    let reg =
+        registry::Registry::serve_private("flotilla-test/busybox:latest", "puller", "open-sesame");
+    let image = reg.image(&format!("aws-login-{}", uuid::Uuid::new_v4().simple()));
+    let r = s
+        .raw()
+        .post(
+            "RegisterJobDefinition",
+            &json!({"jobDefinitionName": "private", "type": "container", "containerProperties": {
+                "image": image,
+                "command": ["cat", "/etc/flotilla-registry"],
+                "repositoryCredentials": {"credentialsParameter": login},
+                "resourceRequirements": [{"type": "VCPU", "value": "1"}, {"type": "MEMORY", "value": "64"}]
+            }}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{r:?}");
+    let c = s.client();
+    let id = submit(&c, "private", "default", "private").await;
+    let job = wait_final(&c, &id, 120).await;
+    let _ = std::process::Command::new("docker")
+        .args(["image", "rm", &image])
+        .output();
+    assert_eq!(job.status, Some(JobStatus::Succeeded), "{:?}", job.attempts);
+    let stream = job.attempts.unwrap_or_default()[0]
+        .container
+        .as_ref()
+        .and_then(|c| c.log_stream_name.clone())
+        .expect("stream");
+    assert_eq!(
+        read_log(&logs_client(&s), &stream).await,
+        vec![reg.marker.clone()]
+    );
+    assert!(
+        reg.manifest_requests() >= 1,
+        "pulled from the private registry"
+    );
 }

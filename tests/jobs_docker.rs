@@ -348,20 +348,16 @@ async fn pull_never_leaves_an_absent_image_absent() {
     assert!(!present(&image));
 }
 
-#[tokio::test]
-async fn repository_credentials_are_refused_by_name_when_a_pull_needs_them() {
-    let reg = registry::Registry::serve(IMAGE);
-    let image = reg.image(&format!("private-{}", uuid::Uuid::new_v4().simple()));
-    let _cleanup = PulledImages(vec![image.clone()]);
-    let s = server_pulling("missing");
-    let c = s.client();
+/// Registers `name` running `image` with `repositoryCredentials` naming `secret`.
+async fn register_private(c: &aws_sdk_batch::Client, name: &str, image: &str, secret: &str) {
     c.register_job_definition()
-        .job_definition_name("private")
+        .job_definition_name(name)
         .r#type(JobDefinitionType::Container)
         .container_properties(
             ContainerProperties::builder()
-                .image(&image)
-                .command("true")
+                .image(image)
+                .command("cat")
+                .command("/etc/flotilla-registry")
                 .resource_requirements(
                     ResourceRequirement::builder()
                         .r#type(ResourceType::Vcpu)
@@ -376,9 +372,7 @@ async fn repository_credentials_are_refused_by_name_when_a_pull_needs_them() {
                 )
                 .repository_credentials(
                     RepositoryCredentials::builder()
-                        .credentials_parameter(
-                            "arn:aws:secretsmanager:us-east-1:000000000000:secret:registry",
-                        )
+                        .credentials_parameter(secret)
                         .build(),
                 )
                 .build(),
@@ -386,20 +380,74 @@ async fn repository_credentials_are_refused_by_name_when_a_pull_needs_them() {
         .send()
         .await
         .expect("register");
-    let id = submit(&c, "private").await;
+}
+
+#[tokio::test]
+async fn a_private_image_is_pulled_with_its_repository_credentials() {
+    const GOOD: &str = "arn:aws:secretsmanager:us-east-1:000000000000:secret:registry-AbCdEf";
+    const WRONG: &str = "arn:aws:secretsmanager:us-east-1:000000000000:secret:wrong-AbCdEf";
+    const MISSING: &str = "arn:aws:secretsmanager:us-east-1:000000000000:secret:absent-AbCdEf";
+    let reg = registry::Registry::serve_private(IMAGE, "puller", "open-sesame");
+    let tag = uuid::Uuid::new_v4().simple().to_string();
+    let image = reg.image(&format!("private-{tag}"));
+    let _cleanup = PulledImages(vec![image.clone()]);
+    ensure_test_image();
+    let tmp = tempfile::tempdir().expect("tmp");
+    std::fs::write(
+        tmp.path().join("secrets.json"),
+        serde_json::json!({
+            GOOD: r#"{"username":"puller","password":"open-sesame"}"#,
+            WRONG: r#"{"username":"puller","password":"guess"}"#,
+        })
+        .to_string(),
+    )
+    .expect("secrets file");
+    let s = Server::start_in(
+        tmp,
+        ServerOptions {
+            extra_args: vec![
+                "--local-runtime".into(),
+                "docker".into(),
+                "--pull".into(),
+                "missing".into(),
+            ],
+            dispatch: true,
+            ..Default::default()
+        },
+    );
+    let c = s.client();
+
+    // A wrong password: Docker's refusal, as ECS reports a failed pull.
+    register_private(&c, "wrong", &image, WRONG).await;
+    let id = submit(&c, "wrong").await;
+    let j = wait_final(&c, &id, 120).await;
+    assert_eq!(j.status, Some(JobStatus::Failed));
+    let reason = reasons(&j).remove(0);
+    assert!(reason.starts_with("CannotPullContainerError:"), "{reason}");
+    assert!(reg.refused() >= 1, "the registry saw the wrong login");
+    assert!(!present(&image));
+
+    // A secret that cannot be resolved: the job never pulls, and the reason names it.
+    register_private(&c, "missing", &image, MISSING).await;
+    let id = submit(&c, "missing").await;
     let j = wait_final(&c, &id, 120).await;
     assert_eq!(j.status, Some(JobStatus::Failed));
     let reason = reasons(&j).remove(0);
     assert!(
-        reason.starts_with("CannotPullContainerError: containerProperties.repositoryCredentials:"),
+        reason.starts_with("CannotPullContainerError: unable to pull secrets or registry auth")
+            && reason.contains("repositoryCredentials")
+            && reason.contains(MISSING),
         "{reason}"
     );
-    assert_eq!(
-        reg.manifest_requests(),
-        0,
-        "nothing was pulled without them"
-    );
-    assert!(!present(&image));
+
+    // The right one: pulled with it, and the job runs the registry's image.
+    register_private(&c, "good", &image, GOOD).await;
+    let id = submit(&c, "good").await;
+    let j = wait_final(&c, &id, 120).await;
+    assert_eq!(j.status, Some(JobStatus::Succeeded), "{:?}", reasons(&j));
+    let lines = read_log(&logs_client(&s), &stream(&j, 0)).await;
+    assert_eq!(lines, vec![reg.marker.clone()]);
+    assert!(reg.manifest_requests() >= 1);
 }
 
 #[tokio::test]

@@ -13,6 +13,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
+/// Secrets from a (missing) secrets file: these attempts have none.
+fn no_secrets(dir: &Path) -> Arc<flotilla::compute::local::secrets::SecretSource> {
+    Arc::new(flotilla::compute::local::secrets::SecretSource::new(
+        dir, None,
+    ))
+}
+
 const IMAGE: &str = "flotilla-test/busybox:latest";
 const EVENT_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -63,9 +70,15 @@ async fn harness_in(kind: Kind, dir: tempfile::TempDir) -> Harness {
         ),
         Kind::Docker => {
             ensure_test_image();
-            let rt = DockerRuntime::connect(dir.path(), PullPolicy::Never, logs.clone(), tx)
-                .await
-                .expect("Docker must be reachable for these tests (is the daemon running?)");
+            let rt = DockerRuntime::connect(
+                dir.path(),
+                PullPolicy::Never,
+                no_secrets(dir.path()),
+                logs.clone(),
+                tx,
+            )
+            .await
+            .expect("Docker must be reachable for these tests (is the daemon running?)");
             let docker = rt.docker().clone();
             (Arc::new(rt), Some(docker))
         }
@@ -638,9 +651,15 @@ fn docker_recover_adopts_running_containers() {
     first.block_on(async {
         let logs = Arc::new(LogStore::open(data.join("logs")).expect("logs"));
         let (tx, mut rx) = mpsc::channel(16);
-        let rt = DockerRuntime::connect(&data, PullPolicy::Never, logs.clone(), tx)
-            .await
-            .expect("Docker must be reachable");
+        let rt = DockerRuntime::connect(
+            &data,
+            PullPolicy::Never,
+            no_secrets(&data),
+            logs.clone(),
+            tx,
+        )
+        .await
+        .expect("Docker must be reachable");
         for s in [&long, &short] {
             rt.start(s.clone()).await.expect("start");
             expect_started(&mut rx, s).await;
@@ -660,9 +679,15 @@ fn docker_recover_adopts_running_containers() {
     second.block_on(async {
         let logs = Arc::new(LogStore::open(data.join("logs")).expect("logs"));
         let (tx, mut rx) = mpsc::channel(16);
-        let rt = DockerRuntime::connect(&data, PullPolicy::Never, logs.clone(), tx)
-            .await
-            .expect("Docker must be reachable");
+        let rt = DockerRuntime::connect(
+            &data,
+            PullPolicy::Never,
+            no_secrets(&data),
+            logs.clone(),
+            tx,
+        )
+        .await
+        .expect("Docker must be reachable");
         let docker = rt.docker().clone();
         let expected = |s: &AttemptSpec| ExpectedAttempt {
             job_id: s.job_id.clone(),

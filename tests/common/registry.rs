@@ -13,7 +13,7 @@
 use axum::Router;
 use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::Response;
 use axum::routing::get;
 use sha2::{Digest, Sha256};
@@ -43,18 +43,34 @@ struct Served {
     blob_requests: AtomicUsize,
     /// Whether blob downloads are answered (or held until it turns true).
     open: tokio::sync::watch::Sender<bool>,
+    /// `Basic …` every request must carry, for a private registry.
+    login: Option<String>,
+    /// Requests refused for a missing or wrong login.
+    refused: AtomicUsize,
 }
 
 impl Registry {
     /// Serves `image` (present in the local Docker engine) as `127.0.0.1:PORT/flotilla-test/busybox:*`.
     pub fn serve(image: &str) -> Registry {
-        Self::start(image, true)
+        Self::start(image, true, None)
+    }
+
+    /// Like [`Registry::serve`], but every request needs HTTP basic auth as `user`/`password`.
+    pub fn serve_private(image: &str, user: &str, password: &str) -> Registry {
+        use base64::Engine;
+        let login = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        Self::start(image, true, Some(format!("Basic {login}")))
+    }
+
+    /// Requests refused for want of the right login so far.
+    pub fn refused(&self) -> usize {
+        self.served.refused.load(Ordering::SeqCst)
     }
 
     /// Like [`Registry::serve`], but blob downloads wait until [`Registry::release`]: a pull
     /// that stays in progress for as long as the test needs.
     pub fn serve_held(image: &str) -> Registry {
-        Self::start(image, false)
+        Self::start(image, false, None)
     }
 
     /// Lets held blob downloads go on.
@@ -67,7 +83,7 @@ impl Registry {
         self.served.blob_requests.load(Ordering::SeqCst)
     }
 
-    fn start(image: &str, open: bool) -> Registry {
+    fn start(image: &str, open: bool, login: Option<String>) -> Registry {
         let saved = Command::new("docker")
             .args(["save", image])
             .output()
@@ -78,7 +94,7 @@ impl Registry {
             String::from_utf8_lossy(&saved.stderr)
         );
         let marker = uuid::Uuid::new_v4().to_string();
-        let served = Arc::new(Served::from_saved(&saved.stdout, &marker, open));
+        let served = Arc::new(Served::from_saved(&saved.stdout, &marker, open, login));
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let state = served.clone();
@@ -149,7 +165,7 @@ impl Served {
     /// adds `/etc/flotilla-registry` to the last layer and builds the schema-2 manifest a
     /// registry would hold for the result. Layers are served uncompressed; the engine
     /// recognises the compression of what it downloads.
-    fn from_saved(archive: &[u8], marker: &str, open: bool) -> Served {
+    fn from_saved(archive: &[u8], marker: &str, open: bool, login: Option<String>) -> Served {
         let files = untar(archive);
         let index: serde_json::Value =
             serde_json::from_slice(&files["manifest.json"]).expect("manifest.json");
@@ -196,6 +212,8 @@ impl Served {
             manifest_requests: AtomicUsize::new(0),
             blob_requests: AtomicUsize::new(0),
             open: tokio::sync::watch::Sender::new(open),
+            login,
+            refused: AtomicUsize::new(0),
         }
     }
 }
@@ -274,7 +292,32 @@ fn untar(data: &[u8]) -> HashMap<String, Vec<u8>> {
     files
 }
 
-async fn base() -> Response {
+/// The challenge for a request without the private registry's login, if it lacks it.
+fn refuse(s: &Served, headers: &HeaderMap) -> Option<Response> {
+    let want = s.login.as_deref()?;
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    if given == Some(want) {
+        return None;
+    }
+    s.refused.fetch_add(1, Ordering::SeqCst);
+    let body = serde_json::json!({"errors": [{"code": "UNAUTHORIZED", "message": "authentication required"}]});
+    Some(
+        Response::builder()
+            .status(StatusCode::UNAUTHORIZED)
+            .header(header::WWW_AUTHENTICATE, "Basic realm=\"flotilla-test\"")
+            .header("Docker-Distribution-API-Version", "registry/2.0")
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(body.to_string()))
+            .expect("response"),
+    )
+}
+
+async fn base(State(s): State<Arc<Served>>, headers: HeaderMap) -> Response {
+    if let Some(r) = refuse(&s, &headers) {
+        return r;
+    }
     Response::builder()
         .header("Docker-Distribution-API-Version", "registry/2.0")
         .header(header::CONTENT_TYPE, "application/json")
@@ -292,7 +335,14 @@ fn unknown(code: &str) -> Response {
 }
 
 /// `<name>/manifests/<reference>` or `<name>/blobs/<digest>`.
-async fn item(State(s): State<Arc<Served>>, Path(rest): Path<String>) -> Response {
+async fn item(
+    State(s): State<Arc<Served>>,
+    Path(rest): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(r) = refuse(&s, &headers) {
+        return r;
+    }
     if let Some((name, reference)) = rest.rsplit_once("/manifests/") {
         s.manifest_requests.fetch_add(1, Ordering::SeqCst);
         if name != REPOSITORY

@@ -20,15 +20,15 @@ const EFS: Support = Honoured(
 const LOGS: Support = Honoured(
     "ECS: as given; LOCAL: awslogs to /aws/batch/job only, any other driver or group ends the attempt with a MISCONFIGURATION reason",
 );
-/// Injected by ECS; resolved from the secrets file on LOCAL.
+/// Injected by ECS; on LOCAL read from AWS or the secrets file.
 const SECRETS: Support = Honoured(
-    "ECS injects them; LOCAL resolves them from <data-dir>/secrets.json (not from AWS yet), and a secret not there ends the attempt before it starts with a reason naming it",
+    "ECS injects them; LOCAL reads them from SSM Parameter Store / Secrets Manager with the server's AWS access, or from <data-dir>/secrets.json without it, and a secret that cannot be read ends the attempt before it starts with a reason naming it",
 );
 const REPO_CREDS: Support = Honoured(
-    "ECS pulls with them; LOCAL Docker cannot resolve the secret yet, so an attempt whose image must be pulled ends with a CannotPullContainerError reason naming them (an image already present runs)",
+    "ECS pulls with them; LOCAL Docker reads the secret as it reads secrets (AWS, or the secrets file) and pulls with it; one that cannot be read ends the attempt with a CannotPullContainerError reason naming it",
 );
 const ROLE: Support = Honoured(
-    "ECS (task role / execution role); LOCAL: a server with AWS access assumes the job role (process runtime: refreshed credentials via the container-credentials endpoint; Docker: 1 h credentials in the environment), one without ends the attempt with a MISCONFIGURATION reason",
+    "ECS (task role / execution role); LOCAL: a server with AWS access assumes the job role and serves refreshed credentials through the container-credentials endpoint (Docker: at 169.254.170.2 on the task network), one without ends the attempt with a MISCONFIGURATION reason",
 );
 const EC2_CONFIG: Support = Honoured(
     "the AWS driver launches each instance type with the ECS-optimized AMI of its image type, resolved from AWS's public SSM parameters; DescribeComputeEnvironments shows the AMIs resolved (docs/aws.md)",

@@ -4,8 +4,9 @@
 //!   ECS agent's `prefer-cached`. The pull runs inside [`Runtime::start`], which the engine
 //!   calls from a task of the attempt's own, so a slow registry holds up that attempt alone. A
 //!   failed pull ends the attempt with AWS's `CannotPullContainerError: <Docker's message>`
-//!   (retried per the retry strategy, as on AWS). `repositoryCredentials` cannot be resolved
-//!   here (Secrets Manager), so an attempt that would need them to pull ends naming them.
+//!   (retried per the retry strategy, as on AWS). A pull logs in with `repositoryCredentials`
+//!   (the secret resolved as [`super::secrets`] resolves secrets) or, for an ECR image on a
+//!   server with AWS access, with an ECR login.
 //! - The container is `flotilla-<task_id>`, labelled with the job id, attempt, task id, log
 //!   stream and this server's instance id (so several servers can share a daemon, and a restarted
 //!   server finds only its own containers). `milli_vcpus` becomes `NanoCpus`, `memory_mib`
@@ -21,6 +22,10 @@
 //!   already stored), exited ones report their real exit code, vanished ones report
 //!   [`HOST_LOST_REASON`]. Containers of this instance that nobody expects are removed.
 
+use super::agent::{
+    AGENT_IP, LABEL_JOB_DEFINITION, LABEL_MEMORY_MIB, LABEL_METADATA_ID, LABEL_MILLI_VCPUS,
+    LABEL_REGION, TASK_NETWORK, TaskMetadata,
+};
 use super::{HOST_LOST_REASON, PullPolicy, exited, send, send_later};
 use crate::compute::{
     AttemptSpec, ExpectedAttempt, Runtime, RuntimeError, RuntimeEvent, StopSignal,
@@ -84,6 +89,12 @@ struct Inner {
     preparing: Mutex<HashMap<(String, u32), bool>>,
     /// (job id, attempt) → container name, while the attempt runs.
     running: Mutex<HashMap<(String, u32), String>>,
+    /// Logins for pulls (`repositoryCredentials`, ECR).
+    secrets: Arc<super::secrets::SecretSource>,
+    /// The task-metadata endpoint, when containers can reach it ([`super::agent`]).
+    agent: Option<Arc<TaskMetadata>>,
+    /// Its listener, until the caller takes it to serve.
+    agent_listener: Mutex<Option<tokio::net::TcpListener>>,
 }
 
 /// One attempt's container, as the monitor task knows it.
@@ -93,6 +104,8 @@ struct Tracked {
     attempt: u32,
     task_id: String,
     container: String,
+    /// Its record in the task-metadata endpoint.
+    metadata_id: Option<String>,
 }
 
 impl DockerRuntime {
@@ -101,6 +114,7 @@ impl DockerRuntime {
     pub async fn connect(
         data_dir: &Path,
         pull: PullPolicy,
+        secrets: Arc<super::secrets::SecretSource>,
         logs: Arc<LogStore>,
         events: mpsc::Sender<RuntimeEvent>,
     ) -> Result<DockerRuntime, RuntimeError> {
@@ -118,6 +132,17 @@ impl DockerRuntime {
             .map_err(|e| unavailable(e.to_string()))?;
         let instance = instance_id(data_dir)
             .map_err(|e| RuntimeError::Unavailable(format!("instance id: {e}")))?;
+        let (agent, agent_listener) = match agent_endpoint(&docker, data_dir).await {
+            Ok((meta, listener)) => (Some(meta), Some(listener)),
+            Err(e) => {
+                tracing::warn!(
+                    error = %e,
+                    "containers run on Docker's default bridge without the task-metadata \
+                     endpoint, and job roles get unrefreshed credentials"
+                );
+                (None, None)
+            }
+        };
         Ok(DockerRuntime {
             inner: Arc::new(Inner {
                 docker,
@@ -128,8 +153,23 @@ impl DockerRuntime {
                 pulls: Mutex::new(HashMap::new()),
                 preparing: Mutex::new(HashMap::new()),
                 running: Mutex::new(HashMap::new()),
+                secrets,
+                agent,
+                agent_listener: Mutex::new(agent_listener),
             }),
         })
+    }
+
+    /// The task endpoints' listener on [`AGENT_IP`] and the metadata they serve, once: the
+    /// caller serves them (with the job roles' credentials beside them).
+    pub fn take_agent(&self) -> Option<(tokio::net::TcpListener, Arc<TaskMetadata>)> {
+        let listener = self
+            .inner
+            .agent_listener
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()?;
+        Some((listener, self.inner.agent.clone()?))
     }
 
     /// The client, for callers that want to look at containers themselves (tests, diagnostics).
@@ -141,6 +181,22 @@ impl DockerRuntime {
     pub fn instance(&self) -> &str {
         &self.inner.instance
     }
+}
+
+/// The task network and a listener on its gateway.
+async fn agent_endpoint(
+    docker: &Docker,
+    data_dir: &Path,
+) -> Result<(Arc<TaskMetadata>, tokio::net::TcpListener), String> {
+    super::agent::ensure_network(docker)
+        .await
+        .map_err(|e| e.to_string())?;
+    let listener = super::agent::bind_remembered(AGENT_IP, &data_dir.join("agent-port"))
+        .await
+        .map_err(|e| format!("cannot listen on {AGENT_IP}: {e}"))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    tracing::info!(%addr, network = TASK_NETWORK, "task endpoints served to containers");
+    Ok((TaskMetadata::new(format!("http://{addr}")), listener))
 }
 
 /// A random id kept in `<data-dir>/instance-id`: the same server across restarts, a different
@@ -208,16 +264,30 @@ impl Inner {
                 Err(e) => return Err(unavailable(e)),
             },
         }
-        if super::container::settings(spec).is_ok_and(|s| s.repository_credentials.is_some()) {
-            // Silently pulling without them would hide why a private image is refused, and
-            // pulling a public one would not be what the definition asked for.
-            return Ok(Some(format!(
-                "CannotPullContainerError: containerProperties.repositoryCredentials: a LOCAL \
-                 compute environment cannot resolve the Secrets Manager secret to pull {image} \
-                 with; load the image with docker load (it is then used without pulling), or \
-                 run the job on EC2 capacity"
-            )));
-        }
+        let repository_credentials = super::container::settings(spec)
+            .ok()
+            .and_then(|s| s.repository_credentials)
+            .map(|r| r.credentials_parameter);
+        let login = match self
+            .secrets
+            .registry_login(image, repository_credentials.as_deref())
+            .await
+        {
+            Ok(login) => login,
+            // ECS's words for a registry login it could not get.
+            Err(why) => {
+                return Ok(Some(format!(
+                    "CannotPullContainerError: unable to pull secrets or registry auth for \
+                     {image}: {why}"
+                )));
+            }
+        };
+        let credentials = login.map(|l| bollard::auth::DockerCredentials {
+            username: Some(l.username),
+            password: Some(l.password),
+            serveraddress: image.split('/').next().map(str::to_string),
+            ..Default::default()
+        });
         let reference = with_tag(image);
         tracing::info!(image = %reference, policy = ?self.pull, "pulling image");
         let began = Instant::now();
@@ -226,7 +296,7 @@ impl Inner {
             ..Default::default()
         };
         let docker = self.docker.clone().with_timeout(PULL_TIMEOUT);
-        let mut progress = docker.create_image(Some(opts), None, None);
+        let mut progress = docker.create_image(Some(opts), None, credentials);
         while let Some(item) = progress.next().await {
             if let Err(e) = item {
                 let why = match &e {
@@ -325,6 +395,9 @@ impl Inner {
             ),
         };
         self.remove(&t.container).await;
+        if let (Some(agent), Some(id)) = (&self.agent, &t.metadata_id) {
+            agent.forget(id);
+        }
         self.running().remove(&(t.job_id.clone(), t.attempt));
         tracing::info!(?exit_code, reason = reason.as_deref(), "attempt exited");
         send(
@@ -478,7 +551,7 @@ impl Runtime for DockerRuntime {
             .writer(&spec.log_group, &spec.log_stream)
             .map_err(|e| RuntimeError::Unavailable(format!("log stream: {e}")))?;
         let container = container_name(&spec.task_id);
-        let labels = HashMap::from([
+        let mut labels = HashMap::from([
             (LABEL_JOB_ID.to_string(), spec.job_id.clone()),
             (LABEL_ATTEMPT.to_string(), spec.attempt.to_string()),
             (LABEL_TASK_ID.to_string(), spec.task_id.clone()),
@@ -486,11 +559,38 @@ impl Runtime for DockerRuntime {
             (LABEL_LOG_GROUP.to_string(), spec.log_group.clone()),
             (LABEL_LOG_STREAM.to_string(), spec.log_stream.clone()),
         ]);
+        let mut env: Vec<String> = spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let mut network_mode = None;
+        let metadata_id = inner.agent.as_ref().map(|agent| {
+            let (id, vars) = agent.register(&spec, &image, &container, &labels);
+            env.extend(vars.into_iter().map(|(k, v)| format!("{k}={v}")));
+            let region = spec.env.iter().find(|(k, _)| k == "AWS_REGION");
+            labels.extend([
+                (LABEL_METADATA_ID.to_string(), id.clone()),
+                (
+                    LABEL_JOB_DEFINITION.to_string(),
+                    spec.job_definition.clone(),
+                ),
+                (LABEL_MILLI_VCPUS.to_string(), spec.milli_vcpus.to_string()),
+                (LABEL_MEMORY_MIB.to_string(), spec.memory_mib.to_string()),
+                (
+                    LABEL_REGION.to_string(),
+                    region.map(|(_, v)| v.clone()).unwrap_or_default(),
+                ),
+            ]);
+            network_mode = Some(TASK_NETWORK.to_string());
+            id
+        });
+        let forget = || {
+            if let (Some(agent), Some(id)) = (&inner.agent, &metadata_id) {
+                agent.forget(id);
+            }
+        };
         let body = ContainerCreateBody {
             image: Some(image.clone()),
             // Empty: the image's own CMD, as ECS does when the definition gives none.
             cmd: (!spec.command.is_empty()).then(|| spec.command.clone()),
-            env: Some(spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+            env: Some(env),
             labels: Some(labels),
             attach_stdout: Some(true),
             attach_stderr: Some(true),
@@ -499,6 +599,7 @@ impl Runtime for DockerRuntime {
             host_config: Some(HostConfig {
                 nano_cpus: nonzero(spec.milli_vcpus.saturating_mul(1_000_000)),
                 memory: nonzero(spec.memory_mib.saturating_mul(1024 * 1024)),
+                network_mode,
                 ..host
             }),
             ..Default::default()
@@ -507,8 +608,12 @@ impl Runtime for DockerRuntime {
             name: Some(container.clone()),
             ..Default::default()
         };
-        match inner.docker.create_container(Some(create), body).await {
-            Ok(_) => {}
+        let created = inner.docker.create_container(Some(create), body).await;
+        if created.is_err() {
+            forget();
+        }
+        let docker_id = match created {
+            Ok(c) => Some(c.id),
             Err(e) => match status_of(&e) {
                 Some(404) => {
                     return fail(format!(
@@ -523,8 +628,13 @@ impl Runtime for DockerRuntime {
                 Some(_) => return fail(format!("CannotCreateContainerError: {}", message_of(&e))),
                 None => return Err(unavailable(e)),
             },
+        };
+        // Running from the container's first instruction on, as its metadata says.
+        if let (Some(agent), Some(id)) = (&inner.agent, &metadata_id) {
+            agent.started(id, docker_id);
         }
         if let Err(e) = inner.docker.start_container(&container, None).await {
+            forget();
             inner.remove(&container).await;
             return match status_of(&e) {
                 Some(_) => fail(format!("CannotStartContainerError: {}", message_of(&e))),
@@ -540,6 +650,7 @@ impl Runtime for DockerRuntime {
             attempt: spec.attempt,
             task_id: spec.task_id.clone(),
             container,
+            metadata_id,
         };
         tokio::spawn(
             self.inner
@@ -680,6 +791,17 @@ impl Runtime for DockerRuntime {
                 .tail(group, stream)
                 .map_err(|e| RuntimeError::Unavailable(format!("log stream: {e}")))?;
             span.in_scope(|| tracing::info!(%container, ?state, "adopting container"));
+            let metadata_id = labels.get(LABEL_METADATA_ID).cloned();
+            if let (Some(agent), Some(id)) = (&inner.agent, &metadata_id) {
+                agent.adopt(
+                    id,
+                    &e.task_id,
+                    c.image.as_deref().unwrap_or_default(),
+                    &container,
+                    c.id.clone(),
+                    &labels,
+                );
+            }
             inner
                 .running()
                 .insert((e.job_id.clone(), e.attempt), container.clone());
@@ -688,6 +810,7 @@ impl Runtime for DockerRuntime {
                 attempt: e.attempt,
                 task_id: e.task_id.clone(),
                 container,
+                metadata_id,
             };
             // Running ones are followed to their end; exited ones finish at once with their
             // real exit code and any output not stored yet.

@@ -12,6 +12,7 @@
 //! [`Runtime::stop`]: crate::compute::Runtime::stop
 //! [`Runtime::recover`]: crate::compute::Runtime::recover
 
+pub mod agent;
 pub mod container;
 pub mod docker;
 pub mod process;
@@ -58,28 +59,77 @@ pub enum PullPolicy {
     Never,
 }
 
+/// The LOCAL runtime, and what its containers reach at ECS's task-endpoint address (to be
+/// served by the caller on the listener given).
+pub struct Local {
+    pub runtime: Arc<dyn Runtime>,
+    pub task_endpoints: Option<(tokio::net::TcpListener, axum::Router)>,
+}
+
+/// The server's AWS access, as the LOCAL runtime uses it.
+pub struct AwsAccess<'a> {
+    /// Reads secrets and registry logins ([`secrets`]).
+    pub sdk: &'a aws_config::SdkConfig,
+    /// Assumes job roles ([`roles`]).
+    pub roles: Arc<roles::RoleBroker>,
+}
+
 /// Builds the LOCAL runtime. `data_dir` holds its state (`run/`, `work/`, `instance-id`) and the
-/// secrets file its jobs' secrets are resolved from ([`secrets`]); `roles` assumes their job roles
-/// ([`roles`]; `None` on a server without AWS access).
+/// secrets file its jobs' secrets are resolved from without AWS access ([`secrets`]); `aws` is
+/// the server's AWS access (`None` on a server without it).
 pub async fn connect(
     mode: LocalRuntimeMode,
     pull: PullPolicy,
     data_dir: &Path,
     process: process::ProcessOptions,
-    roles: Option<Arc<roles::RoleBroker>>,
+    aws: Option<AwsAccess<'_>>,
     logs: Arc<LogStore>,
     events: mpsc::Sender<RuntimeEvent>,
-) -> Result<Arc<dyn Runtime>, RuntimeError> {
-    let rt = connect_runtime(mode, pull, data_dir, process, logs.clone(), events.clone()).await?;
+) -> Result<Local, RuntimeError> {
+    let secrets = Arc::new(secrets::SecretSource::new(
+        data_dir,
+        aws.as_ref().map(|a| a.sdk),
+    ));
+    let roles = aws.map(|a| a.roles);
+    let (rt, agent) = connect_runtime(
+        mode,
+        pull,
+        data_dir,
+        process,
+        secrets.clone(),
+        logs.clone(),
+        events.clone(),
+    )
+    .await?;
+    let task_endpoints = agent.map(|(listener, meta)| {
+        let mut router = meta.router();
+        if let Some(broker) = &roles {
+            let url = listener
+                .local_addr()
+                .map(|a| format!("http://{a}/v1/credentials/"))
+                .unwrap_or_default();
+            broker.serve_containers_at(url);
+            router = router.merge(broker.router());
+        }
+        (listener, router)
+    });
     let rt = Arc::new(roles::WithRoles::new(
         rt,
         roles,
         logs.clone(),
         events.clone(),
     ));
-    Ok(Arc::new(secrets::WithSecrets::new(
-        rt, data_dir, logs, events,
-    )))
+    Ok(Local {
+        runtime: Arc::new(secrets::WithSecrets::new(rt, secrets, logs, events)),
+        task_endpoints,
+    })
+}
+
+type Agent = Option<(tokio::net::TcpListener, Arc<agent::TaskMetadata>)>;
+
+fn with_agent(rt: docker::DockerRuntime) -> (Arc<dyn Runtime>, Agent) {
+    let agent = rt.take_agent();
+    (Arc::new(rt), agent)
 }
 
 async fn connect_runtime(
@@ -87,46 +137,62 @@ async fn connect_runtime(
     pull: PullPolicy,
     data_dir: &Path,
     process: process::ProcessOptions,
+    secrets: Arc<secrets::SecretSource>,
     logs: Arc<LogStore>,
     events: mpsc::Sender<RuntimeEvent>,
-) -> Result<Arc<dyn Runtime>, RuntimeError> {
+) -> Result<(Arc<dyn Runtime>, Agent), RuntimeError> {
     match mode {
         LocalRuntimeMode::Process => {
             tracing::info!("local runtime: process (as configured)");
-            Ok(Arc::new(process::ProcessRuntime::new(
-                data_dir, process, logs, events,
-            )?))
+            Ok((
+                Arc::new(process::ProcessRuntime::new(
+                    data_dir, process, logs, events,
+                )?),
+                None,
+            ))
         }
         LocalRuntimeMode::Docker => {
-            let rt = docker::DockerRuntime::connect(data_dir, pull, logs, events).await?;
+            let rt = docker::DockerRuntime::connect(data_dir, pull, secrets, logs, events).await?;
             tracing::info!("local runtime: docker (as configured)");
-            Ok(Arc::new(rt))
+            Ok(with_agent(rt))
         }
         LocalRuntimeMode::Auto => {
             let probe = tokio::time::timeout(
                 DOCKER_PROBE_TIMEOUT,
-                docker::DockerRuntime::connect(data_dir, pull, logs.clone(), events.clone()),
+                docker::DockerRuntime::connect(
+                    data_dir,
+                    pull,
+                    secrets,
+                    logs.clone(),
+                    events.clone(),
+                ),
             )
             .await;
             match probe {
                 Ok(Ok(rt)) => {
                     tracing::info!("local runtime: docker (daemon answered)");
-                    Ok(Arc::new(rt))
+                    Ok(with_agent(rt))
                 }
                 Ok(Err(e)) => {
                     tracing::info!(error = %e, "local runtime: process (docker not usable)");
-                    Ok(Arc::new(process::ProcessRuntime::new(
-                        data_dir, process, logs, events,
-                    )?))
+                    Ok((
+                        Arc::new(process::ProcessRuntime::new(
+                            data_dir, process, logs, events,
+                        )?),
+                        None,
+                    ))
                 }
                 Err(_) => {
                     tracing::info!(
                         timeout_s = DOCKER_PROBE_TIMEOUT.as_secs(),
                         "local runtime: process (docker did not answer in time)"
                     );
-                    Ok(Arc::new(process::ProcessRuntime::new(
-                        data_dir, process, logs, events,
-                    )?))
+                    Ok((
+                        Arc::new(process::ProcessRuntime::new(
+                            data_dir, process, logs, events,
+                        )?),
+                        None,
+                    ))
                 }
             }
         }

@@ -7,11 +7,15 @@
 //!   one per attempt); a request for the URL with that token gets the role's credentials, assumed
 //!   again when they have less than [`REFRESH_BEFORE`] left, so a long job never holds expired
 //!   ones. The grant ends when the engine has stored the attempt's end.
-//! - Docker: a container's loopback is its own, and the SDKs fetch container credentials over
-//!   plain HTTP only from a loopback address or ECS's link-local ones, which would need the
-//!   host's network set up as the ECS agent does. So a container gets the role's credentials as
+//! - Docker: the same protocol, served at ECS's own address `169.254.170.2` on the task network
+//!   ([`super::agent`]), since a container's loopback is its own and the SDKs fetch container
+//!   credentials over plain HTTP only from loopback or ECS's link-local addresses. Only when that
+//!   network cannot be had does a container get the role's credentials as
 //!   `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY` / `AWS_SESSION_TOKEN`, assumed for
-//!   [`DOCKER_SESSION`]: they are not refreshed (docs/operations.md says so).
+//!   [`DOCKER_SESSION`] and not refreshed (the server warns at start-up).
+//!
+//! Grants are kept in `<data-dir>/role-grants.json` (the data directory is `0700`), so a job
+//! that runs through a restart of the server keeps fetching its credentials from it.
 //!
 //! Roles are assumed only by a server that drives AWS (`--aws` or `--aws-endpoint-url`), with the
 //! driver's region and endpoint: a server without AWS access ends an attempt with a role with a
@@ -32,6 +36,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 use tokio::sync::mpsc;
 
+/// The grants' file in the data directory.
+pub const GRANTS_FILE: &str = "role-grants.json";
+
 /// Credentials with less than this left are assumed again before they are served.
 pub const REFRESH_BEFORE: Duration = Duration::from_secs(15 * 60);
 /// How long a Docker container's (unrefreshed) role credentials last.
@@ -39,7 +46,7 @@ pub const DOCKER_SESSION: Duration = Duration::from_secs(3600);
 /// How long the credentials served to a process last (STS's minimum is 15 minutes).
 const PROCESS_SESSION: Duration = Duration::from_secs(3600);
 
-#[derive(Clone)]
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
 struct Creds {
     access_key_id: String,
     secret_access_key: String,
@@ -47,6 +54,7 @@ struct Creds {
     expiration: SystemTime,
 }
 
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
 struct Grant {
     job_id: String,
     attempt: u32,
@@ -61,19 +69,65 @@ pub struct RoleBroker {
     sts: aws_sdk_sts::Client,
     /// `http://127.0.0.1:PORT/v1/credentials/`: the credentials listener.
     base_url: String,
+    /// The same for containers, at `169.254.170.2`, when they can reach it.
+    containers_url: std::sync::OnceLock<String>,
     /// task id → what that attempt may fetch.
     grants: Mutex<HashMap<String, Grant>>,
+    /// Where the grants are kept across restarts.
+    state: std::path::PathBuf,
 }
 
 impl RoleBroker {
     /// A broker calling STS with `sdk`'s region, endpoint and credentials, whose grants point at
     /// `addr`, where the caller serves [`RoleBroker::router`] (loopback).
-    pub fn new(sdk: &aws_config::SdkConfig, addr: std::net::SocketAddr) -> Arc<RoleBroker> {
+    /// Grants are kept in `data_dir`.
+    pub fn new(
+        sdk: &aws_config::SdkConfig,
+        addr: std::net::SocketAddr,
+        data_dir: &std::path::Path,
+    ) -> Arc<RoleBroker> {
+        let state = data_dir.join(GRANTS_FILE);
+        let grants = match std::fs::read(&state) {
+            Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+                tracing::warn!(file = %state.display(), error = %e, "unreadable role grants dropped");
+                HashMap::new()
+            }),
+            Err(_) => HashMap::new(),
+        };
         Arc::new(RoleBroker {
             sts: aws_sdk_sts::Client::new(sdk),
             base_url: format!("http://{addr}/v1/credentials/"),
-            grants: Mutex::new(HashMap::new()),
+            containers_url: std::sync::OnceLock::new(),
+            grants: Mutex::new(grants),
+            state,
         })
+    }
+
+    /// Containers fetch their credentials from `url` (`http://169.254.170.2:PORT/v1/credentials/`).
+    pub fn serve_containers_at(&self, url: String) {
+        let _ = self.containers_url.set(url);
+    }
+
+    /// Writes the grants out; called with the lock held, so writes are in order.
+    fn persist(&self, grants: &HashMap<String, Grant>) {
+        let write = || -> std::io::Result<()> {
+            let tmp = self.state.with_extension("tmp");
+            std::fs::write(&tmp, serde_json::to_vec(grants)?)?;
+            std::fs::rename(&tmp, &self.state)
+        };
+        if let Err(e) = write() {
+            tracing::warn!(file = %self.state.display(), error = %e, "cannot keep role grants");
+        }
+    }
+
+    /// After a restart: the grants of attempts that are no longer running go.
+    pub fn keep_only(&self, live_tasks: &std::collections::HashSet<String>) {
+        let mut grants = self.grants();
+        let before = grants.len();
+        grants.retain(|task, _| live_tasks.contains(task));
+        if grants.len() != before {
+            self.persist(&grants);
+        }
     }
 
     /// The credentials endpoint, to be served on the address given to [`RoleBroker::new`].
@@ -128,7 +182,11 @@ impl RoleBroker {
             return Ok(Vec::new());
         };
         let session = session_name(&spec.job_id);
-        let for_ = if runtime == "docker" {
+        let base_url = match runtime {
+            "docker" => self.containers_url.get(),
+            _ => Some(&self.base_url),
+        };
+        let for_ = if base_url.is_none() {
             DOCKER_SESSION
         } else {
             PROCESS_SESSION
@@ -136,15 +194,16 @@ impl RoleBroker {
         let creds = self.assume(&role_arn, &session, for_).await.map_err(|e| {
             format!("ResourceInitializationError: unable to assume the job role {role_arn}: {e}")
         })?;
-        if runtime == "docker" {
+        let Some(base_url) = base_url else {
             return Ok(vec![
                 ("AWS_ACCESS_KEY_ID".into(), creds.access_key_id),
                 ("AWS_SECRET_ACCESS_KEY".into(), creds.secret_access_key),
                 ("AWS_SESSION_TOKEN".into(), creds.session_token),
             ]);
-        }
+        };
         let token = random_token();
-        self.grants().insert(
+        let mut grants = self.grants();
+        grants.insert(
             spec.task_id.clone(),
             Grant {
                 job_id: spec.job_id.clone(),
@@ -155,17 +214,22 @@ impl RoleBroker {
                 creds,
             },
         );
+        self.persist(&grants);
+        drop(grants);
         Ok(vec![
             (
                 "AWS_CONTAINER_CREDENTIALS_FULL_URI".into(),
-                format!("{}{}", self.base_url, spec.task_id),
+                format!("{base_url}{}", spec.task_id),
             ),
             ("AWS_CONTAINER_AUTHORIZATION_TOKEN".into(), token),
         ])
     }
 
     fn revoke(&self, task_id: &str) {
-        self.grants().remove(task_id);
+        let mut grants = self.grants();
+        if grants.remove(task_id).is_some() {
+            self.persist(&grants);
+        }
     }
 }
 
@@ -230,8 +294,10 @@ async fn serve_credentials(
     {
         match broker.assume(&role_arn, &session, PROCESS_SESSION).await {
             Ok(fresh) => {
-                if let Some(g) = broker.grants().get_mut(&task) {
+                let mut grants = broker.grants();
+                if let Some(g) = grants.get_mut(&task) {
                     g.creds = fresh.clone();
+                    broker.persist(&grants);
                 }
                 fresh
             }
@@ -333,13 +399,20 @@ impl Runtime for WithRoles {
     }
 
     async fn recover(&self, expected: Vec<ExpectedAttempt>) -> Result<(), RuntimeError> {
+        if let Some(b) = &self.broker {
+            b.keep_only(&expected.iter().map(|e| e.task_id.clone()).collect());
+        }
         self.inner.recover(expected).await
     }
 
     fn end_stored(&self, job_id: &str, attempt: u32) {
         if let Some(b) = &self.broker {
-            b.grants()
-                .retain(|_, g| !(g.job_id == job_id && g.attempt == attempt));
+            let mut grants = b.grants();
+            let before = grants.len();
+            grants.retain(|_, g| !(g.job_id == job_id && g.attempt == attempt));
+            if grants.len() != before {
+                b.persist(&grants);
+            }
         }
         self.inner.end_stored(job_id, attempt)
     }
