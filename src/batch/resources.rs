@@ -46,6 +46,41 @@ pub(super) fn exists(what: &str, name: &str) -> BatchError {
 }
 
 /// Checks the vCPU bounds of a compute resource once defaults are applied.
+/// `scalingPolicy` (checked) and `placementGroup` shape an EC2 fleet: a LOCAL environment,
+/// which has none, refuses them rather than store them unused.
+fn check_fleet_only(
+    cr_type: &str,
+    scaling_policy: Option<&serde_json::Value>,
+    placement_group: Option<&str>,
+) -> BatchResult<()> {
+    if let Some(p) = scaling_policy {
+        crate::model::scaling_policy::scale_down_delay_minutes(p).map_err(BatchError::client)?;
+    }
+    if cr_type == CR_TYPE_LOCAL {
+        let member = if scaling_policy.is_some() {
+            Some("scalingPolicy")
+        } else if placement_group.is_some() {
+            Some("placementGroup")
+        } else {
+            None
+        };
+        if let Some(m) = member {
+            return Err(BatchError::client(format!(
+                "computeResources.{m}: a LOCAL compute environment runs on the server's own host \
+                 and has no EC2 instances for it to apply to"
+            )));
+        }
+    }
+    if let Some(g) = placement_group
+        && (g.is_empty() || g.len() > 255)
+    {
+        return Err(BatchError::client(
+            "computeResources.placementGroup: must be 1 to 255 characters",
+        ));
+    }
+    Ok(())
+}
+
 fn check_vcpus(cr: &ComputeResource) -> BatchResult<()> {
     let min = cr.minv_cpus.unwrap_or(0);
     let max = cr.maxv_cpus.unwrap_or(0);
@@ -212,6 +247,11 @@ impl Batch {
         if let Some(c) = &cr.ec2_configuration {
             crate::model::ec2_configuration::parse(c).map_err(BatchError::client)?;
         }
+        check_fleet_only(
+            &t,
+            cr.scaling_policy.as_ref(),
+            cr.placement_group.as_deref(),
+        )?;
         if t == CR_TYPE_LOCAL {
             cr.maxv_cpus.get_or_insert(self.host_cpus);
         } else {
@@ -302,6 +342,11 @@ impl Batch {
             if let Some(c) = &upd.ec2_configuration {
                 crate::model::ec2_configuration::parse(c).map_err(BatchError::client)?;
             }
+            check_fleet_only(
+                cur.cr_type.as_deref().unwrap_or_default(),
+                upd.scaling_policy.as_ref(),
+                upd.placement_group.as_deref(),
+            )?;
             macro_rules! take {
                 ($($f:ident),*) => { $( if upd.$f.is_some() { cur.$f = upd.$f.clone(); } )* };
             }

@@ -8,6 +8,7 @@ pub mod arn;
 mod catalog;
 pub mod container;
 pub mod ec2_configuration;
+pub mod scaling_policy;
 pub mod status;
 pub mod validate;
 

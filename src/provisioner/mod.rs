@@ -180,6 +180,10 @@ pub struct Instance {
     pub free: Resources,
     /// When its last job ended, if none runs now.
     pub idle_since_ms: Option<i64>,
+    /// How long it may stay idle before it is retired, when not the snapshot's
+    /// `idle_timeout_ms`: the environment's `scalingPolicy.minScaleDownDelayMinutes`, which
+    /// applies to an instance once it has run a job.
+    pub idle_timeout_ms: Option<i64>,
     /// Being drained (scale-in or a Spot interruption notice): takes no new work, and does not
     /// count toward `minvCpus` since it is about to go.
     pub draining: bool,

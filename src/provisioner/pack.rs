@@ -764,7 +764,8 @@ impl Packer<'_> {
             .filter_map(|(i, _)| {
                 let t = snap.catalog.get(&i.instance_type)?;
                 let since = i.idle_since_ms?;
-                let idle_long = snap.now_ms.saturating_sub(since) >= snap.idle_timeout_ms;
+                let timeout = i.idle_timeout_ms.unwrap_or(snap.idle_timeout_ms);
+                let idle_long = snap.now_ms.saturating_sub(since) >= timeout;
                 (idle_long && i.free == t.capacity())
                     .then(|| (t.price(i.spot), i.id.as_str(), u64::from(t.vcpus)))
             })

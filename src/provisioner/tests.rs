@@ -53,6 +53,7 @@ fn idle(id: &str, ty: &str, idle_since: i64) -> Instance {
         spot: false,
         free: builtin_catalog().get(ty).unwrap().capacity(),
         idle_since_ms: Some(idle_since),
+        idle_timeout_ms: None,
         draining: false,
     }
 }
@@ -132,8 +133,9 @@ fn retirable(snap: &Snapshot, i: &Instance) -> bool {
     snap.catalog.get(&i.instance_type).is_some_and(|t| {
         !i.draining
             && i.free == t.capacity()
-            && i.idle_since_ms
-                .is_some_and(|s| snap.now_ms.saturating_sub(s) >= snap.idle_timeout_ms)
+            && i.idle_since_ms.is_some_and(|s| {
+                snap.now_ms.saturating_sub(s) >= i.idle_timeout_ms.unwrap_or(snap.idle_timeout_ms)
+            })
     })
 }
 
@@ -523,6 +525,9 @@ fn arb_snapshot() -> impl Strategy<Value = Snapshot> {
                                 }
                             },
                             idle_since_ms: if idle { idle_since } else { None },
+                            // Every other instance has run a job under a scale-down delay of
+                            // its environment's own.
+                            idle_timeout_ms: (n % 2 == 1).then_some(idle_timeout_ms / 2 + 500),
                             draining,
                         }
                     })
@@ -1027,6 +1032,29 @@ fn an_idle_instance_retires_at_the_timeout_not_before() {
     assert!(plan(&snap).retire.is_empty());
     snap.now_ms = 6_000;
     assert_eq!(plan(&snap).retire, vec!["i-1"]);
+}
+
+#[test]
+fn an_instance_with_its_own_scale_down_delay_retires_at_that_delay() {
+    let mut snap = snapshot(
+        env(AllocationStrategy::BestFit, &["optimal"], 0, 100),
+        vec![
+            Instance {
+                idle_timeout_ms: Some(20 * 60_000),
+                ..idle("i-worked", "c5.large", 5_000)
+            },
+            idle("i-fresh", "c5.large", 5_000),
+        ],
+        vec![],
+    );
+    snap.now_ms = 6_000;
+    assert_eq!(plan(&snap).retire, vec!["i-fresh"]);
+    snap.now_ms = 5_000 + 20 * 60_000 - 1;
+    assert_eq!(plan(&snap).retire, vec!["i-fresh"]);
+    snap.now_ms = 5_000 + 20 * 60_000;
+    let mut retired = plan(&snap).retire;
+    retired.sort();
+    assert_eq!(retired, vec!["i-fresh", "i-worked"]);
 }
 
 #[test]

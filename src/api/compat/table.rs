@@ -37,6 +37,12 @@ const EC2_CONFIG: Support = Honoured(
 const C13: Support = Rejected(
     "not applied by Flotilla's AWS driver yet (issue 13: the fleet as defined), so refused rather than stored and ignored",
 );
+const PLACEMENT: Support = Honoured(
+    "the launch template Flotilla creates places every instance in the group (a group EC2 does not know makes launches fail and the environment INVALID with EC2's error); refused on LOCAL",
+);
+const SCALING: Support = Honoured(
+    "minScaleDownDelayMinutes (20 to 10080, 0 unsets) replaces the server's --aws-idle-seconds for instances that have run a job, as AWS Batch applies it; refused on LOCAL",
+);
 const EKS: Support =
     Rejected("EKS is not supported by Flotilla; use ECS (container) job definitions");
 const MULTINODE: Support = Rejected("multi-node parallel jobs are not supported by Flotilla");
@@ -142,7 +148,7 @@ pub const TABLE: &[(&str, Support)] = &[
         "ComputeResource.tags",
         Honoured("on the launched instances"),
     ),
-    ("ComputeResource.placementGroup", C13),
+    ("ComputeResource.placementGroup", PLACEMENT),
     (
         "ComputeResource.bidPercentage",
         Honoured("the Spot price cap; accepted and without effect on EC2, as in AWS"),
@@ -155,7 +161,7 @@ pub const TABLE: &[(&str, Support)] = &[
     ),
     ("ComputeResource.launchTemplate", C13),
     ("ComputeResource.ec2Configuration", EC2_CONFIG),
-    ("ComputeResource.scalingPolicy", C13),
+    ("ComputeResource.scalingPolicy", SCALING),
     (
         "ComputeResource.managedInstancesProvider",
         MANAGED_INSTANCES,
@@ -199,7 +205,7 @@ pub const TABLE: &[(&str, Support)] = &[
         "Ec2Configuration.batchImageStatus",
         NoOp("an output member AWS fills in; a value sent is ignored"),
     ),
-    ("ComputeScalingPolicy.minScaleDownDelayMinutes", C13),
+    ("ComputeScalingPolicy.minScaleDownDelayMinutes", SCALING),
     ("UpdateComputeEnvironmentRequest.computeEnvironment", NAME),
     ("UpdateComputeEnvironmentRequest.state", Honoured("")),
     (
@@ -236,7 +242,7 @@ pub const TABLE: &[(&str, Support)] = &[
     ("ComputeResourceUpdate.ec2KeyPair", Honoured("")),
     ("ComputeResourceUpdate.instanceRole", Honoured("")),
     ("ComputeResourceUpdate.tags", Honoured("")),
-    ("ComputeResourceUpdate.placementGroup", C13),
+    ("ComputeResourceUpdate.placementGroup", PLACEMENT),
     ("ComputeResourceUpdate.bidPercentage", Honoured("")),
     ("ComputeResourceUpdate.launchTemplate", C13),
     ("ComputeResourceUpdate.ec2Configuration", EC2_CONFIG),
@@ -252,7 +258,7 @@ pub const TABLE: &[(&str, Support)] = &[
         Honoured("must equal the environment's type"),
     ),
     ("ComputeResourceUpdate.imageId", Honoured("")),
-    ("ComputeResourceUpdate.scalingPolicy", C13),
+    ("ComputeResourceUpdate.scalingPolicy", SCALING),
     (
         "ComputeResourceUpdate.managedInstancesProvider",
         MANAGED_INSTANCES,

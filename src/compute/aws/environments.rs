@@ -367,6 +367,13 @@ impl AwsDriver {
             .user_data(base64::engine::general_purpose::STANDARD.encode(user_data))
             .set_security_group_ids(cr.security_group_ids.clone())
             .set_key_name(cr.ec2_key_pair.clone());
+        if let Some(group) = &cr.placement_group {
+            data = data.placement(
+                ec2t::LaunchTemplatePlacementRequest::builder()
+                    .group_name(group)
+                    .build(),
+            );
+        }
         if let Some(role) = &cr.instance_role {
             let profile = ec2t::LaunchTemplateIamInstanceProfileSpecificationRequest::builder();
             data = data.iam_instance_profile(if role.starts_with("arn:") {

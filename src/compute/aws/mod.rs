@@ -129,6 +129,9 @@ struct EnvState {
     invalid: Option<String>,
     instances: Vec<Observed>,
     idle_since: HashMap<String, i64>,
+    /// Instances seen running a job: the environment's scale-down delay applies to them
+    /// (AWS Batch's does not to an instance that has run none).
+    worked: HashSet<String>,
     unavailable: HashMap<(String, Option<String>), Instant>,
     /// Instances Flotilla itself is terminating: their tasks' host loss is no Spot interruption.
     retiring: HashSet<String>,

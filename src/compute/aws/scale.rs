@@ -29,6 +29,16 @@ impl AwsDriver {
         };
         let now = now_ms();
         let catalog = self.catalog();
+        let delay_ms = ce
+            .compute_resources
+            .as_ref()
+            .and_then(|c| c.scaling_policy.as_ref())
+            .and_then(|p| {
+                crate::model::scaling_policy::scale_down_delay_minutes(p)
+                    .ok()
+                    .flatten()
+            })
+            .map(|minutes| i64::from(minutes) * 60_000);
         let mut fleet = Vec::new();
         for o in &state.instances {
             let used = o
@@ -46,6 +56,7 @@ impl AwsDriver {
                 Some(*state.idle_since.entry(o.instance_id.clone()).or_insert(now))
             } else {
                 state.idle_since.remove(&o.instance_id);
+                state.worked.insert(o.instance_id.clone());
                 None
             };
             // The provisioner retires only instances whose `free` equals the catalog capacity.
@@ -63,6 +74,7 @@ impl AwsDriver {
                 spot: o.spot,
                 free,
                 idle_since_ms: idle_since,
+                idle_timeout_ms: delay_ms.filter(|_| state.worked.contains(&o.instance_id)),
                 draining: o.ci_status.as_deref() == Some("DRAINING")
                     || state.retiring.contains(&o.instance_id),
             });
@@ -73,6 +85,7 @@ impl AwsDriver {
             .map(|o| o.instance_id.as_str())
             .collect();
         state.idle_since.retain(|id, _| seen.contains(id.as_str()));
+        state.worked.retain(|id| seen.contains(id.as_str()));
         let clock = Instant::now();
         state.unavailable.retain(|_, until| *until > clock);
         let enabled = ce.state == ResourceState::Enabled;
