@@ -249,3 +249,115 @@ async fn eks_and_unknown_image_settings_are_refused_naming_them() {
         r.message()
     );
 }
+
+/// A GPU job end to end: it lands on the GPU instance type (not the cheaper CPU one beside it in
+/// the environment), that instance booted the NVIDIA AMI SSM recommends, and the ECS task
+/// definition asks ECS for the GPU, so ECS assigns the device. A CPU job of the same environment
+/// asks for none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gpu_job_runs_on_a_gpu_instance_booted_from_the_nvidia_ami_with_the_gpu_requested() {
+    let emu = Emulator::start();
+    let server = start_without_ami(&emu, 300, &[]);
+    let c = server.client();
+    let raw = server.raw();
+    let subnet = default_subnet(&emu).await;
+    let nvidia = ssm_value(
+        &emu,
+        &format!("{PARAM}/amazon-linux-2023/gpu/recommended/image_id"),
+    )
+    .await;
+    let plain = ssm_value(
+        &emu,
+        &format!("{PARAM}/amazon-linux-2023/recommended/image_id"),
+    )
+    .await;
+    let r = raw
+        .post(
+            "CreateComputeEnvironment",
+            &json!({"computeEnvironmentName": "mixed", "type": "MANAGED", "computeResources": {
+                "type": "EC2", "minvCpus": 0, "maxvCpus": 16, "subnets": [subnet],
+                "instanceTypes": ["c5.large", "g4dn.xlarge"], "instanceRole": "ecsInstanceRole",
+                "allocationStrategy": "BEST_FIT_PROGRESSIVE"}}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{r:?}");
+    wait_valid(&c, "mixed").await;
+    common::create_queue(&c, "mixed-q", "mixed").await;
+    for (name, gpus) in [("gpu-def", Some("1")), ("cpu-def", None)] {
+        let mut reqs = json!([{"type": "VCPU", "value": "1"}, {"type": "MEMORY", "value": "1024"}]);
+        if let Some(g) = gpus {
+            reqs.as_array_mut()
+                .unwrap()
+                .push(json!({"type": "GPU", "value": g}));
+        }
+        let r = raw
+            .post(
+                "RegisterJobDefinition",
+                &json!({"jobDefinitionName": name, "type": "container", "containerProperties": {
+                    "image": "busybox", "command": ["true"], "resourceRequirements": reqs}}),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{r:?}");
+    }
+    let gpu_job = submit(&c, "mixed-q", "gpu-def", "gpu", 1, 1).await;
+    let cpu_job = submit(&c, "mixed-q", "cpu-def", "cpu", 1, 1).await;
+    let ids = vec![gpu_job.clone(), cpu_job.clone()];
+    let running = wait_running(&c, &ids).await;
+    let state = emu.state().await;
+    let host = instance_of_container_instance(&state);
+    let ec2 = ec2_client(&emu).await;
+    let ecs = ecs_client(&emu).await;
+    for j in &running {
+        let cont = j.container().expect("container");
+        let task = cont.task_arn().expect("task arn");
+        let t = tasks(&state)
+            .into_iter()
+            .find(|t| t["taskArn"] == task)
+            .expect("the task in the emulator");
+        let ci = t["containerInstanceArn"].as_str().unwrap_or_default();
+        let instance = host.get(ci).expect("the task's instance");
+        let out = ec2
+            .describe_instances()
+            .instance_ids(instance)
+            .send()
+            .await
+            .expect("describe instances");
+        let i = &out.reservations()[0].instances()[0];
+        let ty = i
+            .instance_type()
+            .map(|t| t.as_str().to_string())
+            .unwrap_or_default();
+        let ami = i.image_id().unwrap_or_default().to_string();
+        let td = ecs
+            .describe_task_definition()
+            .task_definition(t["taskDefinitionArn"].as_str().unwrap_or_default())
+            .send()
+            .await
+            .expect("describe task definition");
+        let gpus: Vec<String> = td
+            .task_definition()
+            .map(|d| d.container_definitions())
+            .unwrap_or_default()
+            .iter()
+            .flat_map(|c| c.resource_requirements())
+            .filter(|r| r.r#type().as_str() == "GPU")
+            .map(|r| r.value().to_string())
+            .collect();
+        // Whatever an instance runs, it booted its type's image.
+        let want = if ty == "g4dn.xlarge" { &nvidia } else { &plain };
+        assert_eq!(&ami, want, "{ty}");
+        if j.job_id() == Some(gpu_job.as_str()) {
+            assert_eq!(ty, "g4dn.xlarge");
+            assert_eq!(gpus, vec!["1".to_string()]);
+        } else {
+            // A CPU job may share the GPU instance's free vCPUs, as on AWS Batch; it asks ECS
+            // for no GPU.
+            assert!(gpus.is_empty(), "{gpus:?}");
+        }
+    }
+    let done = drive(&c, &emu, &ids, 16, 120, |_, _| Some(0)).await;
+    assert!(
+        done.iter()
+            .all(|j| j.status == Some(aws_sdk_batch::types::JobStatus::Succeeded))
+    );
+}

@@ -367,16 +367,6 @@ async fn killed_server_adopts_running_tasks_after_restart() {
 }
 
 /// An ECS client on the emulator, to read what Flotilla registered and started there.
-async fn ecs_client(emu: &Emulator) -> aws_sdk_ecs::Client {
-    let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .region(aws_config::Region::new("us-east-1"))
-        .endpoint_url(&emu.endpoint)
-        .credentials_provider(aws_credential_types::Credentials::for_tests())
-        .load()
-        .await;
-    aws_sdk_ecs::Client::new(&conf)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn task_definition_and_task_carry_every_container_setting_and_the_propagated_tags() {
     use aws_sdk_ecs::types as ecst;

@@ -138,6 +138,17 @@ pub async fn spot_setup(
     format!("{name}-q")
 }
 
+/// An ECS client on the emulator, to look at what Flotilla registered and started.
+pub async fn ecs_client(emu: &Emulator) -> aws_sdk_ecs::Client {
+    let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .endpoint_url(&emu.endpoint)
+        .credentials_provider(aws_credential_types::Credentials::for_tests())
+        .load()
+        .await;
+    aws_sdk_ecs::Client::new(&conf)
+}
+
 /// An EC2 client on the emulator, for what a user would do in the account themselves.
 pub async fn ec2_client(emu: &Emulator) -> aws_sdk_ec2::Client {
     let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
