@@ -408,6 +408,7 @@ data "aws_iam_policy_document" "control_plane" {
       "ec2:DescribeInstances",
       "ec2:DescribeInstanceTypes",
       "ec2:DescribeSpotPriceHistory",
+      "ec2:DescribeLaunchTemplateVersions",
       "ecs:CreateCluster",
       "ecs:DeleteCluster",
       "ecs:DescribeClusters",

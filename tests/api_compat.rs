@@ -301,22 +301,34 @@ async fn fleet_settings_not_applied_yet_are_refused_by_path() {
     let r = raw
         .post(
             "CreateComputeEnvironment",
-            &json!({"computeEnvironmentName": "lt", "type": "MANAGED", "computeResources": {
-                "type": "EC2", "maxvCpus": 4, "subnets": ["subnet-1"], "instanceTypes": ["optimal"],
-                "launchTemplate": {"launchTemplateName": "mine", "version": "$Latest"}}}),
+            &json!({"computeEnvironmentName": "ce", "type": "MANAGED", "computeResources": {
+                "type": "EC2", "maxvCpus": 4, "subnets": ["subnet-1"], "instanceTypes": ["optimal"]}}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{r:?}");
+    let r = raw
+        .post(
+            "UpdateComputeEnvironment",
+            &json!({"computeEnvironment": "ce", "computeResources": {
+                "maxvCpus": 8, "updateToLatestImageVersion": true}}),
         )
         .await;
     assert_eq!(r.status, 400, "{r:?}");
     assert!(
-        r.message().starts_with("computeResources.launchTemplate:"),
+        r.message()
+            .starts_with("computeResources.updateToLatestImageVersion:"),
         "{}",
         r.message()
     );
     let r = raw
         .post(
             "DescribeComputeEnvironments",
-            &json!({"computeEnvironments": ["lt"]}),
+            &json!({"computeEnvironments": ["ce"]}),
         )
         .await;
-    assert_eq!(r.json()["computeEnvironments"], json!([]));
+    assert_eq!(
+        r.json()["computeEnvironments"][0]["computeResources"]["maxvCpus"],
+        4,
+        "nothing of a refused update is applied"
+    );
 }

@@ -12,25 +12,6 @@ use std::time::{Duration, Instant};
 
 const PARAM: &str = "/aws/service/ecs/optimized-ami";
 
-async fn ssm_value(emu: &Emulator, name: &str) -> String {
-    let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .region(aws_config::Region::new("us-east-1"))
-        .endpoint_url(&emu.endpoint)
-        .credentials_provider(aws_credential_types::Credentials::for_tests())
-        .load()
-        .await;
-    aws_sdk_ssm::Client::new(&conf)
-        .get_parameter()
-        .name(name)
-        .send()
-        .await
-        .expect("get parameter")
-        .parameter()
-        .and_then(|p| p.value())
-        .expect("parameter value")
-        .to_string()
-}
-
 /// A managed EC2 environment over one instance type, kept at one instance by `minvCpus`.
 fn env(name: &str, subnet: &str, instance_type: &str, vcpus: i32, ec2: Option<Value>) -> Value {
     let mut cr = json!({

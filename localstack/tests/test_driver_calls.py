@@ -197,6 +197,24 @@ def test_on_demand_fleet(driver):
     assert "InstanceLifecycle" not in instance  # as AWS: only Spot instances carry it
 
 
+def test_fleet_instances_get_the_templates_block_devices(harness):
+    """P15: a template's EBS mappings are the fleet instance's volumes, as on EC2."""
+    d = Driver(harness)
+    d.ecs.create_cluster(clusterName=d.cluster)
+    d.create_launch_template(BlockDeviceMappings=[
+        {"DeviceName": "/dev/xvda", "Ebs": {"VolumeSize": 200, "VolumeType": "gp3", "Encrypted": True}}])
+    versions = d.ec2.describe_launch_template_versions(LaunchTemplateName=d.lt, Versions=["$Latest"])
+    assert versions["LaunchTemplateVersions"][0]["LaunchTemplateData"]["BlockDeviceMappings"][0]["Ebs"]["VolumeSize"] == 200
+    instance_id = fleet_ids(d.create_fleet(capacity_type="on-demand"))[0]
+    devices = {m["DeviceName"]: m["Ebs"]["VolumeId"] for m in d.instances()[instance_id]["BlockDeviceMappings"]}
+    assert "/dev/xvda" in devices, devices
+    volume = d.ec2.describe_volumes(VolumeIds=[devices["/dev/xvda"]])["Volumes"][0]
+    assert (volume["Size"], volume["VolumeType"], volume["Encrypted"]) == (200, "gp3", True)
+    with pytest.raises(ClientError) as err:
+        d.ec2.describe_launch_template_versions(LaunchTemplateName="flotilla-nope", Versions=["$Default"])
+    assert code(err) == "InvalidLaunchTemplateName.NotFoundException"
+
+
 def test_gpu_instances_register_their_gpus(driver):
     resp = driver.create_fleet(count=1, capacity_type="on-demand", types=("g4dn.xlarge",))
     ci = driver.container_instances(1)[fleet_ids(resp)[0]]

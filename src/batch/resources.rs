@@ -52,6 +52,7 @@ fn check_fleet_only(
     cr_type: &str,
     scaling_policy: Option<&serde_json::Value>,
     placement_group: Option<&str>,
+    launch_template: Option<(&serde_json::Value, &[String])>,
 ) -> BatchResult<()> {
     if let Some(p) = scaling_policy {
         crate::model::scaling_policy::scale_down_delay_minutes(p).map_err(BatchError::client)?;
@@ -61,6 +62,8 @@ fn check_fleet_only(
             Some("scalingPolicy")
         } else if placement_group.is_some() {
             Some("placementGroup")
+        } else if launch_template.is_some() {
+            Some("launchTemplate")
         } else {
             None
         };
@@ -70,6 +73,9 @@ fn check_fleet_only(
                  and has no EC2 instances for it to apply to"
             )));
         }
+    }
+    if let Some((t, types)) = launch_template {
+        crate::model::launch_template::parse(t, types).map_err(BatchError::client)?;
     }
     if let Some(g) = placement_group
         && (g.is_empty() || g.len() > 255)
@@ -251,6 +257,9 @@ impl Batch {
             &t,
             cr.scaling_policy.as_ref(),
             cr.placement_group.as_deref(),
+            cr.launch_template
+                .as_ref()
+                .map(|lt| (lt, cr.instance_types.as_deref().unwrap_or_default())),
         )?;
         if t == CR_TYPE_LOCAL {
             cr.maxv_cpus.get_or_insert(self.host_cpus);
@@ -346,6 +355,14 @@ impl Batch {
                 cur.cr_type.as_deref().unwrap_or_default(),
                 upd.scaling_policy.as_ref(),
                 upd.placement_group.as_deref(),
+                upd.launch_template.as_ref().map(|lt| {
+                    let types = upd
+                        .instance_types
+                        .as_deref()
+                        .or(cur.instance_types.as_deref())
+                        .unwrap_or_default();
+                    (lt, types)
+                }),
             )?;
             macro_rules! take {
                 ($($f:ident),*) => { $( if upd.$f.is_some() { cur.$f = upd.$f.clone(); } )* };
@@ -383,7 +400,18 @@ impl Batch {
         if req.service_role.is_some() {
             ce.service_role = req.service_role;
         }
-        if req.update_policy.is_some() {
+        if let Some(p) = &req.update_policy {
+            crate::model::update_policy::parse(p).map_err(BatchError::client)?;
+            let fleet = ce
+                .compute_resources
+                .as_ref()
+                .and_then(|c| c.cr_type.as_deref())
+                .is_some_and(|t| t != CR_TYPE_LOCAL);
+            if ce.ce_type != "MANAGED" || !fleet {
+                return Err(BatchError::client(
+                    "updatePolicy: applies to the instances of a MANAGED EC2 or SPOT compute environment; this one has none to replace",
+                ));
+            }
             ce.update_policy = req.update_policy;
         }
         if req.context.is_some() {

@@ -8,8 +8,10 @@ pub mod arn;
 mod catalog;
 pub mod container;
 pub mod ec2_configuration;
+pub mod launch_template;
 pub mod scaling_policy;
 pub mod status;
+pub mod update_policy;
 pub mod validate;
 
 pub use catalog::Catalog;

@@ -411,3 +411,23 @@ pub async fn wait_drained(client: &aws_sdk_batch::Client, emu: &Emulator, ce: &s
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// The value of an SSM parameter in the emulator (the public ECS-optimized AMI ones).
+pub async fn ssm_value(emu: &Emulator, name: &str) -> String {
+    let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .endpoint_url(&emu.endpoint)
+        .credentials_provider(aws_credential_types::Credentials::for_tests())
+        .load()
+        .await;
+    aws_sdk_ssm::Client::new(&conf)
+        .get_parameter()
+        .name(name)
+        .send()
+        .await
+        .expect("get parameter")
+        .parameter()
+        .and_then(|p| p.value())
+        .expect("parameter value")
+        .to_string()
+}

@@ -292,6 +292,39 @@ def _container_instance_arn(backend, cluster_name: str, ci_str: str) -> str:
             f"{cluster_name}/{ci_str}")
 
 
+def _flag(v) -> bool:
+    return v is True or str(v).lower() == "true"
+
+
+def _template_block_devices(backend, fleet) -> None:
+    """P15: the fleet's instances get their launch template's EBS block devices."""
+    specs = [s for s in fleet.launch_specs if s.launch_template_spec]
+    if not specs:
+        return
+    ref = specs[0].launch_template_spec
+    template = backend.get_launch_template(ref["LaunchTemplateId"])
+    data = template.get_version(ref.get("Version", template.default_version_number)).data
+    mappings = [m for m in data.get("BlockDeviceMappings") or [] if m.get("Ebs")]
+    if not mappings:
+        return
+    instances = [r["instance"] for r in fleet.on_demand_instances]
+    instances += [r.instance for r in fleet.spot_requests if getattr(r, "instance", None)]
+    for instance in instances:
+        if getattr(instance, "_flotilla_block_devices", False):
+            continue
+        instance._flotilla_block_devices = True
+        for m in mappings:
+            device, ebs = m["DeviceName"], m["Ebs"]
+            old = instance.block_device_mapping.get(device)
+            if old is not None:
+                backend.detach_volume(old.volume_id, instance.id, device)
+                backend.delete_volume(old.volume_id)
+            instance.add_block_device(
+                int(ebs.get("VolumeSize") or 8), device, ebs.get("SnapshotId"),
+                _flag(ebs.get("Encrypted")), _flag(ebs.get("DeleteOnTermination", True)),
+                ebs.get("KmsKeyId"), ebs.get("VolumeType"))
+
+
 def apply() -> None:
     global _applied
     if _applied:
@@ -427,6 +460,7 @@ def apply() -> None:
         response = orig_create_fleet(self)
         result = response.result
         fleet = self.ec2_backend.get_fleet(result["FleetId"])
+        _template_block_devices(self.ec2_backend, fleet)
         errors = getattr(fleet, "_flotilla_errors", None)
         if errors and fleet.fleet_type == "instant":
             result["Errors"] = errors

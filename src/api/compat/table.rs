@@ -33,9 +33,13 @@ const ROLE: Support = Honoured(
 const EC2_CONFIG: Support = Honoured(
     "the AWS driver launches each instance type with the ECS-optimized AMI of its image type, resolved from AWS's public SSM parameters; DescribeComputeEnvironments shows the AMIs resolved (docs/aws.md)",
 );
-/// Fleet settings the AWS driver does not apply yet: refused rather than stored and ignored.
-const C13: Support = Rejected(
-    "not applied by Flotilla's AWS driver yet (issue 13: the fleet as defined), so refused rather than stored and ignored",
+const LAUNCH_TEMPLATE: Support = Honoured(
+    "the AWS driver reads the template version (EC2's error makes the environment INVALID) and launches from a template of its own that merges it: the user's user data and Flotilla's as parts of one MIME multi-part document, the environment's key pair, security groups, instance role, placement group and tags winning over the template's, and an override template for the instance types it targets; refused on LOCAL (docs/aws.md)",
+);
+const USERDATA_TYPE: Support =
+    Rejected("userdataType applies to EKS compute environments, which Flotilla does not run");
+const UPDATE_POLICY: Support = Honoured(
+    "an infrastructure update (a change of anything in computeResources but the vCPU counts and scalingPolicy) replaces the instances launched before it: they take no new jobs and are terminated once idle; with terminateJobsOnUpdate, jobs still running on them after jobExecutionTimeoutMinutes (1 to 360, default 30) go back to RUNNABLE and run on new instances (docs/aws.md); refused on LOCAL and UNMANAGED",
 );
 const PLACEMENT: Support = Honoured(
     "the launch template Flotilla creates places every instance in the group (a group EC2 does not know makes launches fail and the environment INVALID with EC2's error); refused on LOCAL",
@@ -159,7 +163,7 @@ pub const TABLE: &[(&str, Support)] = &[
             "Flotilla launches Spot with EC2 Fleet under its own credentials; no fleet role is needed",
         ),
     ),
-    ("ComputeResource.launchTemplate", C13),
+    ("ComputeResource.launchTemplate", LAUNCH_TEMPLATE),
     ("ComputeResource.ec2Configuration", EC2_CONFIG),
     ("ComputeResource.scalingPolicy", SCALING),
     (
@@ -172,22 +176,37 @@ pub const TABLE: &[(&str, Support)] = &[
             "capacityTags apply only to ECS managed instances compute environments, which Flotilla does not support",
         ),
     ),
-    ("LaunchTemplateSpecification.launchTemplateId", C13),
-    ("LaunchTemplateSpecification.launchTemplateName", C13),
-    ("LaunchTemplateSpecification.version", C13),
-    ("LaunchTemplateSpecification.overrides", C13),
-    ("LaunchTemplateSpecification.userdataType", C13),
-    ("LaunchTemplateSpecificationOverride.launchTemplateId", C13),
+    (
+        "LaunchTemplateSpecification.launchTemplateId",
+        LAUNCH_TEMPLATE,
+    ),
+    (
+        "LaunchTemplateSpecification.launchTemplateName",
+        LAUNCH_TEMPLATE,
+    ),
+    ("LaunchTemplateSpecification.version", LAUNCH_TEMPLATE),
+    ("LaunchTemplateSpecification.overrides", LAUNCH_TEMPLATE),
+    ("LaunchTemplateSpecification.userdataType", USERDATA_TYPE),
+    (
+        "LaunchTemplateSpecificationOverride.launchTemplateId",
+        LAUNCH_TEMPLATE,
+    ),
     (
         "LaunchTemplateSpecificationOverride.launchTemplateName",
-        C13,
+        LAUNCH_TEMPLATE,
     ),
-    ("LaunchTemplateSpecificationOverride.version", C13),
+    (
+        "LaunchTemplateSpecificationOverride.version",
+        LAUNCH_TEMPLATE,
+    ),
     (
         "LaunchTemplateSpecificationOverride.targetInstanceTypes",
-        C13,
+        LAUNCH_TEMPLATE,
     ),
-    ("LaunchTemplateSpecificationOverride.userdataType", C13),
+    (
+        "LaunchTemplateSpecificationOverride.userdataType",
+        USERDATA_TYPE,
+    ),
     (
         "Ec2Configuration.imageType",
         Honoured(
@@ -220,9 +239,12 @@ pub const TABLE: &[(&str, Support)] = &[
         "UpdateComputeEnvironmentRequest.serviceRole",
         NoOp("Flotilla calls AWS with its own credentials; there is no service to hand a role to"),
     ),
-    ("UpdateComputeEnvironmentRequest.updatePolicy", C13),
-    ("UpdatePolicy.terminateJobsOnUpdate", C13),
-    ("UpdatePolicy.jobExecutionTimeoutMinutes", C13),
+    (
+        "UpdateComputeEnvironmentRequest.updatePolicy",
+        UPDATE_POLICY,
+    ),
+    ("UpdatePolicy.terminateJobsOnUpdate", UPDATE_POLICY),
+    ("UpdatePolicy.jobExecutionTimeoutMinutes", UPDATE_POLICY),
     (
         "UpdateComputeEnvironmentRequest.context",
         Honoured("stored and returned, as AWS does"),
@@ -244,7 +266,7 @@ pub const TABLE: &[(&str, Support)] = &[
     ("ComputeResourceUpdate.tags", Honoured("")),
     ("ComputeResourceUpdate.placementGroup", PLACEMENT),
     ("ComputeResourceUpdate.bidPercentage", Honoured("")),
-    ("ComputeResourceUpdate.launchTemplate", C13),
+    ("ComputeResourceUpdate.launchTemplate", LAUNCH_TEMPLATE),
     ("ComputeResourceUpdate.ec2Configuration", EC2_CONFIG),
     (
         "ComputeResourceUpdate.updateToLatestImageVersion",

@@ -1,7 +1,8 @@
 //! The AMI each instance type of a managed environment boots, chosen as AWS Batch documents it:
 //! `ec2Configuration` picks the image type (NVIDIA entries for GPU types, the others for the
-//! rest, Graviton always the arm64 image), an `imageIdOverride` of that entry wins, then
-//! `computeResources.imageId`, then the server's `--aws-ami`; otherwise the image type's
+//! rest, Graviton always the arm64 image). The AMI: an override launch template's that targets
+//! the type, else that entry's `imageIdOverride`, then `computeResources.imageId`, then the
+//! environment's launch template's, then the server's `--aws-ami`; otherwise the image type's
 //! recommended ECS-optimized AMI from AWS's public SSM parameters, cached per parameter.
 
 use super::AwsDriver;
@@ -25,6 +26,29 @@ pub(super) enum Source {
     Ami(String),
     /// An SSM parameter of the recommended ECS-optimized AMI.
     Parameter(String),
+}
+
+/// AMIs the user's launch templates name: the base template's is chosen after `imageId` and
+/// `imageIdOverride`; an override template's before everything, for the types it targets (AWS
+/// Batch's AMI selection order).
+#[derive(Debug, Clone, Default)]
+pub(super) struct TemplateAmis {
+    pub base: Option<String>,
+    /// (targets, AMI) of each override template that names one.
+    pub overrides: Vec<(Vec<String>, String)>,
+}
+
+impl TemplateAmis {
+    fn override_for(&self, instance_type: &str) -> Option<&str> {
+        self.overrides
+            .iter()
+            .find(|(targets, _)| {
+                targets
+                    .iter()
+                    .any(|t| crate::model::launch_template::covers(t, instance_type))
+            })
+            .map(|(_, ami)| ami.as_str())
+    }
 }
 
 /// The image an instance type boots.
@@ -121,6 +145,7 @@ impl AwsDriver {
         &self,
         cr: &ComputeResource,
         types: &[&InstanceType],
+        templates: &TemplateAmis,
     ) -> Result<BTreeMap<String, Resolved>, Setup> {
         let configs = match &cr.ec2_configuration {
             Some(v) => ec2_configuration::parse(v)
@@ -132,12 +157,15 @@ impl AwsDriver {
             .map(|t| {
                 let (it, src) = choose(
                     &configs,
-                    cr.image_id.as_deref(),
+                    cr.image_id.as_deref().or(templates.base.as_deref()),
                     self.opts.image_id.as_deref(),
                     is_gpu(t),
                     t.arm64,
                 );
-                (*t, it, src)
+                match templates.override_for(&t.name) {
+                    Some(ami) => (*t, it, Source::Ami(ami.to_string())),
+                    None => (*t, it, src),
+                }
             })
             .collect();
         let wanted: BTreeSet<String> = chosen

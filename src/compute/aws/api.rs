@@ -81,13 +81,16 @@ pub struct Api {
 fn limit(operation: &str) -> (f64, f64) {
     match operation {
         // EC2 mutating actions: 5/s refill.
-        "CreateFleet" | "TerminateInstances" | "CreateLaunchTemplate" | "DeleteLaunchTemplate" => {
-            (5.0, 50.0)
-        }
+        "CreateFleet"
+        | "TerminateInstances"
+        | "CreateLaunchTemplate"
+        | "CreateLaunchTemplateVersion"
+        | "DeleteLaunchTemplate" => (5.0, 50.0),
         // EC2 non-mutating actions: 20/s refill, burst 100.
-        "DescribeInstances" | "DescribeLaunchTemplates" | "DescribeSpotPriceHistory" => {
-            (20.0, 100.0)
-        }
+        "DescribeInstances"
+        | "DescribeLaunchTemplates"
+        | "DescribeLaunchTemplateVersions"
+        | "DescribeSpotPriceHistory" => (20.0, 100.0),
         // ECS: most APIs 20/s sustained, burst 50–100.
         "StartTask" | "StopTask" => (20.0, 100.0),
         "DescribeTasks" | "ListTasks" | "ListContainerInstances" | "DescribeContainerInstances" => {

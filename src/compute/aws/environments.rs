@@ -19,15 +19,36 @@ const SWEEP_EVERY: u32 = 20;
 /// default 1 s poll).
 const CATALOG_EVERY: u32 = 3600;
 
-/// What setting up an environment made: (cluster name, cluster ARN, created by us, launch
-/// template name, AMI per instance type).
-type SetupDone = (
-    String,
-    String,
-    bool,
-    Option<String>,
-    BTreeMap<String, super::ami::Resolved>,
-);
+/// What setting up an environment made.
+pub(super) struct SetupDone {
+    cluster: String,
+    arn: String,
+    /// The cluster was created by Flotilla.
+    own: bool,
+    /// Flotilla's launch templates: the environment's, then one per user override template.
+    templates: Vec<String>,
+    user_template: Option<crate::model::launch_template::LaunchTemplate>,
+    template_amis: super::ami::TemplateAmis,
+    images: BTreeMap<String, super::ami::Resolved>,
+}
+
+/// The infrastructure generation of an environment: a hash of the `computeResources` settings
+/// whose change AWS Batch treats as an infrastructure update (all but the vCPU counts, the
+/// scaling policy and `updateToLatestImageVersion`).
+pub(super) fn generation(cr: Option<&crate::model::ComputeResource>) -> String {
+    use sha2::Digest;
+    let Some(cr) = cr else {
+        return String::new();
+    };
+    let mut c = cr.clone();
+    c.minv_cpus = None;
+    c.maxv_cpus = None;
+    c.desiredv_cpus = None;
+    c.scaling_policy = None;
+    c.update_to_latest_image_version = None;
+    let digest = sha2::Sha256::digest(serde_json::to_vec(&c).unwrap_or_default());
+    digest[..6].iter().map(|b| format!("{b:02x}")).collect()
+}
 
 pub(super) enum Setup {
     /// A configuration a person must fix: the environment becomes INVALID with this reason.
@@ -121,12 +142,18 @@ impl AwsDriver {
             uuid: uuid.clone(),
             managed,
             fingerprint: fingerprint.clone(),
+            generation: generation(ce.compute_resources.as_ref()),
             ..Default::default()
         });
         if state.fingerprint != fingerprint {
             state.fingerprint = fingerprint;
             state.ready = false;
             state.invalid = None;
+            let next = generation(ce.compute_resources.as_ref());
+            if next != state.generation {
+                tracing::info!(env = %name, generation = %next, "infrastructure update: instances launched before it will be replaced");
+                state.generation = next;
+            }
         }
         if !state.ready {
             drop(envs);
@@ -136,13 +163,18 @@ impl AwsDriver {
                 return Ok(());
             };
             match setup {
-                Ok((cluster, arn, own, template, images)) => {
-                    let shown = super::ami::as_ec2_configuration(&images);
-                    state.images = images;
-                    state.cluster = cluster;
+                Ok(done) => {
+                    let arn = done.arn;
+                    let shown = super::ami::as_ec2_configuration(&done.images);
+                    state.images = done.images;
+                    state.cluster = done.cluster;
                     state.cluster_arn = Some(arn.clone());
-                    state.own_cluster = own;
-                    state.template = template;
+                    state.own_cluster = done.own;
+                    state.templates = done.templates;
+                    state.user_template = done.user_template;
+                    state.template_amis = done.template_amis;
+                    // The status below says Healthy: a replacement still under way is said again.
+                    state.replacing_shown = 0;
                     state.ready = true;
                     drop(envs);
                     if managed && let Err(e) = self.control.set_env_images(&name, shown).await {
@@ -233,8 +265,17 @@ impl AwsDriver {
         let Some(state) = envs.get_mut(&name) else {
             return Ok(());
         };
+        // Neither instances being retired nor those an infrastructure update replaces take new
+        // work.
         let retiring = state.retiring.clone();
-        instances.retain(|i| !retiring.contains(&i.instance_id));
+        let outdated: HashSet<&str> = observed
+            .iter()
+            .filter(|o| managed && o.outdated(&state.generation))
+            .map(|o| o.instance_id.as_str())
+            .collect();
+        instances.retain(|i| {
+            !retiring.contains(&i.instance_id) && !outdated.contains(i.instance_id.as_str())
+        });
         let next = EnvFleet {
             cluster: cluster.clone(),
             instances,
@@ -253,14 +294,37 @@ impl AwsDriver {
                 drop(envs);
                 self.set_status(&name, ResourceStatus::Invalid, reason, None)
                     .await;
+                return Ok(());
+            }
+            // Say so while an infrastructure update is replacing instances. The environment
+            // stays VALID: it takes work (on new instances) meanwhile, as on AWS Batch.
+            let replacing = state
+                .instances
+                .iter()
+                .filter(|o| {
+                    o.outdated(&state.generation) && !state.retiring.contains(&o.instance_id)
+                })
+                .count();
+            if replacing != state.replacing_shown {
+                state.replacing_shown = replacing;
+                drop(envs);
+                let reason = if replacing == 0 {
+                    "ComputeEnvironment Healthy".to_string()
+                } else {
+                    format!(
+                        "ComputeEnvironment Healthy; infrastructure update: {replacing} instance(s) launched before it \
+                         take no new jobs and are terminated once idle"
+                    )
+                };
+                self.set_status(&name, ResourceStatus::Valid, reason, None)
+                    .await;
             }
         }
         Ok(())
     }
 
-    /// Creates (or finds) the cluster and, for managed environments, the launch template.
-    /// Returns (cluster name, cluster ARN, created by us, launch template name, AMI per
-    /// instance type).
+    /// Creates (or finds) the cluster and, for managed environments, the launch templates (the
+    /// user's merged in) and the AMI of each instance type.
     async fn setup_env(
         &self,
         ce: &ComputeEnvironmentDetail,
@@ -269,8 +333,34 @@ impl AwsDriver {
     ) -> Result<SetupDone, Setup> {
         let name = &ce.compute_environment_name;
         let mut images = BTreeMap::new();
+        let mut user_template = None;
+        let mut user_data = Vec::new();
+        let mut template_amis = super::ami::TemplateAmis::default();
         if managed {
             let cr = ce.compute_resources.clone().unwrap_or_default();
+            if let Some(v) = &cr.launch_template {
+                const F: &str = "computeResources.launchTemplate";
+                let lt = crate::model::launch_template::parse(
+                    v,
+                    cr.instance_types.as_deref().unwrap_or_default(),
+                )
+                .map_err(|e| Setup::Invalid(format!("CLIENT_ERROR - {e}")))?;
+                let base = self.read_user_template(&lt.base, F).await?;
+                template_amis.base = base.image_id().map(str::to_string);
+                user_data.push((lt.base.describe(), base));
+                for (i, o) in lt.overrides.iter().enumerate() {
+                    let d = self
+                        .read_user_template(&o.template, &format!("{F}.overrides[{i}]"))
+                        .await?;
+                    if let Some(ami) = d.image_id() {
+                        template_amis
+                            .overrides
+                            .push((o.targets.clone(), ami.to_string()));
+                    }
+                    user_data.push((o.template.describe(), d));
+                }
+                user_template = Some(lt);
+            }
             let types = cr.instance_types.clone().unwrap_or_default();
             let catalog = self.catalog();
             let allowed: Vec<_> = catalog
@@ -284,7 +374,7 @@ impl AwsDriver {
                      (for example c5.large, m5, or optimal)"
                 )));
             }
-            images = self.resolve_images(&cr, &allowed).await?;
+            images = self.resolve_images(&cr, &allowed, &template_amis).await?;
         }
         let named = ce
             .tags
@@ -336,16 +426,42 @@ impl AwsDriver {
                 }
             }
         };
-        let template = if managed {
+        let mut templates = Vec::new();
+        if managed {
             let t = format!("flotilla-{}-{}", sanitize(name), short(uuid));
-            self.ensure_template(ce, &t, &cluster, uuid)
-                .await
-                .map_err(Setup::Aws)?;
-            Some(t)
-        } else {
-            None
-        };
-        Ok((cluster, arn, own, template, images))
+            if user_data.is_empty() {
+                self.ensure_template(ce, &t, &cluster, uuid, None, false)
+                    .await?;
+                templates.push(t);
+            } else {
+                for (i, (what, data)) in user_data.iter().enumerate() {
+                    let t = if i == 0 {
+                        t.clone()
+                    } else {
+                        format!("{t}-o{i}")
+                    };
+                    self.ensure_template(
+                        ce,
+                        &t,
+                        &cluster,
+                        uuid,
+                        Some((what.as_str(), data)),
+                        i > 0,
+                    )
+                    .await?;
+                    templates.push(t);
+                }
+            }
+        }
+        Ok(SetupDone {
+            cluster,
+            arn,
+            own,
+            templates,
+            user_template,
+            template_amis,
+            images,
+        })
     }
 
     async fn ensure_template(
@@ -354,34 +470,50 @@ impl AwsDriver {
         template: &str,
         cluster: &str,
         uuid: &str,
-    ) -> Result<(), AwsError> {
-        use base64::Engine as _;
+        user: Option<(&str, &ec2t::ResponseLaunchTemplateData)>,
+        is_override: bool,
+    ) -> Result<(), Setup> {
         let cr = ce.compute_resources.clone().unwrap_or_default();
         let user_data = format!(
             "#!/bin/bash\necho ECS_CLUSTER={cluster} >> /etc/ecs/ecs.config\n\
              echo ECS_ENABLE_SPOT_INSTANCE_DRAINING=true >> /etc/ecs/ecs.config\n\
              echo ECS_CONTAINER_STOP_TIMEOUT=30s >> /etc/ecs/ecs.config\n"
         );
-        let mut data = ec2t::RequestLaunchTemplateData::builder()
-            .set_image_id(cr.image_id.clone().or_else(|| self.opts.image_id.clone()))
-            .user_data(base64::engine::general_purpose::STANDARD.encode(user_data))
-            .set_security_group_ids(cr.security_group_ids.clone())
-            .set_key_name(cr.ec2_key_pair.clone());
-        if let Some(group) = &cr.placement_group {
-            data = data.placement(
-                ec2t::LaunchTemplatePlacementRequest::builder()
-                    .group_name(group)
-                    .build(),
-            );
+        let tags: Vec<(String, String)> = cr
+            .tags
+            .iter()
+            .flatten()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        // CreateFleet names each type's AMI; the template's own is what a launch without one
+        // would take.
+        // (AWS Batch's order: an override template's AMI first, the environment's template's
+        // after `imageId`.)
+        let theirs = user.and_then(|(_, u)| u.image_id()).map(str::to_string);
+        let image = if is_override {
+            theirs.or_else(|| cr.image_id.clone())
+        } else {
+            cr.image_id.clone().or(theirs)
         }
-        if let Some(role) = &cr.instance_role {
-            let profile = ec2t::LaunchTemplateIamInstanceProfileSpecificationRequest::builder();
-            data = data.iam_instance_profile(if role.starts_with("arn:") {
-                profile.arn(role).build()
-            } else {
-                profile.name(role).build()
-            });
-        }
+        .or_else(|| self.opts.image_id.clone());
+        let ours = super::templates::Ours {
+            image_id: image.as_deref(),
+            user_data: &user_data,
+            key_name: cr.ec2_key_pair.as_deref(),
+            security_group_ids: cr.security_group_ids.as_deref(),
+            instance_role: cr.instance_role.as_deref(),
+            placement_group: cr.placement_group.as_deref(),
+            tags: &tags,
+        };
+        let (what, user) = match user {
+            Some((w, d)) => (format!("launch template {w}"), Some(d)),
+            None => (String::new(), None),
+        };
+        let data = super::templates::merge(user, &ours, &what).map_err(|e| {
+            Setup::Invalid(format!(
+                "CLIENT_ERROR - computeResources.launchTemplate: {e}"
+            ))
+        })?;
         let r = self
             .api
             .call(
@@ -391,7 +523,7 @@ impl AwsDriver {
                     .ec2
                     .create_launch_template()
                     .launch_template_name(template)
-                    .launch_template_data(data.clone().build())
+                    .launch_template_data(data.clone())
                     .tag_specifications(
                         ec2t::TagSpecification::builder()
                             .resource_type(ec2t::ResourceType::LaunchTemplate)
@@ -416,12 +548,13 @@ impl AwsDriver {
                         .ec2
                         .create_launch_template_version()
                         .launch_template_name(template)
-                        .launch_template_data(data.build())
+                        .launch_template_data(data)
                         .send(),
                 )
                 .await
-                .map(|_| ()),
-            Err(e) => Err(e),
+                .map(|_| ())
+                .map_err(Setup::Aws),
+            Err(e) => Err(Setup::Aws(e)),
         }
     }
 
@@ -439,7 +572,7 @@ impl AwsDriver {
                 tracing::warn!(env = name, error = %e, "terminate failed; the orphan sweep retries");
             }
         }
-        if let Some(t) = &state.template {
+        for t in &state.templates {
             let _ = self
                 .api
                 .call(

@@ -28,6 +28,7 @@
 //! - `observe.rs`: an environment's EC2 instances joined with its container instances;
 //! - `scale.rs`: the provisioner's plan as CreateFleet and retire/terminate; the orphan sweep;
 //! - `ami.rs`: the AMI of each instance type (ec2Configuration, SSM's ECS-optimized AMIs);
+//! - `templates.rs`: the user's launch templates merged into the ones Flotilla launches from;
 //! - `instance_types.rs`: capacities and Spot prices the plans are made with;
 //! - `tasks.rs`: the [`Runtime`] impl (StartTask, StopTask, recover) and the task loop;
 //! - `taskdef.rs`: task definitions, registered once per content;
@@ -45,6 +46,7 @@ mod observe;
 mod scale;
 mod taskdef;
 mod tasks;
+mod templates;
 
 pub use api::{Api, ApiOptions, AwsError};
 
@@ -67,6 +69,10 @@ pub const TAG_ENV_UUID: &str = "flotilla:compute-environment-uuid";
 /// A tag on an UNMANAGED compute environment naming an existing ECS cluster to schedule onto
 /// (otherwise Flotilla creates one).
 pub const TAG_USE_CLUSTER: &str = "flotilla:ecs-cluster";
+/// On every instance: the infrastructure generation of its environment when it was launched (a
+/// hash of the settings an infrastructure update changes). An instance of an older one is
+/// replaced.
+pub const TAG_GENERATION: &str = "flotilla:infrastructure";
 /// The container name in every task definition; the awslogs stream is
 /// `<job definition name>/default/<task id>`, as AWS Batch names it.
 const CONTAINER: &str = "default";
@@ -108,6 +114,17 @@ struct Observed {
     registered: Option<Resources>,
     /// ECS status of the container instance (ACTIVE, DRAINING…), if registered.
     ci_status: Option<String>,
+    /// The `flotilla:infrastructure` tag it was launched with (none: launched before there was
+    /// one, never replaced for it).
+    generation: Option<String>,
+}
+
+impl Observed {
+    /// Launched for an older infrastructure generation than `current`: an infrastructure update
+    /// replaces it.
+    fn outdated(&self, current: &str) -> bool {
+        self.generation.as_deref().is_some_and(|g| g != current)
+    }
 }
 
 #[derive(Debug, Default)]
@@ -117,7 +134,13 @@ struct EnvState {
     cluster_arn: Option<String>,
     /// The cluster was created by Flotilla (and is deleted with the environment).
     own_cluster: bool,
-    template: Option<String>,
+    /// The launch templates Flotilla created: the environment's, then one per override of the
+    /// user's `launchTemplate` (in its order).
+    templates: Vec<String>,
+    /// The user's `launchTemplate`, parsed at setup: which override serves an instance type.
+    user_template: Option<crate::model::launch_template::LaunchTemplate>,
+    /// AMIs named by the user's templates, for types resolved after setup.
+    template_amis: ami::TemplateAmis,
     /// The AMI each allowed instance type launches with, resolved at setup.
     images: std::collections::BTreeMap<String, ami::Resolved>,
     ready: bool,
@@ -132,6 +155,13 @@ struct EnvState {
     /// Instances seen running a job: the environment's scale-down delay applies to them
     /// (AWS Batch's does not to an instance that has run none).
     worked: HashSet<String>,
+    /// The environment's infrastructure generation ([`TAG_GENERATION`]).
+    generation: String,
+    /// Instances of an older generation, and when each was first seen so (the update policy's
+    /// timeout runs from then).
+    outdated_since: HashMap<String, Instant>,
+    /// How many replaced instances the status reason last said.
+    replacing_shown: usize,
     unavailable: HashMap<(String, Option<String>), Instant>,
     /// Instances Flotilla itself is terminating: their tasks' host loss is no Spot interruption.
     retiring: HashSet<String>,

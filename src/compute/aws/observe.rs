@@ -1,7 +1,7 @@
 //! What an environment has: its EC2 instances (by tag) joined with its cluster's container
 //! instances.
 
-use super::{AwsDriver, AwsError, Observed, TAG_ENV_UUID};
+use super::{AwsDriver, AwsError, Observed, TAG_ENV_UUID, TAG_GENERATION};
 use crate::provisioner::Resources;
 use aws_sdk_ec2::types as ec2t;
 use aws_sdk_ecs::types as ecst;
@@ -84,6 +84,7 @@ impl AwsDriver {
                     container_instance_arn: ci.container_instance_arn().map(str::to_string),
                     registered: Some(registered(ci)),
                     ci_status: ci.status().map(str::to_string),
+                    generation: None,
                 })
                 .collect());
         };
@@ -122,6 +123,12 @@ impl AwsDriver {
                         .map(str::to_string),
                     registered: ci.map(|c| registered(c)),
                     ci_status: ci.and_then(|c| c.status()).map(str::to_string),
+                    generation: i
+                        .tags()
+                        .iter()
+                        .find(|t| t.key() == Some(TAG_GENERATION))
+                        .and_then(|t| t.value())
+                        .map(str::to_string),
                 }
             })
             .collect())

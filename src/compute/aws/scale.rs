@@ -2,7 +2,9 @@
 //! (one `clientToken` per launch) and drain → deregister → TerminateInstances, and the sweep of
 //! instances whose environment no longer exists.
 
-use super::{AwsDriver, AwsError, EnvState, TAG_ENV, TAG_ENV_UUID, TAG_MANAGED_BY, ec2_tag};
+use super::{
+    AwsDriver, AwsError, EnvState, TAG_ENV, TAG_ENV_UUID, TAG_GENERATION, TAG_MANAGED_BY, ec2_tag,
+};
 use crate::compute::fleet::Demand;
 use crate::model::{ComputeEnvironmentDetail, ResourceState};
 use crate::provisioner::{self, EnvSpec, Resources};
@@ -75,8 +77,11 @@ impl AwsDriver {
                 free,
                 idle_since_ms: idle_since,
                 idle_timeout_ms: delay_ms.filter(|_| state.worked.contains(&o.instance_id)),
+                // An instance an infrastructure update replaces is no capacity to plan with:
+                // demand gets new instances.
                 draining: o.ci_status.as_deref() == Some("DRAINING")
-                    || state.retiring.contains(&o.instance_id),
+                    || state.retiring.contains(&o.instance_id)
+                    || o.outdated(&state.generation),
             });
         }
         let seen: HashSet<&str> = state
@@ -107,8 +112,9 @@ impl AwsDriver {
             self.launch(ce, state, req, spec.allocation_strategy).await;
         }
         for id in &plan.retire {
-            self.retire(name, state, id).await;
+            self.retire(name, state, id, false).await;
         }
+        self.replace_outdated(ce, state, demand).await;
         let desired = plan.desired_vcpus.min(i32::MAX as u64) as i32;
         if ce.compute_resources.as_ref().and_then(|c| c.desiredv_cpus) != Some(desired) {
             let _ = self.control.set_desired_vcpus(name, desired).await;
@@ -122,7 +128,13 @@ impl AwsDriver {
         req: &provisioner::LaunchRequest,
         strategy: provisioner::AllocationStrategy,
     ) {
-        let Some(template) = state.template.clone() else {
+        // An override of the user's launch template serves the types it targets.
+        let index = state
+            .user_template
+            .as_ref()
+            .and_then(|lt| lt.override_for(&req.instance_type))
+            .map_or(0, |(i, _)| i + 1);
+        let Some(template) = state.templates.get(index).cloned() else {
             return;
         };
         let name = &ce.compute_environment_name;
@@ -163,7 +175,8 @@ impl AwsDriver {
             .resource_type(ec2t::ResourceType::Instance)
             .tags(ec2_tag(TAG_MANAGED_BY, "flotilla"))
             .tags(ec2_tag(TAG_ENV, name))
-            .tags(ec2_tag(TAG_ENV_UUID, &state.uuid));
+            .tags(ec2_tag(TAG_ENV_UUID, &state.uuid))
+            .tags(ec2_tag(TAG_GENERATION, &state.generation));
         if let Some(user) = ce.compute_resources.as_ref().and_then(|c| c.tags.as_ref()) {
             for (k, v) in user {
                 if !k.starts_with("flotilla:") && !k.starts_with("aws:") {
@@ -274,7 +287,7 @@ impl AwsDriver {
         let catalog = self.catalog();
         let t = catalog.get(instance_type)?;
         let cr = ce.compute_resources.clone().unwrap_or_default();
-        match self.resolve_images(&cr, &[t]).await {
+        match self.resolve_images(&cr, &[t], &state.template_amis).await {
             Ok(mut m) => {
                 let r = m.remove(instance_type)?;
                 let id = r.image_id.clone();
@@ -292,7 +305,58 @@ impl AwsDriver {
         }
     }
 
-    async fn retire(&self, env: &str, state: &mut EnvState, instance_id: &str) {
+    /// An infrastructure update replaces the instances launched before it: each is terminated
+    /// once it runs no job, or, with the update policy's `terminateJobsOnUpdate`, once
+    /// `jobExecutionTimeoutMinutes` have passed since it was first seen outdated (its jobs go
+    /// back to RUNNABLE, as after a Spot interruption, and run on the new instances).
+    async fn replace_outdated(
+        &self,
+        ce: &ComputeEnvironmentDetail,
+        state: &mut EnvState,
+        demand: &Demand,
+    ) {
+        let name = &ce.compute_environment_name;
+        let policy = ce
+            .update_policy
+            .as_ref()
+            .and_then(|p| crate::model::update_policy::parse(p).ok())
+            .unwrap_or_default();
+        let timeout = std::time::Duration::from_secs(policy.timeout_minutes as u64 * 60);
+        let now = Instant::now();
+        let outdated: Vec<(String, bool)> = state
+            .instances
+            .iter()
+            .filter(|o| o.outdated(&state.generation))
+            .map(|o| {
+                let busy = o
+                    .container_instance_arn
+                    .as_ref()
+                    .is_some_and(|a| demand.used_by_instance.contains_key(a));
+                (o.instance_id.clone(), busy)
+            })
+            .collect();
+        state
+            .outdated_since
+            .retain(|id, _| outdated.iter().any(|(o, _)| o == id));
+        for (id, busy) in outdated {
+            if state.retiring.contains(&id) {
+                continue;
+            }
+            let since = *state.outdated_since.entry(id.clone()).or_insert(now);
+            if !busy {
+                tracing::info!(env = %name, instance_id = %id, "infrastructure update: replacing an idle instance");
+                self.retire(name, state, &id, false).await;
+            } else if policy.terminate_jobs_on_update && now.duration_since(since) >= timeout {
+                tracing::info!(env = %name, instance_id = %id, timeout_minutes = policy.timeout_minutes,
+                    "infrastructure update: terminateJobsOnUpdate, stopping the jobs still running on an old instance");
+                self.retire(name, state, &id, true).await;
+            }
+        }
+    }
+
+    /// Drains, deregisters and terminates an instance. Unless `force`, only when the engine
+    /// has nothing on it.
+    async fn retire(&self, env: &str, state: &mut EnvState, instance_id: &str, force: bool) {
         let ci = state
             .instances
             .iter()
@@ -301,7 +365,8 @@ impl AwsDriver {
         // The plan saw the engine's demand as published before this pass; the engine may have
         // placed a job here since. Look again, and take the instance out of the engine's view
         // before draining it, so that nothing new lands on it.
-        if let Some(arn) = &ci
+        if !force
+            && let Some(arn) = &ci
             && self.fleet.demand().used_by_instance.contains_key(arn)
         {
             return;
@@ -310,12 +375,16 @@ impl AwsDriver {
             f.instances.retain(|i| i.instance_id != instance_id);
             self.fleet.set_env(env, Some(f));
         }
-        tracing::info!(instance_id, "retiring idle instance");
+        tracing::info!(instance_id, force, "retiring instance");
         state.retiring.insert(instance_id.to_string());
         if let Ok(mut r) = self.retired.lock() {
             r.insert(instance_id.to_string());
         }
-        if let Some(arn) = ci {
+        // Forced, with tasks on it: terminate without deregistering first, so that ECS stops
+        // them as on any lost host ("Host EC2 (instance …) terminated.") and the task loop,
+        // knowing the host retired, hands their jobs back to the engine rather than failing
+        // them. ECS makes the container instance INACTIVE itself.
+        if let Some(arn) = ci.filter(|_| !force) {
             let _ = self
                 .api
                 .call(
