@@ -293,9 +293,10 @@ async fn operations_flotilla_does_not_implement_are_refused_by_name() {
     }
 }
 
-/// A fleet setting the AWS driver does not apply yet is refused by its path, not stored.
+/// An environment setting Flotilla does not apply is refused by its path, and nothing of the
+/// request is applied.
 #[tokio::test]
-async fn fleet_settings_not_applied_yet_are_refused_by_path() {
+async fn environment_settings_flotilla_lacks_are_refused_by_path_and_change_nothing() {
     let server = Server::start();
     let raw = server.raw();
     let r = raw
@@ -309,17 +310,12 @@ async fn fleet_settings_not_applied_yet_are_refused_by_path() {
     let r = raw
         .post(
             "UpdateComputeEnvironment",
-            &json!({"computeEnvironment": "ce", "computeResources": {
-                "maxvCpus": 8, "updateToLatestImageVersion": true}}),
+            &json!({"computeEnvironment": "ce", "computeResources": {"maxvCpus": 8},
+                    "ecsSettings": {"containerInsights": "enabled"}}),
         )
         .await;
     assert_eq!(r.status, 400, "{r:?}");
-    assert!(
-        r.message()
-            .starts_with("computeResources.updateToLatestImageVersion:"),
-        "{}",
-        r.message()
-    );
+    assert!(r.message().starts_with("ecsSettings:"), "{}", r.message());
     let r = raw
         .post(
             "DescribeComputeEnvironments",

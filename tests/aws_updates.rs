@@ -275,6 +275,12 @@ async fn update_policies_are_checked_and_refused_where_nothing_is_replaced() {
     )
     .await
     .assert_client_error("updatePolicy");
+    raw.post(
+        "UpdateComputeEnvironment",
+        &json!({"computeEnvironment": "here", "computeResources": {"updateToLatestImageVersion": true}}),
+    )
+    .await
+    .assert_client_error("computeResources.updateToLatestImageVersion");
     // A launch template given by update is checked as at creation.
     raw.post(
         "UpdateComputeEnvironment",
@@ -284,4 +290,84 @@ async fn update_policies_are_checked_and_refused_where_nothing_is_replaced() {
     )
     .await
     .assert_client_error("computeResources.launchTemplate.overrides[0].targetInstanceTypes");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn update_to_latest_image_version_replaces_every_instance_on_the_ami_resolved_again() {
+    let emu = Emulator::start();
+    // No --aws-ami: the environment boots the AMI SSM recommends.
+    let server = start_without_ami(&emu, 300, &[]);
+    let c = server.client();
+    let raw = server.raw();
+    let arn = setup(&c, &emu, "latest").await;
+    c.update_compute_environment()
+        .compute_environment(&arn)
+        .compute_resources(ComputeResourceUpdate::builder().minv_cpus(2).build())
+        .send()
+        .await
+        .expect("keep one instance");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let first = loop {
+        if let Some(i) = live_instances(&emu.state().await).first() {
+            break i["instanceId"].as_str().unwrap_or_default().to_string();
+        }
+        assert!(Instant::now() < deadline, "no instance for minvCpus");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    // minvCpus alone is a scaling update: the instance stays.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        live_instances(&emu.state().await)
+            .iter()
+            .any(|i| i["instanceId"] == first.as_str())
+    );
+
+    let r = raw
+        .post(
+            "UpdateComputeEnvironment",
+            &json!({"computeEnvironment": arn, "computeResources": {"updateToLatestImageVersion": true}}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{r:?}");
+    let shown = raw
+        .post(
+            "DescribeComputeEnvironments",
+            &json!({"computeEnvironments": ["latest"]}),
+        )
+        .await
+        .json();
+    assert!(
+        !shown.to_string().contains("Epoch") && !shown.to_string().contains("updateToLatest"),
+        "{shown}"
+    );
+    wait_gone(&emu, &first, 30).await;
+    let recommended = ssm_value(
+        &emu,
+        "/aws/service/ecs/optimized-ami/amazon-linux-2023/recommended/image_id",
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let live = live_instances(&emu.state().await);
+        if let Some(i) = live.first() {
+            assert_ne!(i["instanceId"], first.as_str());
+            let id = i["instanceId"].as_str().unwrap_or_default().to_string();
+            let image = ec2_client(&emu)
+                .await
+                .describe_instances()
+                .instance_ids(&id)
+                .send()
+                .await
+                .expect("describe instances")
+                .reservations()[0]
+                .instances()[0]
+                .image_id()
+                .unwrap_or_default()
+                .to_string();
+            assert_eq!(image, recommended);
+            break;
+        }
+        assert!(Instant::now() < deadline, "no replacement for minvCpus");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }

@@ -209,6 +209,7 @@ impl Batch {
             uuid: Some(uuid::Uuid::new_v4().to_string()),
             context: req.context,
             resolved_ec2_configuration: None,
+            image_epoch: None,
         };
         self.persist(
             ResourceKind::ComputeEnvironment,
@@ -325,6 +326,21 @@ impl Batch {
         if let Some(upd) = req.compute_resources {
             // The driver resolves the AMIs of the updated resources again.
             ce.resolved_ec2_configuration = None;
+            if upd.update_to_latest_image_version == Some(true) {
+                if ce
+                    .compute_resources
+                    .as_ref()
+                    .and_then(|c| c.cr_type.as_deref())
+                    == Some(CR_TYPE_LOCAL)
+                {
+                    return Err(BatchError::client(
+                        "computeResources.updateToLatestImageVersion: a LOCAL compute environment runs on the server's own host and has no AMI",
+                    ));
+                }
+                // An infrastructure update of its own (the driver replaces the instances) with
+                // the AMIs resolved afresh.
+                ce.image_epoch = Some(ce.image_epoch.unwrap_or(0) + 1);
+            }
             let cur = ce.compute_resources.as_mut().ok_or_else(|| {
                 BatchError::client(
                     "computeResources: an UNMANAGED compute environment has no compute resources to update",

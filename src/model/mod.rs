@@ -128,12 +128,18 @@ pub struct ComputeEnvironmentDetail {
     /// (the driver resolves again after a restart) and never read back as the user's setting.
     #[serde(skip)]
     pub resolved_ec2_configuration: Option<Value>,
+    /// Counts the UpdateComputeEnvironment calls with `updateToLatestImageVersion`: part of the
+    /// environment's infrastructure generation (so its instances are replaced) and the driver's
+    /// cue to resolve the AMIs again past its cache. Stored, never on the wire.
+    #[serde(default, rename = "_flotillaImageEpoch")]
+    pub image_epoch: Option<u64>,
 }
 
 impl ComputeEnvironmentDetail {
     /// The environment as DescribeComputeEnvironments answers it.
     pub fn described(&self) -> ComputeEnvironmentDetail {
         let mut out = self.clone();
+        out.image_epoch = None;
         if let (Some(r), Some(cr)) = (&self.resolved_ec2_configuration, &mut out.compute_resources)
         {
             cr.ec2_configuration = Some(r.clone());

@@ -270,9 +270,8 @@ pub const TABLE: &[(&str, Support)] = &[
     ("ComputeResourceUpdate.ec2Configuration", EC2_CONFIG),
     (
         "ComputeResourceUpdate.updateToLatestImageVersion",
-        OnlyDefault(
-            "false",
-            "re-resolving the AMI on update is not supported by Flotilla yet (issue 13)",
+        Honoured(
+            "true: an infrastructure update of its own, with the recommended AMIs resolved from SSM again past the driver's cache; every instance launched before it is replaced (docs/aws.md); false: nothing; refused on LOCAL",
         ),
     ),
     (

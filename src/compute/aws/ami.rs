@@ -146,6 +146,7 @@ impl AwsDriver {
         cr: &ComputeResource,
         types: &[&InstanceType],
         templates: &TemplateAmis,
+        fresh: bool,
     ) -> Result<BTreeMap<String, Resolved>, Setup> {
         let configs = match &cr.ec2_configuration {
             Some(v) => ec2_configuration::parse(v)
@@ -175,7 +176,7 @@ impl AwsDriver {
                 Source::Ami(_) => None,
             })
             .collect();
-        let values = self.parameters(&wanted).await?;
+        let values = self.parameters(&wanted, fresh).await?;
         let mut out = BTreeMap::new();
         for (t, image_type, src) in chosen {
             let image_id = match src {
@@ -196,10 +197,12 @@ impl AwsDriver {
         Ok(out)
     }
 
-    /// The values of SSM parameters, from the cache when fresh, else one GetParameters per 10.
+    /// The values of SSM parameters, from the cache when fresh (and not asked for `fresh` ones),
+    /// else one GetParameters per 10.
     async fn parameters(
         &self,
         names: &BTreeSet<String>,
+        fresh: bool,
     ) -> Result<BTreeMap<String, String>, Setup> {
         let now = Instant::now();
         let mut out = BTreeMap::new();
@@ -208,7 +211,7 @@ impl AwsDriver {
             let cache = self.amis.lock().unwrap_or_else(|e| e.into_inner());
             for n in names {
                 match cache.get(n) {
-                    Some((v, at)) if now.duration_since(*at) < CACHE_TTL => {
+                    Some((v, at)) if !fresh && now.duration_since(*at) < CACHE_TTL => {
                         out.insert(n.clone(), v.clone());
                     }
                     _ => missing.push(n.clone()),

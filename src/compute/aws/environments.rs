@@ -34,10 +34,11 @@ pub(super) struct SetupDone {
 
 /// The infrastructure generation of an environment: a hash of the `computeResources` settings
 /// whose change AWS Batch treats as an infrastructure update (all but the vCPU counts, the
-/// scaling policy and `updateToLatestImageVersion`).
-pub(super) fn generation(cr: Option<&crate::model::ComputeResource>) -> String {
+/// scaling policy and `updateToLatestImageVersion`), and the count of updates asking for the
+/// latest AMIs.
+pub(super) fn generation(ce: &ComputeEnvironmentDetail) -> String {
     use sha2::Digest;
-    let Some(cr) = cr else {
+    let Some(cr) = ce.compute_resources.as_ref() else {
         return String::new();
     };
     let mut c = cr.clone();
@@ -46,7 +47,12 @@ pub(super) fn generation(cr: Option<&crate::model::ComputeResource>) -> String {
     c.desiredv_cpus = None;
     c.scaling_policy = None;
     c.update_to_latest_image_version = None;
-    let digest = sha2::Sha256::digest(serde_json::to_vec(&c).unwrap_or_default());
+    let mut bytes = serde_json::to_vec(&c).unwrap_or_default();
+    // Each updateToLatestImageVersion is an infrastructure update of its own.
+    if let Some(epoch) = ce.image_epoch {
+        bytes.extend_from_slice(format!("/image-epoch={epoch}").as_bytes());
+    }
+    let digest = sha2::Sha256::digest(bytes);
     digest[..6].iter().map(|b| format!("{b:02x}")).collect()
 }
 
@@ -136,28 +142,31 @@ impl AwsDriver {
                 cr.desiredv_cpus = None;
                 serde_json::to_string(&cr).unwrap_or_default()
             })
-            .unwrap_or_default();
+            .unwrap_or_default()
+            + &format!("/image-epoch={:?}", ce.image_epoch);
         let mut envs = self.envs.lock().await;
         let state = envs.entry(name.clone()).or_insert_with(|| EnvState {
             uuid: uuid.clone(),
             managed,
             fingerprint: fingerprint.clone(),
-            generation: generation(ce.compute_resources.as_ref()),
+            generation: generation(ce),
             ..Default::default()
         });
         if state.fingerprint != fingerprint {
             state.fingerprint = fingerprint;
             state.ready = false;
             state.invalid = None;
-            let next = generation(ce.compute_resources.as_ref());
+            let next = generation(ce);
             if next != state.generation {
                 tracing::info!(env = %name, generation = %next, "infrastructure update: instances launched before it will be replaced");
                 state.generation = next;
             }
         }
         if !state.ready {
+            // After an updateToLatestImageVersion, past the AMI cache.
+            let fresh = state.resolved_epoch != ce.image_epoch;
             drop(envs);
-            let setup = self.setup_env(ce, managed, &uuid).await;
+            let setup = self.setup_env(ce, managed, &uuid, fresh).await;
             envs = self.envs.lock().await;
             let Some(state) = envs.get_mut(&name) else {
                 return Ok(());
@@ -173,6 +182,7 @@ impl AwsDriver {
                     state.templates = done.templates;
                     state.user_template = done.user_template;
                     state.template_amis = done.template_amis;
+                    state.resolved_epoch = ce.image_epoch;
                     // The status below says Healthy: a replacement still under way is said again.
                     state.replacing_shown = 0;
                     state.ready = true;
@@ -330,6 +340,7 @@ impl AwsDriver {
         ce: &ComputeEnvironmentDetail,
         managed: bool,
         uuid: &str,
+        fresh: bool,
     ) -> Result<SetupDone, Setup> {
         let name = &ce.compute_environment_name;
         let mut images = BTreeMap::new();
@@ -374,7 +385,9 @@ impl AwsDriver {
                      (for example c5.large, m5, or optimal)"
                 )));
             }
-            images = self.resolve_images(&cr, &allowed, &template_amis).await?;
+            images = self
+                .resolve_images(&cr, &allowed, &template_amis, fresh)
+                .await?;
         }
         let named = ce
             .tags

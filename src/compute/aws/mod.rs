@@ -160,6 +160,8 @@ struct EnvState {
     /// Instances of an older generation, and when each was first seen so (the update policy's
     /// timeout runs from then).
     outdated_since: HashMap<String, Instant>,
+    /// The `image_epoch` the AMIs were last resolved for (a newer one resolves past the cache).
+    resolved_epoch: Option<u64>,
     /// How many replaced instances the status reason last said.
     replacing_shown: usize,
     unavailable: HashMap<(String, Option<String>), Instant>,

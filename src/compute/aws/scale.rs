@@ -287,7 +287,10 @@ impl AwsDriver {
         let catalog = self.catalog();
         let t = catalog.get(instance_type)?;
         let cr = ce.compute_resources.clone().unwrap_or_default();
-        match self.resolve_images(&cr, &[t], &state.template_amis).await {
+        match self
+            .resolve_images(&cr, &[t], &state.template_amis, false)
+            .await
+        {
             Ok(mut m) => {
                 let r = m.remove(instance_type)?;
                 let id = r.image_id.clone();
