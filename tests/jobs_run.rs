@@ -1389,3 +1389,85 @@ async fn array_children_are_there_at_once_and_after_a_crash_before_they_were_wri
     );
     assert_eq!(count_children(&c, &parent, JobStatus::Succeeded).await, 500);
 }
+
+/// `flotilla jobs watch` draws a bar per array job in progress: its children done out of its
+/// size, by status; a finished array has none.
+#[tokio::test(flavor = "multi_thread")]
+async fn jobs_watch_shows_the_progress_of_each_array() {
+    let s = server("process", &[]);
+    let c = s.client();
+    let dir = job_writable_tempdir();
+    let gate = dir.path().join("go").display().to_string();
+    register(
+        &c,
+        "gated",
+        &[
+            "sh",
+            "-c",
+            &format!(
+                "while [ ! -e {gate} ]; do sleep 0.05; done; test $AWS_BATCH_JOB_ARRAY_INDEX != 2"
+            ),
+        ],
+        "0.25",
+        None,
+    )
+    .await;
+    let parent = c
+        .submit_job()
+        .job_name("fan")
+        .job_queue("default")
+        .job_definition("gated")
+        .array_properties(ArrayProperties::builder().size(4).build())
+        .send()
+        .await
+        .expect("submit the array")
+        .job_id
+        .expect("id");
+    let watch = |output: &'static str| {
+        let (ok, out, err) = cli(
+            &s,
+            &[
+                "jobs", "watch", "--queue", "default", "--once", "--output", output,
+            ],
+        );
+        assert!(ok, "{err}");
+        out
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let arrays = loop {
+        let line: serde_json::Value = serde_json::from_str(watch("json").trim()).expect("JSON");
+        let arrays = line["arrays"].as_array().cloned().unwrap_or_default();
+        let running = arrays
+            .first()
+            .and_then(|a| a["statusSummary"]["RUNNING"].as_i64())
+            .unwrap_or(0);
+        if running == 4 {
+            break arrays;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never 4 children running: {line}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(arrays.len(), 1, "{arrays:?}");
+    assert_eq!(arrays[0]["jobId"], parent.as_str());
+    assert_eq!(arrays[0]["jobName"], "fan");
+    assert_eq!(arrays[0]["size"], 4);
+    assert_eq!(arrays[0]["done"], 0);
+    let table = watch("table");
+    assert!(
+        table.contains(&format!(
+            "array {parent} fan [{}] 0/4 RUNNING 4",
+            ".".repeat(30)
+        )),
+        "{table}"
+    );
+
+    std::fs::write(&gate, b"").expect("open the gate");
+    let done = wait_final(&c, &parent, 60).await;
+    assert_eq!(done.status, Some(JobStatus::Failed), "child 2 fails");
+    let line: serde_json::Value = serde_json::from_str(watch("json").trim()).expect("JSON");
+    assert_eq!(line["arrays"], serde_json::json!([]), "{line}");
+    assert!(!watch("table").contains("array "));
+}

@@ -533,12 +533,15 @@ pub async fn watch(ctx: &Ctx, a: &JobsWatchArgs) -> anyhow::Result<()> {
     let mut ctrl_c = pin!(tokio::signal::ctrl_c());
     loop {
         let mut counts = Vec::with_capacity(STATUSES.len());
+        let mut active_arrays = Vec::new();
         for status in STATUSES {
-            let n = list_pages(ctx, Some(&a.queue), None, Some(status.clone()), None)
-                .await?
-                .len();
-            counts.push((status, n));
+            let jobs = list_pages(ctx, Some(&a.queue), None, Some(status.clone()), None).await?;
+            if !matches!(status, JobStatus::Succeeded | JobStatus::Failed) {
+                active_arrays.extend(jobs.iter().filter(|j| is_array_parent(j)).cloned());
+            }
+            counts.push((status, jobs.len()));
         }
+        let arrays = array_progress(ctx, active_arrays).await?;
         let now = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .ok()
@@ -550,11 +553,20 @@ pub async fn watch(ctx: &Ctx, a: &JobsWatchArgs) -> anyhow::Result<()> {
                     .iter()
                     .map(|(s, n)| (s.as_str().to_string(), Value::from(*n)))
                     .collect();
-                let line = json!({"jobQueue": a.queue, "timestamp": now, "counts": counts});
+                let arrays: Vec<Value> = arrays
+                    .iter()
+                    .map(|p| {
+                        json!({"jobId": p.job_id, "jobName": p.name, "size": p.size,
+                               "done": p.done(), "statusSummary": p.summary})
+                    })
+                    .collect();
+                let line = json!({"jobQueue": a.queue, "timestamp": now, "counts": counts,
+                                  "arrays": arrays});
                 emit(&format!("{line}\n"))?;
             }
             Output::Table => {
-                let text = watch_text(&a.queue, &iso8601_millis(now), &counts);
+                let mut text = watch_text(&a.queue, &iso8601_millis(now), &counts);
+                text.push_str(&arrays_text(&arrays));
                 if redraw && drawn > 0 {
                     // Cursor up over the previous frame, then clear to the end of the screen.
                     emit(&format!("\x1b[{drawn}A\x1b[J"))?;
@@ -574,6 +586,108 @@ pub async fn watch(ctx: &Ctx, a: &JobsWatchArgs) -> anyhow::Result<()> {
             _ = &mut ctrl_c => return Ok(()),
         }
     }
+}
+
+/// At most this many array jobs get a progress bar in `jobs watch` (the oldest first).
+const WATCH_ARRAYS: usize = 10;
+const BAR_WIDTH: usize = 30;
+
+/// The parent of an array job (its summary has a size and no index).
+fn is_array_parent(j: &JobSummary) -> bool {
+    j.array_properties()
+        .is_some_and(|a| a.size().is_some_and(|n| n > 0) && a.index().is_none())
+}
+
+/// An array job still in progress: its children by status.
+#[derive(Debug, Clone, PartialEq)]
+struct ArrayProgress {
+    job_id: String,
+    name: String,
+    size: i64,
+    summary: BTreeMap<String, i64>,
+}
+
+impl ArrayProgress {
+    fn done(&self) -> i64 {
+        self.summary.get("SUCCEEDED").copied().unwrap_or(0)
+            + self.summary.get("FAILED").copied().unwrap_or(0)
+    }
+}
+
+/// The children's status summary of the oldest [`WATCH_ARRAYS`] active array jobs.
+async fn array_progress(
+    ctx: &Ctx,
+    mut parents: Vec<JobSummary>,
+) -> anyhow::Result<Vec<ArrayProgress>> {
+    if parents.is_empty() {
+        return Ok(Vec::new());
+    }
+    parents.sort_by_key(|j| (j.created_at().unwrap_or(0), j.job_id().map(str::to_string)));
+    parents.truncate(WATCH_ARRAYS);
+    let ids: Vec<String> = parents
+        .iter()
+        .filter_map(|j| j.job_id().map(str::to_string))
+        .collect();
+    let resp = ctx
+        .client
+        .describe_jobs()
+        .set_jobs(Some(ids.clone()))
+        .send()
+        .await
+        .map_err(|e| ctx.api_error(e))?;
+    let by_id: HashMap<&str, &JobDetail> = resp
+        .jobs()
+        .iter()
+        .filter_map(|j| j.job_id().map(|id| (id, j)))
+        .collect();
+    Ok(ids
+        .iter()
+        .filter_map(|id| {
+            let j = by_id.get(id.as_str())?;
+            let a = j.array_properties()?;
+            Some(ArrayProgress {
+                job_id: id.clone(),
+                name: j.job_name().unwrap_or_default().to_string(),
+                size: i64::from(a.size()?),
+                summary: STATUSES
+                    .iter()
+                    .map(|s| (s.as_str().to_string(), count(a.status_summary.as_ref(), s)))
+                    .filter(|(_, n)| *n > 0)
+                    .collect(),
+            })
+        })
+        .collect())
+}
+
+/// One line per array: `ID NAME [#####.....] 340/1000 RUNNING 20, SUCCEEDED 300, FAILED 40`.
+fn arrays_text(arrays: &[ArrayProgress]) -> String {
+    let mut out = String::new();
+    for p in arrays {
+        let filled = if p.size > 0 {
+            (p.done().clamp(0, p.size) as usize * BAR_WIDTH) / p.size as usize
+        } else {
+            0
+        };
+        let counts: Vec<String> = STATUSES
+            .iter()
+            .filter_map(|s| {
+                p.summary
+                    .get(s.as_str())
+                    .map(|n| format!("{} {n}", s.as_str()))
+            })
+            .collect();
+        out.push_str(&format!(
+            "array {} {} [{}{}] {}/{} {}\n",
+            p.job_id,
+            p.name,
+            "#".repeat(filled),
+            ".".repeat(BAR_WIDTH - filled),
+            p.done(),
+            p.size,
+            counts.join(", ")
+        ));
+    }
+    out
 }
 
 fn watch_text(queue: &str, now: &str, counts: &[(JobStatus, usize)]) -> String {
@@ -831,6 +945,28 @@ mod tests {
         assert_eq!(
             failure_reason(&array),
             "no reason given (1 of 4 children failed)"
+        );
+    }
+
+    #[test]
+    fn watch_draws_a_bar_per_array_by_children_done() {
+        let p = ArrayProgress {
+            job_id: "a1".into(),
+            name: "render".into(),
+            size: 1000,
+            summary: [("RUNNING", 20), ("SUCCEEDED", 300), ("FAILED", 40)]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect(),
+        };
+        assert_eq!(p.done(), 340);
+        assert_eq!(
+            arrays_text(&[p]),
+            format!(
+                "array a1 render [{}{}] 340/1000 RUNNING 20, SUCCEEDED 300, FAILED 40\n",
+                "#".repeat(10),
+                ".".repeat(20)
+            )
         );
     }
 
