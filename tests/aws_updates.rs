@@ -64,10 +64,16 @@ async fn host_of(c: &aws_sdk_batch::Client, emu: &Emulator, job: &str) -> (Strin
         .get(&ci)
         .cloned()
         .expect("the container instance's EC2 instance");
-    let image = ec2_client(emu)
+    let image = image_of(emu, &instance).await;
+    (instance, image)
+}
+
+/// The AMI an EC2 instance was launched from.
+async fn image_of(emu: &Emulator, instance: &str) -> String {
+    ec2_client(emu)
         .await
         .describe_instances()
-        .instance_ids(&instance)
+        .instance_ids(instance)
         .send()
         .await
         .expect("describe instances")
@@ -75,8 +81,7 @@ async fn host_of(c: &aws_sdk_batch::Client, emu: &Emulator, job: &str) -> (Strin
         .instances()[0]
         .image_id()
         .unwrap_or_default()
-        .to_string();
-    (instance, image)
+        .to_string()
 }
 
 fn task_of(j: &JobDetail) -> String {
@@ -351,20 +356,8 @@ async fn update_to_latest_image_version_replaces_every_instance_on_the_ami_resol
         let live = live_instances(&emu.state().await);
         if let Some(i) = live.first() {
             assert_ne!(i["instanceId"], first.as_str());
-            let id = i["instanceId"].as_str().unwrap_or_default().to_string();
-            let image = ec2_client(&emu)
-                .await
-                .describe_instances()
-                .instance_ids(&id)
-                .send()
-                .await
-                .expect("describe instances")
-                .reservations()[0]
-                .instances()[0]
-                .image_id()
-                .unwrap_or_default()
-                .to_string();
-            assert_eq!(image, recommended);
+            let id = i["instanceId"].as_str().unwrap_or_default();
+            assert_eq!(image_of(&emu, id).await, recommended);
             break;
         }
         assert!(Instant::now() < deadline, "no replacement for minvCpus");

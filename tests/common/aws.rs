@@ -138,25 +138,25 @@ pub async fn spot_setup(
     format!("{name}-q")
 }
 
-/// An ECS client on the emulator, to look at what Flotilla registered and started.
-pub async fn ecs_client(emu: &Emulator) -> aws_sdk_ecs::Client {
-    let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
+/// SDK configuration for a client of the emulator (us-east-1, test credentials).
+async fn emulator_config(emu: &Emulator) -> aws_config::SdkConfig {
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
         .region(aws_config::Region::new("us-east-1"))
         .endpoint_url(&emu.endpoint)
         .credentials_provider(aws_credential_types::Credentials::for_tests())
         .load()
-        .await;
+        .await
+}
+
+/// An ECS client on the emulator, to look at what Flotilla registered and started.
+pub async fn ecs_client(emu: &Emulator) -> aws_sdk_ecs::Client {
+    let conf = emulator_config(emu).await;
     aws_sdk_ecs::Client::new(&conf)
 }
 
 /// An EC2 client on the emulator, for what a user would do in the account themselves.
 pub async fn ec2_client(emu: &Emulator) -> aws_sdk_ec2::Client {
-    let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .region(aws_config::Region::new("us-east-1"))
-        .endpoint_url(&emu.endpoint)
-        .credentials_provider(aws_credential_types::Credentials::for_tests())
-        .load()
-        .await;
+    let conf = emulator_config(emu).await;
     aws_sdk_ec2::Client::new(&conf)
 }
 
@@ -414,12 +414,7 @@ pub async fn wait_drained(client: &aws_sdk_batch::Client, emu: &Emulator, ce: &s
 
 /// The value of an SSM parameter in the emulator (the public ECS-optimized AMI ones).
 pub async fn ssm_value(emu: &Emulator, name: &str) -> String {
-    let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .region(aws_config::Region::new("us-east-1"))
-        .endpoint_url(&emu.endpoint)
-        .credentials_provider(aws_credential_types::Credentials::for_tests())
-        .load()
-        .await;
+    let conf = emulator_config(emu).await;
     aws_sdk_ssm::Client::new(&conf)
         .get_parameter()
         .name(name)
