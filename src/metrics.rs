@@ -56,8 +56,19 @@ struct FleetLabels {
     lifecycle: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SinkLabels {
+    sink: String,
+}
+
 struct Metrics {
     registry: Registry,
+    events_delivered: Family<SinkLabels, Counter>,
+    events_failures: Family<SinkLabels, Counter>,
+    events_backlog: Family<SinkLabels, Gauge>,
+    events_streams: Gauge,
+    events_pruned: Counter,
+    events_dropped: Counter,
     aws_calls: Family<AwsLabels, Counter>,
     fleet: Family<FleetLabels, Gauge>,
     capacity: Family<CapacityLabels, Gauge>,
@@ -183,8 +194,50 @@ fn metrics() -> &'static Metrics {
             "Commands and submissions queued by other replicas that this leader applied",
             inbox_applied.clone(),
         );
+        let events_delivered = Family::<SinkLabels, Counter>::default();
+        registry.register(
+            "job_events_delivered",
+            "Job events delivered, by sink (webhook:<url>, eventbridge:<bus>, sse)",
+            events_delivered.clone(),
+        );
+        let events_failures = Family::<SinkLabels, Counter>::default();
+        registry.register(
+            "job_events_delivery_failures",
+            "Failed deliveries of job events, by sink; each is retried with backoff",
+            events_failures.clone(),
+        );
+        let events_backlog = Family::<SinkLabels, Gauge>::default();
+        registry.register(
+            "job_events_backlog",
+            "Job events stored and not yet delivered, by sink",
+            events_backlog.clone(),
+        );
+        let events_streams = Gauge::default();
+        registry.register(
+            "job_events_streams",
+            "Open server-sent-event streams of GET /events",
+            events_streams.clone(),
+        );
+        let events_pruned = Counter::default();
+        registry.register(
+            "job_events_pruned",
+            "Job events deleted from the log after their retention",
+            events_pruned.clone(),
+        );
+        let events_dropped = Counter::default();
+        registry.register(
+            "job_events_dropped",
+            "Job events deleted past --job-events-max-age before every sink had delivered them",
+            events_dropped.clone(),
+        );
         Metrics {
             registry,
+            events_delivered,
+            events_failures,
+            events_backlog,
+            events_streams,
+            events_pruned,
+            events_dropped,
             replica_leader,
             leader_epoch,
             inbox_applied,
@@ -204,6 +257,38 @@ fn metrics() -> &'static Metrics {
             queue_depth,
         }
     })
+}
+
+pub fn job_events_delivered(sink: &str, n: u64) {
+    metrics()
+        .events_delivered
+        .get_or_create(&SinkLabels { sink: sink.into() })
+        .inc_by(n);
+}
+
+pub fn job_events_failed(sink: &str) {
+    metrics()
+        .events_failures
+        .get_or_create(&SinkLabels { sink: sink.into() })
+        .inc();
+}
+
+pub fn job_events_backlog(sink: &str, n: i64) {
+    metrics()
+        .events_backlog
+        .get_or_create(&SinkLabels { sink: sink.into() })
+        .set(n);
+}
+
+/// An SSE stream opened (`+1`) or closed (`-1`).
+pub fn job_event_streams(delta: i64) {
+    metrics().events_streams.inc_by(delta);
+}
+
+pub fn job_events_pruned(n: u64, dropped: u64) {
+    let m = metrics();
+    m.events_pruned.inc_by(n);
+    m.events_dropped.inc_by(dropped);
 }
 
 pub fn api_call(operation: &str, code: u16) {

@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub mod outbox;
 pub mod replica;
 
 #[derive(Debug, Clone, clap::Args)]
@@ -89,6 +90,83 @@ pub struct ServerArgs {
     pub tls_key: Option<PathBuf>,
     #[command(flatten)]
     pub aws: AwsArgs,
+    #[command(flatten)]
+    pub events: EventArgs,
+}
+
+/// Job-state events: the log in the store, and where it is delivered. See docs/events.md.
+#[derive(Debug, Clone, clap::Args)]
+pub struct EventArgs {
+    /// Keep no job-event log: `GET /events`, webhooks and EventBridge then have nothing to
+    /// send (refused together with --webhook or --events-bus).
+    #[arg(long, env = "FLOTILLA_NO_JOB_EVENTS")]
+    pub no_job_events: bool,
+    /// POST every job event to this URL (repeatable, or comma-separated in the variable),
+    /// signed with HMAC-SHA256 of FLOTILLA_WEBHOOK_SECRET, retried from the store until it
+    /// answers 2xx.
+    #[arg(
+        long = "webhook",
+        value_name = "URL",
+        env = "FLOTILLA_WEBHOOKS",
+        value_delimiter = ','
+    )]
+    pub webhooks: Vec<String>,
+    /// A file holding the webhook signing secret (instead of FLOTILLA_WEBHOOK_SECRET).
+    #[arg(long, value_name = "PATH", env = "FLOTILLA_WEBHOOK_SECRET_FILE")]
+    pub webhook_secret_file: Option<PathBuf>,
+    /// Put every job event on this EventBridge bus (name or ARN; source `flotilla.batch`).
+    /// Needs the AWS driver.
+    #[arg(long, value_name = "BUS", env = "FLOTILLA_EVENTS_BUS")]
+    pub events_bus: Option<String>,
+    /// How long delivered events stay in the log for `GET /events` clients to resume from.
+    #[arg(
+        long,
+        default_value_t = 3600,
+        env = "FLOTILLA_JOB_EVENTS_RETENTION_SECONDS"
+    )]
+    pub job_events_retention_seconds: u64,
+    /// Events a sink has not delivered are dropped past this age (a receiver gone for good
+    /// must not fill the disk); each drop is logged and counted.
+    #[arg(
+        long,
+        default_value_t = 86_400,
+        env = "FLOTILLA_JOB_EVENTS_MAX_AGE_SECONDS"
+    )]
+    pub job_events_max_age_seconds: u64,
+}
+
+impl EventArgs {
+    fn outbox(&self) -> Result<outbox::OutboxConfig, ServerError> {
+        let secret = match &self.webhook_secret_file {
+            Some(path) => Some(std::fs::read_to_string(path).map_err(|e| {
+                ServerError::Config(format!("--webhook-secret-file {}: {e}", path.display()))
+            })?),
+            None => ENV_WEBHOOK_SECRET
+                .get()
+                .cloned()
+                .flatten()
+                .or_else(|| std::env::var("FLOTILLA_WEBHOOK_SECRET").ok()),
+        };
+        let cfg = outbox::OutboxConfig {
+            webhooks: self
+                .webhooks
+                .iter()
+                .filter(|u| !u.trim().is_empty())
+                .cloned()
+                .collect(),
+            webhook_secret: secret,
+            bus: self.events_bus.clone(),
+            retention: Duration::from_secs(self.job_events_retention_seconds),
+            max_age: Duration::from_secs(self.job_events_max_age_seconds),
+        };
+        if self.no_job_events && (!cfg.webhooks.is_empty() || cfg.bus.is_some()) {
+            return Err(ServerError::Config(
+                "--no-job-events keeps no event log to deliver: drop it or drop --webhook/--events-bus"
+                    .into(),
+            ));
+        }
+        Ok(cfg)
+    }
 }
 
 /// Bounds on what a peer, authenticated or not, can make the server hold. See
@@ -201,6 +279,8 @@ pub enum ServerError {
 
 /// The API key pair the environment held when [`take_env_credentials`] ran.
 static ENV_CREDENTIALS: std::sync::OnceLock<(String, String)> = std::sync::OnceLock::new();
+/// `FLOTILLA_WEBHOOK_SECRET` as [`take_env_credentials`] found it.
+static ENV_WEBHOOK_SECRET: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
 
 /// Reads `FLOTILLA_ACCESS_KEY_ID` / `FLOTILLA_SECRET_ACCESS_KEY` and removes the secret from the
 /// process's environment, including the copy the kernel shows in `/proc/<pid>/environ` (which
@@ -210,11 +290,14 @@ pub fn take_env_credentials() {
     let id = std::env::var("FLOTILLA_ACCESS_KEY_ID").unwrap_or_default();
     let secret = std::env::var("FLOTILLA_SECRET_ACCESS_KEY").unwrap_or_default();
     let _ = ENV_CREDENTIALS.set((id, secret));
+    let _ = ENV_WEBHOOK_SECRET.set(std::env::var("FLOTILLA_WEBHOOK_SECRET").ok());
     // SAFETY: called from `main` before the async runtime or any other thread is started, so
     // nothing reads the environment concurrently.
     unsafe {
-        scrub_env_value("FLOTILLA_SECRET_ACCESS_KEY");
-        std::env::remove_var("FLOTILLA_SECRET_ACCESS_KEY");
+        for name in ["FLOTILLA_SECRET_ACCESS_KEY", "FLOTILLA_WEBHOOK_SECRET"] {
+            scrub_env_value(name);
+            std::env::remove_var(name);
+        }
     }
 }
 
@@ -379,6 +462,12 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     args.limits.check()?;
+    let outbox_cfg = args.events.outbox()?;
+    outbox::check(
+        &outbox_cfg,
+        args.aws.aws || args.aws.aws_endpoint_url.is_some(),
+    )
+    .map_err(ServerError::Config)?;
     // Before anything starts: a certificate that cannot be used is a configuration error.
     let tls = tls_acceptor(args.tls_cert.as_deref(), args.tls_key.as_deref())?;
     std::fs::create_dir_all(&args.data_dir)?;
@@ -497,6 +586,7 @@ pub async fn run(
         None
     };
     let parts = EngineParts {
+        outbox: outbox_cfg,
         args: args.clone(),
         batch: batch.clone(),
         logs: logs.clone(),
@@ -632,6 +722,7 @@ pub const DEPOSED_EXIT: i32 = 75;
 /// What it takes to start the engine and its runtimes: at once on a single server, when the
 /// lease is won on a replica.
 struct EngineParts {
+    outbox: outbox::OutboxConfig,
     args: ServerArgs,
     batch: Arc<Batch>,
     logs: Arc<crate::logs::LogStore>,
@@ -652,6 +743,7 @@ struct Started {
 impl EngineParts {
     async fn start(self) -> Result<Started, ServerError> {
         let EngineParts {
+            outbox,
             args,
             batch,
             logs,
@@ -722,6 +814,7 @@ impl EngineParts {
             aws: aws.clone(),
             fence,
         });
+        let batch_store = batch.store().clone();
         let task = crate::engine::Engine::start(
             inbox,
             batch,
@@ -732,12 +825,23 @@ impl EngineParts {
                 fleet: aws.as_ref().map(|d| d.fleet()),
                 spot_max_interruptions: args.aws.spot_max_interruptions,
                 region: args.region.clone(),
+                job_events: !args.events.no_job_events,
                 ..Default::default()
             },
             Arc::new(crate::util::time::SystemClock),
             engine_shutdown.clone(),
         )
         .await?;
+        if !args.events.no_job_events {
+            outbox::spawn(
+                &outbox,
+                batch_store,
+                args.region.clone(),
+                args.account_id.clone(),
+                sdk.as_ref(),
+                engine_shutdown.clone(),
+            );
+        }
         if let Some(driver) = &aws {
             driver.spawn(engine_shutdown);
         }

@@ -8,6 +8,7 @@
 mod body;
 pub mod compat;
 mod defaults;
+pub mod events;
 pub mod listener;
 pub mod logs;
 pub mod sigv4;
@@ -60,7 +61,9 @@ fn max_body(op: &str) -> usize {
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
-    let router = Router::new().route("/healthz", get(healthz));
+    let router = Router::new()
+        .route("/healthz", get(healthz))
+        .route("/events", get(events::stream));
     let router = if state.metrics_on_api {
         router.route("/metrics", get(metrics))
     } else {

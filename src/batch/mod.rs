@@ -291,6 +291,10 @@ impl Batch {
         &self.region
     }
 
+    pub fn account_id(&self) -> &str {
+        &self.account_id
+    }
+
     /// A consistent snapshot of the resource catalog, for planners and metrics.
     /// Replicas: reloaded first if the store announced a change since.
     pub async fn catalog(&self) -> Arc<Catalog> {

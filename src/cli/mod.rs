@@ -151,7 +151,7 @@ impl GlobalArgs {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the Flotilla server.
-    Server(ServerArgs),
+    Server(Box<ServerArgs>),
 
     /// Submit a job (SubmitJob).
     Submit(SubmitArgs),
@@ -514,7 +514,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     let Cli { global, command } = cli;
     let connect = |o: &GlobalOverrides| Ctx::connect(global.resolve(o));
     match command {
-        Command::Server(a) => Ok(crate::server::run(a, crate::server::shutdown_signal()).await?),
+        Command::Server(a) => Ok(crate::server::run(*a, crate::server::shutdown_signal()).await?),
         Command::Bench(a) => crate::bench::run(a).await,
         Command::Admin(AdminCommand::Backup(a)) => admin::backup(&a).await,
         Command::Submit(a) => jobs::submit(&connect(&a.global).await?, &a).await,

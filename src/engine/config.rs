@@ -18,6 +18,8 @@ pub struct EngineConfig {
     pub spot_max_interruptions: u32,
     /// The server's region: `AWS_REGION`/`AWS_DEFAULT_REGION` in every job, as on AWS.
     pub region: String,
+    /// Append every job-state change to the store's event log (`--job-events`).
+    pub job_events: bool,
 }
 
 impl Default for EngineConfig {
@@ -28,6 +30,7 @@ impl Default for EngineConfig {
             fleet: None,
             spot_max_interruptions: 3,
             region: "us-east-1".into(),
+            job_events: true,
         }
     }
 }

@@ -15,7 +15,7 @@ use crate::batch::dispatch::{StopResult, TagsReply};
 use crate::batch::job_row;
 use crate::compute::{AttemptSpec, StopSignal, Target};
 use crate::error::{BatchError, BatchResult};
-use crate::store::{JobRow, Store, StoreResult};
+use crate::store::{JobRow, NewEvent, Store, StoreResult};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
@@ -64,6 +64,7 @@ impl Effects {
 /// their old status from the store).
 struct PendingWrite {
     rows: Vec<JobRow>,
+    events: Vec<NewEvent>,
     finished: Vec<String>,
     /// Attempts whose end this write stores (`Runtime::end_stored` once it lands).
     ended: Vec<(String, u32)>,
@@ -79,6 +80,8 @@ pub(super) struct Writer {
     dirty_since: Option<Instant>,
     /// Attempts reported ended since the last write.
     ended: Vec<(String, u32)>,
+    /// Job events to append with the next write.
+    pub events: Vec<NewEvent>,
 }
 
 impl Writer {
@@ -110,7 +113,7 @@ impl Engine {
                 {
                     tracing::warn!(error = %e, rows = p.rows.len(), "job write failed; retrying");
                 }
-                write_until_done(self.batch.store().clone(), p.rows, false).await;
+                write_until_done(self.batch.store().clone(), p.rows, p.events, false).await;
             }
         }
         for (job, attempt) in &p.ended {
@@ -137,6 +140,7 @@ impl Engine {
     /// Writes the round's changes (now if `urgent`, a command waits or an ECS attempt is to
     /// start; else once they are `WRITE_COALESCE` old), then answers, launches and signals.
     async fn flush_with(&mut self, urgent: bool) {
+        self.collect_events();
         // Before any job row: a NON_REPLENISHABLE consumption is durable before the end of the
         // attempt that consumed it, so a crash can count it twice but never lose it.
         self.settle_consumables().await;
@@ -148,7 +152,7 @@ impl Engine {
         self.launch(early);
         let durable = !self.effects.replies.is_empty();
         let urgent = urgent || durable || !late.is_empty();
-        let due = self.table.has_dirty()
+        let due = self.has_unwritten()
             && (urgent
                 || self
                     .writer
@@ -160,7 +164,7 @@ impl Engine {
             // Writes land in order, and answers follow them: the one in flight first.
             self.settle().await;
         }
-        if !self.table.has_dirty() {
+        if !self.has_unwritten() {
             self.writer.dirty_since = None;
             // Ends that changed nothing (stale attempts) need no write.
             for (job, attempt) in std::mem::take(&mut self.writer.ended) {
@@ -170,25 +174,31 @@ impl Engine {
             let ended = std::mem::take(&mut self.writer.ended);
             self.writer.dirty_since = None;
             let rows = self.dirty_rows();
+            let events = std::mem::take(&mut self.writer.events);
             // Transitions the engine made on its own are committed without waiting for the disk:
             // a process crash keeps them (and a restart re-derives what a power loss takes).
             // What answers a caller (CancelJob, TerminateJob, tags) waits for the flush, and so
             // does an ECS launch; otherwise the engine goes on with the next round while the
             // write lands, and waits for it before the next one.
             if urgent {
-                write_until_done(self.batch.store().clone(), rows, durable).await;
+                write_until_done(self.batch.store().clone(), rows, events, durable).await;
                 self.table.forget_all_finished();
                 for (job, attempt) in ended {
                     self.runtime.end_stored(&job, attempt);
                 }
             } else {
                 let store = self.batch.store().clone();
-                let to_write = rows.clone();
+                let (to_write, to_append) = (rows.clone(), events.clone());
                 self.writer.pending = Some(PendingWrite {
                     rows,
+                    events,
                     ended,
                     finished: self.table.finished_ids(),
-                    task: tokio::spawn(async move { store.upsert_jobs_relaxed(to_write).await }),
+                    task: tokio::spawn(async move {
+                        store
+                            .write_jobs_with_events(to_write, to_append, false)
+                            .await
+                    }),
                 });
             }
         }
@@ -239,6 +249,11 @@ impl Engine {
         }
     }
 
+    /// Rows or events wait to be written.
+    fn has_unwritten(&self) -> bool {
+        self.table.has_dirty() || !self.writer.events.is_empty()
+    }
+
     /// The rows of every job changed since the last write.
     fn dirty_rows(&mut self) -> Vec<JobRow> {
         let ids = self.table.take_dirty();
@@ -273,14 +288,17 @@ impl Engine {
 /// failing disk is passing too: the engine waits here (its later rounds with it, so writes keep
 /// their order) for as long as it takes the operator to free space, rather than drop a state
 /// change and strand the job. Reads do not go through the engine and keep answering.
-async fn write_until_done(store: Arc<dyn Store>, rows: Vec<JobRow>, durable: bool) {
+async fn write_until_done(
+    store: Arc<dyn Store>,
+    rows: Vec<JobRow>,
+    events: Vec<NewEvent>,
+    durable: bool,
+) {
     let mut backoff = Duration::from_millis(50);
     loop {
-        let written = if durable {
-            store.upsert_jobs(rows.clone()).await
-        } else {
-            store.upsert_jobs_relaxed(rows.clone()).await
-        };
+        let written = store
+            .write_jobs_with_events(rows.clone(), events.clone(), durable)
+            .await;
         match written {
             Ok(()) => return,
             Err(e) if e.is_retryable() => {

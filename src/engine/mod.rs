@@ -24,6 +24,7 @@ mod events;
 mod flush;
 mod handle;
 mod job;
+pub mod job_events;
 mod launch;
 pub mod limits;
 mod load;
@@ -94,6 +95,9 @@ impl Engine {
             pass: PassState::default(),
             heads: inbox.heads,
         };
+        if engine.cfg.job_events {
+            engine.table.record_transitions();
+        }
         let expected = engine.load().await?;
         tracing::info!(
             active_jobs = engine.table.len(),

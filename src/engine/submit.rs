@@ -92,10 +92,26 @@ impl Engine {
                 );
                 continue;
             }
+            let records = self.table.records_transitions();
             if let Some(job) = self.table.get_mut(&id) {
                 job.unmet = unmet;
+                // The job-event log gets one event for the status SubmitJob stored (RUNNABLE,
+                // or PENDING for a job that waits), as AWS Batch reports a job's move out of
+                // SUBMITTED. The mark is stored with the event, so a restart announces only
+                // what was not.
+                let announce = records
+                    && matches!(job.d.status, JobStatus::Pending | JobStatus::Runnable)
+                    && job.d.internal.announced.is_none();
+                if announce {
+                    job.d.internal.announced = Some(true);
+                }
                 if unmet == 0 && job.d.status == JobStatus::Pending && !job.is_parent() {
+                    // Its move to RUNNABLE is the event.
                     self.make_runnable(&id, now);
+                } else if announce {
+                    let status = job.d.status;
+                    self.table.mark_dirty(&id);
+                    self.table.announce(&id, status);
                 }
             }
         }

@@ -83,6 +83,9 @@ pub(super) struct JobTable {
     consumables: Consumables,
     /// Jobs changed since the last write.
     dirty: HashSet<String>,
+    /// Status changes since the last [`JobTable::take_transitions`], in order, when recorded
+    /// for the job-event log.
+    transitions: Option<Vec<(String, JobStatus)>>,
     /// Something a pass could act on changed: a job became RUNNABLE or capacity was freed.
     wants_pass: bool,
 }
@@ -180,6 +183,11 @@ impl JobTable {
         }
         metrics::job_transition(from, to, 1);
         self.dirty.insert(id.to_string());
+        if let Some(t) = &mut self.transitions
+            && from != to
+        {
+            t.push((id.to_string(), to));
+        }
         if to.is_final()
             && let Some(job) = self.jobs.remove(id)
         {
@@ -301,6 +309,30 @@ impl JobTable {
     /// The jobs that waited for `id`, which just finished.
     pub fn take_dependents(&mut self, id: &str) -> Vec<String> {
         self.dependents.remove(id).unwrap_or_default()
+    }
+
+    /// Starts recording status changes for the job-event log.
+    pub fn record_transitions(&mut self) {
+        self.transitions.get_or_insert_with(Vec::new);
+    }
+
+    /// Records a status a job is announced in without a change (a new job left PENDING).
+    pub fn announce(&mut self, id: &str, status: JobStatus) {
+        if let Some(t) = &mut self.transitions {
+            t.push((id.to_string(), status));
+        }
+    }
+
+    /// The status changes recorded since the last call, in order.
+    pub fn take_transitions(&mut self) -> Vec<(String, JobStatus)> {
+        self.transitions
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
+    }
+
+    pub fn records_transitions(&self) -> bool {
+        self.transitions.is_some()
     }
 
     pub fn mark_dirty(&mut self, id: &str) {

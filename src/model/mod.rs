@@ -655,6 +655,9 @@ pub struct JobInternal {
     /// With `propagateTags`: the job definition's tags overlaid with the job's, which each of the
     /// job's ECS tasks carries. Kept here because the engine never sees the definition.
     pub propagated_tags: Option<Tags>,
+    /// The job-event log has the event of this job entering PENDING (a job that stays there
+    /// after submission; the others announce themselves by leaving it).
+    pub announced: Option<bool>,
 }
 
 impl JobInternal {

@@ -84,6 +84,30 @@ pub struct JobRow {
     pub doc: String,
 }
 
+/// An event to append to the job-event log with the rows of the same write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewEvent {
+    /// Epoch milliseconds.
+    pub at: i64,
+    /// EventBridge's `detail-type`: `Batch Job State Change` or `Batch Job Queue Blocked`.
+    pub kind: String,
+    pub job_id: String,
+    /// The job's stored `JobDetail` document (JSON) at the moment of the event.
+    pub doc: String,
+}
+
+/// An event as stored: [`NewEvent`] and its place in the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventRow {
+    /// Gap-free and increasing in commit order: the events of one write get consecutive
+    /// numbers after every event committed before.
+    pub seq: i64,
+    pub at: i64,
+    pub kind: String,
+    pub job_id: String,
+    pub doc: String,
+}
+
 /// Which jobs [`Store::list_jobs`] scans.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum JobScope {
@@ -205,6 +229,25 @@ pub trait Store: Send + Sync + 'static {
     async fn upsert_jobs_relaxed(&self, jobs: Vec<JobRow>) -> StoreResult<()> {
         self.upsert_jobs(jobs).await
     }
+    /// [`Store::upsert_jobs`] (`durable`) or [`Store::upsert_jobs_relaxed`], with `events`
+    /// appended to the job-event log in the same transaction: an event is stored exactly when
+    /// the state it reports is. Only the engine writes events, one write at a time, so their
+    /// numbers follow commit order.
+    async fn write_jobs_with_events(
+        &self,
+        jobs: Vec<JobRow>,
+        events: Vec<NewEvent>,
+        durable: bool,
+    ) -> StoreResult<()>;
+    /// Up to `limit` events numbered after `after`, oldest first.
+    async fn events_after(&self, after: i64, limit: u32) -> StoreResult<Vec<EventRow>>;
+    /// The newest event's number (0 when the log is empty).
+    async fn last_event_seq(&self) -> StoreResult<i64>;
+    /// Deletes events numbered at most `upto` and older than `before` (epoch ms), never the
+    /// newest (whose number the next event continues from). Returns how many went.
+    async fn prune_events(&self, upto: i64, before: i64) -> StoreResult<u64>;
+    /// Woken after each commit of this process that appended events.
+    fn event_signal(&self) -> std::sync::Arc<tokio::sync::Notify>;
     /// The jobs with these IDs that exist, in no particular order.
     async fn get_jobs(&self, ids: &[String]) -> StoreResult<Vec<JobRow>>;
     async fn list_jobs(&self, query: &JobListQuery) -> StoreResult<JobPage>;

@@ -139,7 +139,7 @@ pub async fn spot_setup(
 }
 
 /// SDK configuration for a client of the emulator (us-east-1, test credentials).
-async fn emulator_config(emu: &Emulator) -> aws_config::SdkConfig {
+pub async fn emulator_config(emu: &Emulator) -> aws_config::SdkConfig {
     aws_config::defaults(aws_config::BehaviorVersion::latest())
         .region(aws_config::Region::new("us-east-1"))
         .endpoint_url(&emu.endpoint)

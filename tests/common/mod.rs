@@ -303,6 +303,15 @@ where
 
 /// Registers a minimal container job definition and returns its ARN.
 pub async fn register_simple(client: &aws_sdk_batch::Client, name: &str) -> String {
+    register_simple_retried(client, name, None).await
+}
+
+/// [`register_simple`] with a retry strategy.
+pub async fn register_simple_retried(
+    client: &aws_sdk_batch::Client,
+    name: &str,
+    retry: Option<aws_sdk_batch::types::RetryStrategy>,
+) -> String {
     use aws_sdk_batch::types::*;
     client
         .register_job_definition()
@@ -326,6 +335,7 @@ pub async fn register_simple(client: &aws_sdk_batch::Client, name: &str) -> Stri
                 )
                 .build(),
         )
+        .set_retry_strategy(retry)
         .send()
         .await
         .expect("register job definition")

@@ -81,6 +81,7 @@ impl Engine {
         self.apply_pass(outcome, now);
         for (id, reason) in expired(cat, &self.table, now) {
             tracing::info!(job_id = %id, %reason, "job state time limit reached");
+            self.queue_blocked(&id);
             if let Some(j) = self.table.get_mut(&id) {
                 j.d.is_cancelled = Some(true);
             }

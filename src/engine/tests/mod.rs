@@ -10,6 +10,7 @@ mod commands;
 mod consumables;
 mod dependencies;
 mod fair_share;
+mod job_events;
 mod recovery;
 mod retries;
 mod table;

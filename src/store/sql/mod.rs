@@ -28,8 +28,8 @@ use tracing::{debug, info, warn};
 use crate::util::time::now_ms;
 
 use super::{
-    JobCursor, JobListQuery, JobPage, JobRow, JobScope, ResourceKind, ResourceRow, Store,
-    StoreError, StoreResult, WriteHealth,
+    EventRow, JobCursor, JobListQuery, JobPage, JobRow, JobScope, NewEvent, ResourceKind,
+    ResourceRow, Store, StoreError, StoreResult, WriteHealth,
 };
 
 /// A group commit takes whatever is queued up to this many rows; more waits for the next one, so a
@@ -167,6 +167,23 @@ const MIGRATIONS: &[Migration] = &[
             )",
         ],
     },
+    Migration {
+        version: 3,
+        description: "job events",
+        statements: &[
+            // The outbox of job-state events: SSE readers, webhooks and EventBridge read it by
+            // `seq`, which the writer assigns (MAX + 1 in the transaction) rather than a
+            // sequence or AUTOINCREMENT: one spelling on both backends, and numbers in commit
+            // order because only the engine's writes (one at a time) append.
+            "CREATE TABLE job_events (
+                seq BIGINT PRIMARY KEY,
+                at BIGINT NOT NULL,
+                kind TEXT NOT NULL,
+                job_id TEXT NOT NULL,
+                doc TEXT NOT NULL
+            )",
+        ],
+    },
 ];
 
 #[derive(Clone)]
@@ -258,6 +275,8 @@ impl SqlBuilder {
 
 struct WriteRequest {
     jobs: Vec<JobRow>,
+    /// Appended to the job-event log in the same transaction.
+    events: Vec<NewEvent>,
     /// Flushed to disk before the reply (else committed only; see `upsert_jobs_relaxed`).
     durable: bool,
     reply: oneshot::Sender<StoreResult<()>>,
@@ -276,17 +295,25 @@ pub struct SqlStore {
     fence: Arc<AtomicI64>,
     /// PostgreSQL: what replicas share.
     replication: Option<Arc<ha::Replication>>,
+    /// Woken after a commit that appended job events.
+    events: Arc<tokio::sync::Notify>,
 }
 
 impl SqlStore {
-    async fn write(&self, jobs: Vec<JobRow>, durable: bool) -> StoreResult<()> {
-        if jobs.is_empty() {
+    async fn write(
+        &self,
+        jobs: Vec<JobRow>,
+        events: Vec<NewEvent>,
+        durable: bool,
+    ) -> StoreResult<()> {
+        if jobs.is_empty() && events.is_empty() {
             return Ok(());
         }
         let (reply, answer) = oneshot::channel();
         self.writer
             .send(WriteRequest {
                 jobs,
+                events,
                 durable,
                 reply,
             })
@@ -326,7 +353,14 @@ impl SqlStore {
         let (writer, rx) = mpsc::channel(WRITE_QUEUE_DEPTH);
         let health = Arc::new(WriteHealth::default());
         let fence = Arc::new(AtomicI64::new(0));
-        let writer_task = tokio::spawn(run_writer(pool.clone(), rx, health.clone(), fence.clone()));
+        let events = Arc::new(tokio::sync::Notify::new());
+        let writer_task = tokio::spawn(run_writer(
+            pool.clone(),
+            rx,
+            health.clone(),
+            fence.clone(),
+            events.clone(),
+        ));
         let replication = match &pool {
             Pool::Postgres(p) => Some(Arc::new(ha::Replication::new(p.clone(), fence.clone()))),
             Pool::Sqlite(_) => None,
@@ -339,6 +373,7 @@ impl SqlStore {
             files,
             fence,
             replication,
+            events,
         };
         store.announce_quarantine().await?;
         info!(
@@ -372,6 +407,7 @@ impl SqlStore {
             files: _,
             fence: _,
             replication: _,
+            events: _,
         } = self;
         drop(writer);
         if let Err(e) = writer_task.await {
@@ -743,6 +779,7 @@ impl Store for SqlStore {
         let (reply, answer) = oneshot::channel();
         let queued = self.writer.send(WriteRequest {
             jobs: Vec::new(),
+            events: Vec::new(),
             durable: true,
             reply,
         });
@@ -899,11 +936,71 @@ impl Store for SqlStore {
     }
 
     async fn upsert_jobs(&self, jobs: Vec<JobRow>) -> StoreResult<()> {
-        self.write(jobs, true).await
+        self.write(jobs, Vec::new(), true).await
     }
 
     async fn upsert_jobs_relaxed(&self, jobs: Vec<JobRow>) -> StoreResult<()> {
-        self.write(jobs, false).await
+        self.write(jobs, Vec::new(), false).await
+    }
+
+    async fn write_jobs_with_events(
+        &self,
+        jobs: Vec<JobRow>,
+        events: Vec<NewEvent>,
+        durable: bool,
+    ) -> StoreResult<()> {
+        self.write(jobs, events, durable).await
+    }
+
+    async fn events_after(&self, after: i64, limit: u32) -> StoreResult<Vec<EventRow>> {
+        const SQL: &str = "SELECT seq, at, kind, job_id, doc FROM job_events \
+                           WHERE seq > $1 ORDER BY seq LIMIT $2";
+        let rows: Vec<(i64, i64, String, String, String)> = on_pool!(&self.pool, p => {
+            sqlx::query_as(SQL)
+                .bind(after)
+                .bind(i64::from(limit.max(1)))
+                .fetch_all(p)
+                .await
+        })
+        .map_err(map_err)?;
+        Ok(rows
+            .into_iter()
+            .map(|(seq, at, kind, job_id, doc)| EventRow {
+                seq,
+                at,
+                kind,
+                job_id,
+                doc,
+            })
+            .collect())
+    }
+
+    async fn last_event_seq(&self) -> StoreResult<i64> {
+        let seq: Option<i64> = on_pool!(&self.pool, p => {
+            sqlx::query_scalar("SELECT MAX(seq) FROM job_events")
+                .fetch_one(p)
+                .await
+        })
+        .map_err(map_err)?;
+        Ok(seq.unwrap_or(0))
+    }
+
+    async fn prune_events(&self, upto: i64, before: i64) -> StoreResult<u64> {
+        const SQL: &str = "DELETE FROM job_events WHERE seq <= $1 AND at < $2 \
+                           AND seq < (SELECT MAX(seq) FROM job_events)";
+        let done = on_pool!(&self.pool, p => {
+            sqlx::query(SQL)
+                .bind(upto)
+                .bind(before)
+                .execute(p)
+                .await
+                .map(|r| r.rows_affected())
+        });
+        done.map_err(map_err)
+    }
+
+    fn event_signal(&self) -> Arc<tokio::sync::Notify> {
+        self.events.clone()
     }
 
     async fn get_jobs(&self, ids: &[String]) -> StoreResult<Vec<JobRow>> {

@@ -15,52 +15,89 @@ pub(super) enum Placeholders {
     Positional,
 }
 
-/// The upsert for `rows` rows (a power of two up to [`MAX_CHUNK_ROWS`]), built once per size.
-pub(super) fn upsert_sql(rows: usize, placeholders: Placeholders) -> Arc<str> {
-    static NUMBERED: OnceLock<Vec<Arc<str>>> = OnceLock::new();
-    static POSITIONAL: OnceLock<Vec<Arc<str>>> = OnceLock::new();
-    let cache = match placeholders {
-        Placeholders::Numbered => &NUMBERED,
-        Placeholders::Positional => &POSITIONAL,
-    };
-    let cache = cache.get_or_init(|| {
+/// `head` followed by `rows` tuples of `binds` placeholders, then `tail`.
+fn multi_row_sql(
+    head: &str,
+    binds: usize,
+    tail: &str,
+    rows: usize,
+    placeholders: Placeholders,
+) -> String {
+    let mut sql = String::from(head);
+    for r in 0..rows {
+        if r > 0 {
+            sql.push_str(", ");
+        }
+        sql.push('(');
+        for c in 0..binds {
+            if c > 0 {
+                sql.push_str(", ");
+            }
+            match placeholders {
+                Placeholders::Numbered => {
+                    sql.push('$');
+                    sql.push_str(&(r * binds + c + 1).to_string());
+                }
+                Placeholders::Positional => sql.push('?'),
+            }
+        }
+        sql.push(')');
+    }
+    sql.push_str(tail);
+    sql
+}
+
+/// One statement per power of two up to [`MAX_CHUNK_ROWS`], built once, for each of the
+/// writer's statements (`which`) and placeholder spellings.
+fn cached(
+    which: usize,
+    placeholders: Placeholders,
+    rows: usize,
+    build: impl Fn(usize) -> String,
+) -> Arc<str> {
+    static CACHES: [OnceLock<Vec<Arc<str>>>; 4] = [const { OnceLock::new() }; 4];
+    let numbered = usize::from(matches!(placeholders, Placeholders::Numbered));
+    let all = CACHES[which * 2 + numbered].get_or_init(|| {
         let mut out = Vec::new();
         let mut n = 1;
         while n <= MAX_CHUNK_ROWS {
-            let mut sql = format!("INSERT INTO jobs ({JOB_COLUMNS}) VALUES ");
-            for r in 0..n {
-                if r > 0 {
-                    sql.push_str(", ");
-                }
-                sql.push('(');
-                for c in 0..JOB_BINDS {
-                    if c > 0 {
-                        sql.push_str(", ");
-                    }
-                    match placeholders {
-                        Placeholders::Numbered => {
-                            sql.push('$');
-                            sql.push_str(&(r * JOB_BINDS + c + 1).to_string());
-                        }
-                        Placeholders::Positional => sql.push('?'),
-                    }
-                }
-                sql.push(')');
-            }
-            sql.push_str(
-                " ON CONFLICT (job_id) DO UPDATE SET job_queue = excluded.job_queue, \
-                 status = excluded.status, job_name = excluded.job_name, \
-                 job_definition = excluded.job_definition, array_parent = excluded.array_parent, \
-                 array_index = excluded.array_index, created_at = excluded.created_at, \
-                 doc = excluded.doc",
-            );
-            out.push(Arc::from(sql));
+            out.push(Arc::from(build(n)));
             n *= 2;
         }
         out
     });
     debug_assert!(rows.is_power_of_two() && rows <= MAX_CHUNK_ROWS);
-    cache[rows.trailing_zeros() as usize].clone()
+    all[rows.trailing_zeros() as usize].clone()
+}
+
+/// The upsert for `rows` rows (a power of two up to [`MAX_CHUNK_ROWS`]), built once per size.
+pub(super) fn upsert_sql(rows: usize, placeholders: Placeholders) -> Arc<str> {
+    cached(0, placeholders, rows, |n| {
+        multi_row_sql(
+            &format!("INSERT INTO jobs ({JOB_COLUMNS}) VALUES "),
+            JOB_BINDS,
+            " ON CONFLICT (job_id) DO UPDATE SET job_queue = excluded.job_queue, \
+             status = excluded.status, job_name = excluded.job_name, \
+             job_definition = excluded.job_definition, array_parent = excluded.array_parent, \
+             array_index = excluded.array_index, created_at = excluded.created_at, \
+             doc = excluded.doc",
+            n,
+            placeholders,
+        )
+    })
+}
+
+/// `INSERT INTO job_events` of `rows` rows (a power of two up to [`MAX_CHUNK_ROWS`]).
+pub(super) fn events_sql(rows: usize, placeholders: Placeholders) -> Arc<str> {
+    cached(1, placeholders, rows, |n| {
+        multi_row_sql(
+            "INSERT INTO job_events (seq, at, kind, job_id, doc) VALUES ",
+            5,
+            "",
+            n,
+            placeholders,
+        )
+    })
 }
 
 /// Splits `n` rows into power-of-two chunks, largest first.
@@ -90,11 +127,13 @@ pub(super) const SQLITE_ONE_STATEMENT_ROWS: usize = 64;
 /// two PRAGMA round trips a relaxed write on a shared connection needed.
 pub(super) type RelaxedConn = Option<sqlx::pool::PoolConnection<sqlx::Sqlite>>;
 
-/// Upserts `rows` (unique job IDs) in one transaction; `durable`: flushed to disk at commit.
+/// Upserts `rows` (unique job IDs) and appends `events` in one transaction; `durable`: flushed
+/// to disk at commit.
 pub(super) async fn write_rows(
     pool: &Pool,
     relaxed: &mut RelaxedConn,
     rows: &[&JobRow],
+    events: &[&NewEvent],
     durable: bool,
     fence: i64,
 ) -> Result<(), sqlx::Error> {
@@ -130,6 +169,28 @@ pub(super) async fn write_rows(
                 bind_rows!(q, chunk);
                 q.execute(&mut *tx).await?;
             }
+            if !events.is_empty() {
+                let last: Option<i64> = sqlx::query_scalar("SELECT MAX(seq) FROM job_events")
+                    .fetch_one(&mut *tx)
+                    .await?;
+                let mut seq = last.unwrap_or(0);
+                let mut rest = events;
+                for size in chunk_sizes(events.len()) {
+                    let (chunk, tail) = rest.split_at(size);
+                    rest = tail;
+                    let mut q = sqlx::query(AssertSqlSafe(events_sql(size, placeholders)));
+                    for e in chunk {
+                        seq += 1;
+                        q = q
+                            .bind(seq)
+                            .bind(e.at)
+                            .bind(e.kind.as_str())
+                            .bind(e.job_id.as_str())
+                            .bind(e.doc.as_str());
+                    }
+                    q.execute(&mut *tx).await?;
+                }
+            }
             tx.commit().await
         }};
     }
@@ -139,8 +200,8 @@ pub(super) async fn write_rows(
         ($conn:expr) => {{
             let conn = $conn;
             match rows.last() {
-                None => Ok(()),
-                Some(last) if rows.len() <= SQLITE_ONE_STATEMENT_ROWS => {
+                None if events.is_empty() => Ok(()),
+                Some(last) if rows.len() <= SQLITE_ONE_STATEMENT_ROWS && events.is_empty() => {
                     let size = rows.len().next_power_of_two();
                     let mut q = sqlx::query(AssertSqlSafe(upsert_sql(size, placeholders)));
                     bind_rows!(
@@ -150,7 +211,7 @@ pub(super) async fn write_rows(
                     );
                     q.execute(&mut *conn).await.map(|_| ())
                 }
-                Some(_) => {
+                _ => {
                     let tx = sqlx::Connection::begin(&mut *conn).await?;
                     upsert!(tx)
                 }
@@ -223,6 +284,7 @@ pub(super) async fn run_writer(
     mut rx: mpsc::Receiver<WriteRequest>,
     health: Arc<WriteHealth>,
     fence: Arc<AtomicI64>,
+    events: Arc<tokio::sync::Notify>,
 ) {
     let mut carried: Option<WriteRequest> = None;
     let mut relaxed: RelaxedConn = None;
@@ -244,22 +306,23 @@ pub(super) async fn run_writer(
                 None => break,
             },
         };
-        let mut rows = first.jobs.len();
+        let mut rows = first.jobs.len() + first.events.len();
         let mut group = vec![first];
         while rows < MAX_GROUP_ROWS {
             match rx.try_recv() {
-                Ok(r) if rows + r.jobs.len() > MAX_GROUP_ROWS => {
+                Ok(r) if rows + r.jobs.len() + r.events.len() > MAX_GROUP_ROWS => {
                     carried = Some(r);
                     break;
                 }
                 Ok(r) => {
-                    rows += r.jobs.len();
+                    rows += r.jobs.len() + r.events.len();
                     group.push(r);
                 }
                 Err(_) => break,
             }
         }
-        commit_group(
+        let appended = group.iter().any(|r| !r.events.is_empty());
+        let committed = commit_group(
             &pool,
             &mut relaxed,
             &health,
@@ -267,6 +330,9 @@ pub(super) async fn run_writer(
             fence.load(Ordering::SeqCst),
         )
         .await;
+        if appended && committed {
+            events.notify_waiters();
+        }
     }
     if let Some(c) = relaxed.take() {
         // Closed rather than handed back to the pool at NORMAL.
@@ -299,15 +365,17 @@ pub(super) async fn commit_group(
     health: &WriteHealth,
     group: Vec<WriteRequest>,
     fence: i64,
-) {
+) -> bool {
     let started = Instant::now();
     let rows = dedup(&group);
+    let events: Vec<&NewEvent> = group.iter().flat_map(|r| r.events.iter()).collect();
     let durable = group.iter().any(|r| r.durable);
-    let result = write_rows(pool, relaxed, &rows, durable, fence)
+    let result = write_rows(pool, relaxed, &rows, &events, durable, fence)
         .await
         .map_err(map_err);
     let row_count = rows.len();
     drop(rows);
+    drop(events);
     match &result {
         Ok(()) => health.succeeded(),
         Err(e) => health.failed(e),
@@ -324,15 +392,19 @@ pub(super) async fn commit_group(
                 // The caller may have given up waiting; the write stands regardless.
                 let _ = r.reply.send(Ok(()));
             }
+            true
         }
         Err(e) if group.len() > 1 && !e.is_retryable() => {
             // One caller's bad row must not fail everyone sharing the transaction: commit each
             // caller alone so the error reaches only its owner.
             warn!(error = %e, waiters = group.len(), "group commit failed, committing callers one by one");
+            let mut any = false;
             for r in group {
-                let result = write_rows(pool, relaxed, &dedup([&r]), r.durable, fence)
+                let events: Vec<&NewEvent> = r.events.iter().collect();
+                let result = write_rows(pool, relaxed, &dedup([&r]), &events, r.durable, fence)
                     .await
                     .map_err(map_err);
+                any |= result.is_ok();
                 match &result {
                     Ok(()) => health.succeeded(),
                     Err(e) => {
@@ -342,6 +414,7 @@ pub(super) async fn commit_group(
                 }
                 let _ = r.reply.send(result);
             }
+            any
         }
         Err(e) => {
             // Storage faults are logged by `WriteHealth`, at most once a minute.
@@ -351,6 +424,7 @@ pub(super) async fn commit_group(
             for r in group {
                 let _ = r.reply.send(Err(clone_err(&e)));
             }
+            false
         }
     }
 }
