@@ -410,6 +410,32 @@ async fn every_transition_reaches_sse_and_webhook_in_order_across_a_restart() {
             d.attempts().len()
         );
     }
+    // `flotilla events` prints the same log, signed with the CLI's credentials.
+    let (ok, out, err) = cli(
+        &server,
+        &[
+            "events", "--after", "0", "--count", "20", "--output", "json",
+        ],
+    );
+    assert!(ok, "{err}");
+    let printed: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(printed.len(), 20);
+    for (p, s) in printed.iter().zip(&streamed.events) {
+        assert_eq!(p, &s.2);
+    }
+    let (ok, out, err) = cli(
+        &server,
+        &[
+            "events", "--after", "0", "--count", "3", "--queue", "default",
+        ],
+    );
+    assert!(ok, "{err}");
+    assert_eq!(out.lines().count(), 3, "{out}");
+    assert!(out.lines().next().unwrap().contains("RUNNABLE"), "{out}");
+
     eprintln!(
         "{JOBS} jobs, {last_seq} events, {ended_before} ended before the SIGKILL, {restarted} started again after it, {} webhook requests, {} events received twice",
         received.requests,

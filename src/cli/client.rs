@@ -34,17 +34,22 @@ pub struct Ctx {
     pub endpoint: String,
     pub profile: Option<String>,
     pub output: Output,
+    /// What the SDK clients sign with, for requests made without them (`GET /events`).
+    pub credentials: aws_credential_types::provider::SharedCredentialsProvider,
+    pub region: String,
 }
 
 impl Ctx {
     pub async fn connect(globals: ResolvedGlobals) -> anyhow::Result<Ctx> {
-        let credentials = credentials_provider(&globals, |k| std::env::var(k).ok())?;
+        let credentials = aws_credential_types::provider::SharedCredentialsProvider::new(
+            credentials_provider(&globals, |k| std::env::var(k).ok())?,
+        );
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
             // An explicit region keeps the loader from walking the default region chain, which
             // ends at the instance metadata service.
             .region(Region::new(globals.region.clone()))
             .endpoint_url(globals.endpoint_url.clone())
-            .credentials_provider(credentials)
+            .credentials_provider(credentials.clone())
             // A local server either answers at once or is not running; the SDK's defaults
             // (1 s initial backoff, no connect timeout) make "not running" slow to report.
             .retry_config(
@@ -70,6 +75,8 @@ impl Ctx {
             endpoint: globals.endpoint_url,
             profile: globals.profile,
             output: globals.output,
+            credentials,
+            region: globals.region,
         })
     }
 

@@ -9,6 +9,7 @@
 
 mod admin;
 mod client;
+mod events;
 mod jobs;
 mod json;
 mod logs;
@@ -179,6 +180,9 @@ pub enum Command {
     /// Print a job's log (CloudWatch Logs GetLogEvents on the server).
     Logs(LogsArgs),
 
+    /// Follow job-state events as they happen (GET /events; see docs/events.md).
+    Events(EventsArgs),
+
     /// Operate on a server's data directory (backups).
     #[command(subcommand)]
     Admin(AdminCommand),
@@ -208,6 +212,24 @@ pub struct BackupArgs {
     /// The server's `--database-url`, when it sets one.
     #[arg(long, env = "FLOTILLA_DATABASE_URL")]
     pub database_url: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct EventsArgs {
+    /// Start after this event number (0: every event the server keeps) [default: from now].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(i64).range(0..))]
+    pub after: Option<i64>,
+
+    /// Only the events of jobs in this queue (name or ARN).
+    #[arg(long, value_name = "QUEUE")]
+    pub queue: Option<String>,
+
+    /// Stop after printing this many events.
+    #[arg(long, value_name = "N")]
+    pub count: Option<usize>,
+
+    #[command(flatten)]
+    pub global: GlobalOverrides,
 }
 
 #[derive(Debug, Args)]
@@ -519,6 +541,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Admin(AdminCommand::Backup(a)) => admin::backup(&a).await,
         Command::Submit(a) => jobs::submit(&connect(&a.global).await?, &a).await,
         Command::Logs(a) => logs::print(&connect(&a.global).await?, &a).await,
+        Command::Events(a) => events::follow(&connect(&a.global).await?, &a).await,
         Command::Jobs(JobsCommand::List(a)) => jobs::list(&connect(&a.global).await?, &a).await,
         Command::Jobs(JobsCommand::Describe(a)) => {
             jobs::describe(&connect(&a.global).await?, &a.ids).await
