@@ -46,11 +46,14 @@ pid() {
 }
 
 install() {
-  local want
+  local want cbor
   want=$(sed -nE 's/^moto\[server\]==([^ ;]+).*/\1/p' "$here/requirements.txt")
-  if "$python" -c 'import sys, moto, moto.server, flask_cors; sys.exit(moto.__version__ != sys.argv[1])' \
-      "$want" >/dev/null 2>&1; then
-    say "moto $want and its server extras found"
+  cbor=$(sed -nE 's/^cbor2==([^ ;]+).*/\1/p' "$here/requirements.txt")
+  if "$python" -c 'import sys, moto, moto.server, flask_cors, cbor2
+from importlib.metadata import version
+sys.exit(moto.__version__ != sys.argv[1] or version("cbor2") != sys.argv[2])' \
+      "$want" "$cbor" >/dev/null 2>&1; then
+    say "moto $want, its server extras and cbor2 $cbor found"
     return 0
   fi
   say "pip install -r localstack/requirements.txt (moto $want)"

@@ -313,6 +313,9 @@ pub fn aws_call(service: &str, operation: &str, outcome: &str) {
 }
 
 pub fn fleet_instances(env: &str, spot: i64, on_demand: i64) {
+    if let Ok(mut f) = FIGURES.lock() {
+        f.instances.insert(env.to_string(), (spot, on_demand));
+    }
     let m = metrics();
     for (lifecycle, v) in [("spot", spot), ("on-demand", on_demand)] {
         m.fleet
@@ -364,7 +367,47 @@ pub fn store_quarantined_rows(n: i64) {
     metrics().store_quarantined.set(n);
 }
 
+/// What the CloudWatch publisher reads between its periods: the figures below as last set, and
+/// jobs finished since it last took them.
+#[derive(Debug, Clone, Default)]
+pub struct Figures {
+    /// Compute environment → (total, used) thousandths of a vCPU.
+    pub vcpus: std::collections::BTreeMap<String, (i64, i64)>,
+    /// Compute environment → (spot, on-demand) instances.
+    pub instances: std::collections::BTreeMap<String, (i64, i64)>,
+}
+
+static FIGURES: std::sync::Mutex<Figures> = std::sync::Mutex::new(Figures {
+    vcpus: std::collections::BTreeMap::new(),
+    instances: std::collections::BTreeMap::new(),
+});
+static SUCCEEDED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+static FAILED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// The current figures.
+pub fn figures() -> Figures {
+    FIGURES.lock().map(|f| f.clone()).unwrap_or_default()
+}
+
+/// Jobs that succeeded and failed since the last call.
+pub fn take_finished() -> (u64, u64) {
+    use std::sync::atomic::Ordering;
+    (
+        SUCCEEDED.swap(0, Ordering::Relaxed),
+        FAILED.swap(0, Ordering::Relaxed),
+    )
+}
+
 pub fn job_transition(from: JobStatus, to: JobStatus, n: u64) {
+    match to {
+        JobStatus::Succeeded => {
+            SUCCEEDED.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+        }
+        JobStatus::Failed => {
+            FAILED.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+        }
+        _ => {}
+    }
     metrics()
         .transitions
         .get_or_create(&TransitionLabels {
@@ -377,6 +420,11 @@ pub fn job_transition(from: JobStatus, to: JobStatus, n: u64) {
 /// Records what a compute environment offers and what is in use, in thousandths of a vCPU,
 /// MiB and GPUs.
 pub fn capacity(env: &str, total: [i64; 3], used: [i64; 3]) {
+    if let Ok(mut f) = FIGURES.lock()
+        && f.vcpus.get(env) != Some(&(total[0], used[0]))
+    {
+        f.vcpus.insert(env.to_string(), (total[0], used[0]));
+    }
     let m = metrics();
     for (i, resource) in ["milli_vcpus", "memory_mib", "gpus"].iter().enumerate() {
         for (kind, v) in [("total", total[i]), ("used", used[i])] {

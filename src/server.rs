@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub mod cloudwatch;
 pub mod outbox;
 pub mod replica;
 
@@ -94,7 +95,8 @@ pub struct ServerArgs {
     pub events: EventArgs,
 }
 
-/// Job-state events: the log in the store, and where it is delivered. See docs/events.md.
+/// Job-state events (the log in the store, and where it is delivered; docs/events.md) and
+/// CloudWatch metrics.
 #[derive(Debug, Clone, clap::Args)]
 pub struct EventArgs {
     /// Keep no job-event log: `GET /events`, webhooks and EventBridge then have nothing to
@@ -133,9 +135,26 @@ pub struct EventArgs {
         env = "FLOTILLA_JOB_EVENTS_MAX_AGE_SECONDS"
     )]
     pub job_events_max_age_seconds: u64,
+    /// Publish Flotilla's figures to CloudWatch in this namespace with PutMetricData (jobs per
+    /// queue and status, vCPUs and instances per compute environment, jobs finished). Needs
+    /// the AWS driver.
+    #[arg(long, value_name = "NAMESPACE", env = "FLOTILLA_CLOUDWATCH_NAMESPACE")]
+    pub cloudwatch_namespace: Option<String>,
+    /// How often the CloudWatch figures are published.
+    #[arg(long, default_value_t = 60, env = "FLOTILLA_CLOUDWATCH_PERIOD_SECONDS")]
+    pub cloudwatch_period_seconds: u64,
 }
 
 impl EventArgs {
+    fn cloudwatch(&self) -> Option<cloudwatch::CloudWatchConfig> {
+        self.cloudwatch_namespace
+            .as_ref()
+            .map(|ns| cloudwatch::CloudWatchConfig {
+                namespace: ns.clone(),
+                period: Duration::from_secs(self.cloudwatch_period_seconds),
+            })
+    }
+
     fn outbox(&self) -> Result<outbox::OutboxConfig, ServerError> {
         let secret = match &self.webhook_secret_file {
             Some(path) => Some(std::fs::read_to_string(path).map_err(|e| {
@@ -465,6 +484,11 @@ pub async fn run(
     let outbox_cfg = args.events.outbox()?;
     outbox::check(
         &outbox_cfg,
+        args.aws.aws || args.aws.aws_endpoint_url.is_some(),
+    )
+    .map_err(ServerError::Config)?;
+    cloudwatch::check(
+        args.events.cloudwatch().as_ref(),
         args.aws.aws || args.aws.aws_endpoint_url.is_some(),
     )
     .map_err(ServerError::Config)?;
@@ -817,7 +841,7 @@ impl EngineParts {
         let batch_store = batch.store().clone();
         let task = crate::engine::Engine::start(
             inbox,
-            batch,
+            batch.clone(),
             runtime,
             events_rx,
             crate::engine::EngineConfig {
@@ -832,6 +856,9 @@ impl EngineParts {
             engine_shutdown.clone(),
         )
         .await?;
+        if let (Some(cfg), Some(sdk)) = (args.events.cloudwatch(), &sdk) {
+            cloudwatch::spawn(cfg, batch.clone(), sdk, engine_shutdown.clone());
+        }
         if !args.events.no_job_events {
             outbox::spawn(
                 &outbox,

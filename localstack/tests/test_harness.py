@@ -288,3 +288,40 @@ def test_bad_fault_spec_is_rejected(harness):
     assert harness.control("POST", "faults", {"operation": "CreateFleet", "throttle": 1})[0] == 400
     assert harness.control("POST", "faults", {"service": "ec2", "throttle": 0.8, "error": 0.5})[0] == 400
     assert harness.control("GET", "nothing-here")[0] == 404
+
+
+def cbor_call(harness, operation: str, payload: dict) -> tuple[int, dict]:
+    import urllib.request
+
+    import cbor2
+
+    req = urllib.request.Request(
+        harness.endpoint + "/service/GraniteServiceVersion20100801/operation/" + operation,
+        data=cbor2.dumps(payload), method="POST",
+        headers={"Content-Type": "application/cbor", "smithy-protocol": "rpc-v2-cbor",
+                 "Authorization": "AWS4-HMAC-SHA256 Credential=testing/20260101/eu-west-1/monitoring/aws4_request, SignedHeaders=host, Signature=0"})
+    try:
+        with urllib.request.urlopen(req) as resp:
+            return resp.status, cbor2.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, cbor2.loads(exc.read())
+
+
+def test_put_metric_data_in_cbor_is_stored_and_listed(harness):
+    from datetime import datetime, timezone
+
+    when = datetime(2026, 12, 5, 12, 0, tzinfo=timezone.utc)
+    status, body = cbor_call(harness, "PutMetricData", {"Namespace": "Test/CBOR", "MetricData": [
+        {"MetricName": "QueueJobs", "Value": 3.0, "Unit": "Count", "Timestamp": when,
+         "Dimensions": [{"Name": "JobQueue", "Value": "q1"}, {"Name": "Status", "Value": "RUNNABLE"}]},
+    ]})
+    assert (status, body) == (200, {})
+    got = [m for m in harness.ok("GET", "cloudwatch")["metrics"] if m["namespace"] == "Test/CBOR"]
+    assert got == [{"region": "eu-west-1", "namespace": "Test/CBOR", "name": "QueueJobs", "value": 3.0,
+                    "unit": "Count", "dimensions": {"JobQueue": "q1", "Status": "RUNNABLE"},
+                    "timestamp": when.isoformat()}]
+    # Another operation in CBOR is refused by name, and a malformed request says what is wrong.
+    status, body = cbor_call(harness, "GetMetricData", {})
+    assert status == 400 and "GetMetricData" in body["message"]
+    status, body = cbor_call(harness, "PutMetricData", {"MetricData": []})
+    assert status == 400 and "Namespace" in body["message"]

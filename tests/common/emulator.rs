@@ -93,6 +93,14 @@ impl Emulator {
         self.control(reqwest::Method::GET, "state", json!({})).await
     }
 
+    /// Every CloudWatch metric datum put (PutMetricData), oldest first.
+    pub async fn cloudwatch_metrics(&self) -> Vec<Value> {
+        let v = self
+            .control(reqwest::Method::GET, "cloudwatch", json!({}))
+            .await;
+        v["metrics"].as_array().cloned().unwrap_or_default()
+    }
+
     /// Ends a RUNNING task as if its container exited with `exit_code`.
     pub async fn complete(&self, task_arn: &str, exit_code: i32) {
         let enc =

@@ -17,7 +17,7 @@ from urllib.parse import unquote
 
 import moto
 
-from . import agent, patches
+from . import agent, cloudwatch, patches
 from .faults import Faults, classify, error_response
 
 HOST = "127.0.0.1"  # never anything else: the emulator is for this machine only
@@ -160,6 +160,11 @@ class _Handler(BaseHTTPRequestHandler):
             status, payload = self._control(emu, path, body)
             self._send(status, [("Content-Type", "application/json")], json.dumps(payload).encode())
             return
+        if cloudwatch.handles(self.headers, path):
+            with emu.lock:
+                status, headers, out = cloudwatch.answer(self.headers, path, body)
+            self._send(status, headers, out)
+            return
         service, operation, protocol = classify(self.headers, path, query, body)
         fault = emu.faults.decide(service, operation) if service and operation else None
         if fault:
@@ -207,6 +212,9 @@ class _Handler(BaseHTTPRequestHandler):
                     return 200, {"capacity": []}
                 if method == "POST":
                     return 200, patches.set_capacity(args)
+            if parts == "cloudwatch" and method == "GET":
+                with emu.lock:
+                    return 200, {"metrics": cloudwatch.metrics()}
             if parts == "agent/sync" and method == "POST":
                 with emu.lock:
                     return 200, agent.sync()

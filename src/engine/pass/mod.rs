@@ -87,6 +87,7 @@ impl Engine {
             }
             self.fail(&id, reason, now);
         }
+        snapshot::publish_capacity(cat, &self.table, &self.cfg);
     }
 
     fn apply_pass(&mut self, outcome: PassOutcome, now: i64) {

@@ -128,6 +128,26 @@ pub(in crate::engine) fn has_room(cat: &Catalog, table: &JobTable, cfg: &EngineC
     })
 }
 
+/// Publishes each environment's capacity and use (metrics, CloudWatch) as the pass left them:
+/// after its placements, so that a pass that filled the fleet is not reported as idle until
+/// the next one, which may not come while nothing changes.
+pub(in crate::engine) fn publish_capacity(cat: &Catalog, table: &JobTable, cfg: &EngineConfig) {
+    for ce in cat.compute_environments.values() {
+        let (view, _) = env_view(ce, table, cfg);
+        let used = view.capacity.saturating_sub(&view.free);
+        crate::metrics::capacity(
+            &view.name,
+            [
+                view.capacity.milli_vcpus,
+                view.capacity.memory_mib,
+                view.capacity.gpus,
+            ]
+            .map(|v| v as i64),
+            [used.milli_vcpus, used.memory_mib, used.gpus].map(|v| v as i64),
+        );
+    }
+}
+
 /// Environments and queues of the catalog as the scheduler sees them.
 pub(in crate::engine) fn layout<'c>(
     cat: &'c Catalog,
@@ -144,17 +164,6 @@ pub(in crate::engine) fn layout<'c>(
         if let Some(f) = fleet {
             fleets.insert(ce.compute_environment_name.clone(), f);
         }
-        let used = view.capacity.saturating_sub(&view.free);
-        crate::metrics::capacity(
-            &view.name,
-            [
-                view.capacity.milli_vcpus,
-                view.capacity.memory_mib,
-                view.capacity.gpus,
-            ]
-            .map(|v| v as i64),
-            [used.milli_vcpus, used.memory_mib, used.gpus].map(|v| v as i64),
-        );
         envs.push(view);
         ces.push(ce);
     }
