@@ -473,6 +473,31 @@ data "aws_iam_policy_document" "control_plane" {
     actions   = ["secretsmanager:GetSecretValue"]
     resources = local.readable_secret_arns
   }
+
+  # Job-state events on the bus the operator named (--events-bus), and nowhere else.
+  dynamic "statement" {
+    for_each = var.events_bus_name == "" ? [] : [var.events_bus_name]
+    content {
+      sid       = "PutJobEventsOnBus"
+      actions   = ["events:PutEvents"]
+      resources = ["arn:${local.partition}:events:${var.region}:${local.account_id}:event-bus/${statement.value}"]
+    }
+  }
+
+  # PutMetricData takes no resource; the namespace condition keeps it to Flotilla's own.
+  dynamic "statement" {
+    for_each = var.cloudwatch_namespace == "" ? [] : [var.cloudwatch_namespace]
+    content {
+      sid       = "PutFlotillaMetrics"
+      actions   = ["cloudwatch:PutMetricData"]
+      resources = ["*"]
+      condition {
+        test     = "StringEquals"
+        variable = "cloudwatch:namespace"
+        values   = [statement.value]
+      }
+    }
+  }
 }
 
 resource "aws_iam_role" "control_plane" {
@@ -508,6 +533,8 @@ locals {
     job_ami_id             = local.job_ami_id
     aws_idle_seconds       = var.aws_idle_seconds
     spot_max_interruptions = var.spot_max_interruptions
+    events_bus_name        = var.events_bus_name
+    cloudwatch_namespace   = var.cloudwatch_namespace
   })
 
   boot_script = templatefile("${path.module}/templates/user-data.sh.tftpl", {

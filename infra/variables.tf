@@ -193,6 +193,26 @@ variable "spot_max_interruptions" {
   default     = 3
 }
 
+variable "events_bus_name" {
+  description = "Put every job-state event on this EventBridge bus of the same account and region (--events-bus; source flotilla.batch, see docs/events.md), and let the control plane PutEvents to it. Empty: no bus."
+  type        = string
+  default     = ""
+  validation {
+    condition     = var.events_bus_name == "" || can(regex("^[A-Za-z0-9._/-]{1,256}$", var.events_bus_name))
+    error_message = "events_bus_name is an EventBridge bus name (letters, digits, . _ - /), or empty."
+  }
+}
+
+variable "cloudwatch_namespace" {
+  description = "Publish Flotilla's queue, fleet and job figures to CloudWatch in this namespace (--cloudwatch-namespace, see docs/aws.md), and let the control plane PutMetricData in it alone. Empty: none."
+  type        = string
+  default     = ""
+  validation {
+    condition     = var.cloudwatch_namespace == "" || (length(var.cloudwatch_namespace) <= 255 && !startswith(var.cloudwatch_namespace, "AWS/") && !startswith(var.cloudwatch_namespace, ":"))
+    error_message = "cloudwatch_namespace: at most 255 characters, not starting with AWS/ or ':', or empty."
+  }
+}
+
 variable "create_log_group" {
   description = "Create the CloudWatch log group /aws/batch/job that job containers write to. Set false if it already exists in the account (e.g. AWS Batch is used there too)."
   type        = bool

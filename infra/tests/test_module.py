@@ -523,6 +523,8 @@ def sample_values(database: str) -> dict[str, str]:
         "job_ami_id": "ami-0123456789abcdef0",
         "aws_idle_seconds": "300",
         "spot_max_interruptions": "3",
+        "events_bus_name": "",
+        "cloudwatch_namespace": "",
         "bucket": "flotilla-artifacts-abc",
         "binary_key": "bin/flotilla",
         "binary_sha256": "0" * 64,
@@ -549,6 +551,12 @@ def test_rendered_boot_script_is_valid_shell(database, tmp_path):
     # Without job_ami_id the unit passes no --aws-ami: the driver resolves AMIs from SSM.
     unpinned = render((TEMPLATES / "flotilla.service.tftpl").read_text(), values | {"job_ami_id": ""})
     assert "--aws-ami" not in unpinned and "--aws-region eu-west-1 \\\n    --aws-idle-seconds" in unpinned, unpinned
+    # The optional outputs are passed only when named, each on a line of the command.
+    assert "--events-bus" not in unpinned and "--cloudwatch-namespace" not in unpinned
+    outputs = render((TEMPLATES / "flotilla.service.tftpl").read_text(),
+                     values | {"events_bus_name": "batch-events", "cloudwatch_namespace": "Flotilla"})
+    assert "    --events-bus batch-events \\\n" in outputs, outputs
+    assert "    --cloudwatch-namespace Flotilla \\\n" in outputs, outputs
     assert shutil.which("systemd-analyze"), "systemd-analyze (Debian's systemd) is needed to check the unit"
     unit = tmp_path / "flotilla.service"
     unit.write_text(values["service_unit"])
