@@ -420,9 +420,7 @@ pub fn job_transition(from: JobStatus, to: JobStatus, n: u64) {
 /// Records what a compute environment offers and what is in use, in thousandths of a vCPU,
 /// MiB and GPUs.
 pub fn capacity(env: &str, total: [i64; 3], used: [i64; 3]) {
-    if let Ok(mut f) = FIGURES.lock()
-        && f.vcpus.get(env) != Some(&(total[0], used[0]))
-    {
+    if let Ok(mut f) = FIGURES.lock() {
         f.vcpus.insert(env.to_string(), (total[0], used[0]));
     }
     let m = metrics();

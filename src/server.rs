@@ -481,17 +481,11 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
     args.limits.check()?;
+    let aws_driver = args.aws.aws || args.aws.aws_endpoint_url.is_some();
     let outbox_cfg = args.events.outbox()?;
-    outbox::check(
-        &outbox_cfg,
-        args.aws.aws || args.aws.aws_endpoint_url.is_some(),
-    )
-    .map_err(ServerError::Config)?;
-    cloudwatch::check(
-        args.events.cloudwatch().as_ref(),
-        args.aws.aws || args.aws.aws_endpoint_url.is_some(),
-    )
-    .map_err(ServerError::Config)?;
+    outbox::check(&outbox_cfg, aws_driver).map_err(ServerError::Config)?;
+    cloudwatch::check(args.events.cloudwatch().as_ref(), aws_driver)
+        .map_err(ServerError::Config)?;
     // Before anything starts: a certificate that cannot be used is a configuration error.
     let tls = tls_acceptor(args.tls_cert.as_deref(), args.tls_key.as_deref())?;
     std::fs::create_dir_all(&args.data_dir)?;
@@ -539,7 +533,6 @@ pub async fn run(
     }
     let store_handle = store.clone();
     let replication = store.replication();
-    let aws_driver = args.aws.aws || args.aws.aws_endpoint_url.is_some();
     // One server per SQLite store: it always leads. On PostgreSQL every server is a replica and
     // acts only while it holds the lease.
     let fence = Arc::new(match replication {

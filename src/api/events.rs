@@ -1,13 +1,13 @@
 //! Job-state events on the wire: EventBridge's envelope around a job's DescribeJobs detail, and
 //! `GET /events`, a server-sent-event stream of the store's event log, resumable by event ID.
 
-use super::{AppState, sigv4};
+use super::AppState;
 use crate::engine::job_events::QUEUE_BLOCKED;
 use crate::model::{JobDetail, JobInternal};
 use crate::store::{EventRow, Store};
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -80,32 +80,18 @@ pub fn envelope(row: &EventRow, region: &str, account: &str) -> Option<Value> {
 /// are stored; without either, from now on. Signed with SigV4 (service `batch`) when the
 /// server has credentials, like every other request.
 pub async fn stream(State(state): State<Arc<AppState>>, request: Request) -> Response {
-    let (parts, _body) = request.into_parts();
-    if let Some(creds) = &state.credentials {
-        let mut headers = parts.headers.clone();
-        if !headers.contains_key("host")
-            && let Some(auth) = parts.uri.authority()
-            && let Ok(v) = HeaderValue::from_str(auth.as_str())
-        {
-            headers.insert("host", v);
-        }
-        let verified = sigv4::verify_head(
-            &parts.method,
-            parts.uri.path(),
-            parts.uri.query().unwrap_or(""),
-            &headers,
-            creds,
-            std::time::SystemTime::now(),
-            sigv4::Scope {
-                region: state.batch.region(),
-                service: "batch",
-            },
-        )
-        .and_then(|p| p.finish(b""));
-        if let Err(e) = verified {
-            tracing::info!(error_type = e.error_type(), "event stream refused by sigv4");
-            return super::ApiError::from(e).into_response();
-        }
+    let (mut parts, _body) = request.into_parts();
+    let verified = super::verify_head(
+        &state,
+        &parts.method,
+        &parts.uri,
+        &mut parts.headers,
+        "batch",
+    )
+    .and_then(|p| p.map_or(Ok(()), |p| p.finish(b"").map(drop)));
+    if let Err(e) = verified {
+        tracing::info!(error_type = e.error_type(), "event stream refused by sigv4");
+        return super::ApiError::from(e).into_response();
     }
     let after = parts
         .headers
@@ -145,7 +131,7 @@ pub async fn stream(State(state): State<Arc<AppState>>, request: Request) -> Res
         cursor,
         region,
         account,
-        open: StreamGauge::open(),
+        _open: StreamGauge::open(),
     };
     let body = Body::from_stream(futures::stream::unfold(reader, |mut r| async move {
         let chunk = r.next_chunk().await;
@@ -184,8 +170,7 @@ struct Reader {
     cursor: i64,
     region: String,
     account: String,
-    #[allow(dead_code)]
-    open: StreamGauge,
+    _open: StreamGauge,
 }
 
 impl Reader {

@@ -302,33 +302,10 @@ async fn handle(State(state): State<Arc<AppState>>, request: Request) -> Respons
         // The head is checked before a byte of the body is read: a peer without a valid
         // signature (or, when the payload hash is not in a header, without a known access key
         // and a current date) costs no body memory.
-        let pending = match &state.credentials {
-            None => None,
-            Some(creds) => {
-                // HTTP/2 carries the host in the URI authority, not in a header.
-                if !headers.contains_key("host")
-                    && let Some(auth) = uri.authority()
-                    && let Ok(v) = HeaderValue::from_str(auth.as_str())
-                {
-                    headers.insert("host", v);
-                }
-                let scope = sigv4::Scope {
-                    region: state.batch.region(),
-                    service: if logs_op.is_some() { "logs" } else { "batch" },
-                };
-                match sigv4::verify_head(
-                    &method,
-                    uri.path(),
-                    uri.query().unwrap_or(""),
-                    &headers,
-                    creds,
-                    std::time::SystemTime::now(),
-                    scope,
-                ) {
-                    Ok(p) => Some(p),
-                    Err(e) => return refuse(op, &request_id, e),
-                }
-            }
+        let service = if logs_op.is_some() { "logs" } else { "batch" };
+        let pending = match verify_head(&state, &method, &uri, &mut headers, service) {
+            Ok(p) => p,
+            Err(e) => return refuse(op, &request_id, e),
         };
         let body = match state
             .body_limits
@@ -356,6 +333,40 @@ async fn handle(State(state): State<Arc<AppState>>, request: Request) -> Respons
     }
     .instrument(span)
     .await
+}
+
+/// The SigV4 check of a request's head when the server has credentials (`None` when it has
+/// none): everything but the payload, which the returned check completes.
+pub(crate) fn verify_head(
+    state: &AppState,
+    method: &Method,
+    uri: &axum::http::Uri,
+    headers: &mut HeaderMap,
+    service: &str,
+) -> Result<Option<sigv4::PendingBody>, sigv4::AuthError> {
+    let Some(creds) = &state.credentials else {
+        return Ok(None);
+    };
+    // HTTP/2 carries the host in the URI authority, not in a header.
+    if !headers.contains_key("host")
+        && let Some(auth) = uri.authority()
+        && let Ok(v) = HeaderValue::from_str(auth.as_str())
+    {
+        headers.insert("host", v);
+    }
+    sigv4::verify_head(
+        method,
+        uri.path(),
+        uri.query().unwrap_or(""),
+        headers,
+        creds,
+        std::time::SystemTime::now(),
+        sigv4::Scope {
+            region: state.batch.region(),
+            service,
+        },
+    )
+    .map(Some)
 }
 
 fn refuse(op: &str, request_id: &str, e: sigv4::AuthError) -> Response {

@@ -16,14 +16,8 @@ pub async fn follow(ctx: &Ctx, a: &EventsArgs) -> anyhow::Result<()> {
         .endpoint
         .parse()
         .with_context(|| format!("--endpoint-url {}", ctx.endpoint))?;
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_native_roots()?
-        .https_or_http()
-        .enable_http1()
-        .build();
-    let client: hyper_util::client::legacy::Client<_, http_body_util::Empty<bytes::Bytes>> =
-        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-            .build(https);
+    let client: crate::util::http::Client<http_body_util::Empty<bytes::Bytes>> =
+        crate::util::http::client()?;
     let mut after = a.after;
     let mut printed = 0usize;
     let mut failures = 0u32;

@@ -103,14 +103,17 @@ fn datum(name: &str, value: f64, dims: &[(&str, &str)]) -> MetricDatum {
 async fn collect(batch: &Batch) -> Result<Vec<MetricDatum>, crate::store::StoreError> {
     let counts = batch.store().count_jobs_by_queue_status().await?;
     let cat = batch.catalog().await;
+    let counts: std::collections::HashMap<(&str, &str), i64> = counts
+        .iter()
+        .map(|(queue, status, n)| ((queue.as_str(), status.as_str()), *n))
+        .collect();
     let mut out = Vec::new();
     for q in cat.queues.values() {
         for status in crate::model::JOB_STATUSES {
-            let n: i64 = counts
-                .iter()
-                .filter(|(queue, s, _)| queue == &q.job_queue_arn && s == status)
-                .map(|(_, _, n)| n)
-                .sum();
+            let n = counts
+                .get(&(q.job_queue_arn.as_str(), status))
+                .copied()
+                .unwrap_or(0);
             out.push(datum(
                 "QueueJobs",
                 n as f64,

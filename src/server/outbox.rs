@@ -51,10 +51,7 @@ pub enum DeliveryError {
     Store(#[from] StoreError),
 }
 
-type WebhookClient = hyper_util::client::legacy::Client<
-    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
-    http_body_util::Full<bytes::Bytes>,
->;
+type WebhookClient = crate::util::http::Client<http_body_util::Full<bytes::Bytes>>;
 
 enum Target {
     Webhook {
@@ -128,15 +125,8 @@ pub fn spawn(
 ) {
     let mut sinks = Vec::new();
     if !cfg.webhooks.is_empty() {
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_native_roots()
-            .map(|b| b.https_or_http().enable_http1().build());
-        match https {
-            Ok(connector) => {
-                let client = hyper_util::client::legacy::Client::builder(
-                    hyper_util::rt::TokioExecutor::new(),
-                )
-                .build(connector);
+        match crate::util::http::client() {
+            Ok(client) => {
                 let secret = cfg.webhook_secret.clone().unwrap_or_default();
                 for url in &cfg.webhooks {
                     let Ok(uri) = url.parse() else { continue };
