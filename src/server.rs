@@ -114,7 +114,12 @@ pub struct EventArgs {
     )]
     pub webhooks: Vec<String>,
     /// A file holding the webhook signing secret (instead of FLOTILLA_WEBHOOK_SECRET).
-    #[arg(long, value_name = "PATH", env = "FLOTILLA_WEBHOOK_SECRET_FILE")]
+    #[arg(
+        long,
+        value_name = "PATH",
+        env = "FLOTILLA_WEBHOOK_SECRET_FILE",
+        requires = "webhooks"
+    )]
     pub webhook_secret_file: Option<PathBuf>,
     /// Put every job event on this EventBridge bus (name or ARN; source `flotilla.batch`).
     /// Needs the AWS driver.
@@ -124,7 +129,8 @@ pub struct EventArgs {
     #[arg(
         long,
         default_value_t = 3600,
-        env = "FLOTILLA_JOB_EVENTS_RETENTION_SECONDS"
+        env = "FLOTILLA_JOB_EVENTS_RETENTION_SECONDS",
+        conflicts_with = "no_job_events"
     )]
     pub job_events_retention_seconds: u64,
     /// Events a sink has not delivered are dropped past this age (a receiver gone for good
@@ -132,7 +138,8 @@ pub struct EventArgs {
     #[arg(
         long,
         default_value_t = 86_400,
-        env = "FLOTILLA_JOB_EVENTS_MAX_AGE_SECONDS"
+        env = "FLOTILLA_JOB_EVENTS_MAX_AGE_SECONDS",
+        conflicts_with = "no_job_events"
     )]
     pub job_events_max_age_seconds: u64,
     /// Publish Flotilla's figures to CloudWatch in this namespace with PutMetricData (jobs per
@@ -141,7 +148,12 @@ pub struct EventArgs {
     #[arg(long, value_name = "NAMESPACE", env = "FLOTILLA_CLOUDWATCH_NAMESPACE")]
     pub cloudwatch_namespace: Option<String>,
     /// How often the CloudWatch figures are published.
-    #[arg(long, default_value_t = 60, env = "FLOTILLA_CLOUDWATCH_PERIOD_SECONDS")]
+    #[arg(
+        long,
+        default_value_t = 60,
+        env = "FLOTILLA_CLOUDWATCH_PERIOD_SECONDS",
+        requires = "cloudwatch_namespace"
+    )]
     pub cloudwatch_period_seconds: u64,
 }
 
@@ -860,7 +872,8 @@ impl EngineParts {
                 args.account_id.clone(),
                 sdk.as_ref(),
                 engine_shutdown.clone(),
-            );
+            )
+            .map_err(ServerError::Config)?;
         }
         if let Some(driver) = &aws {
             driver.spawn(engine_shutdown);

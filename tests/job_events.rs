@@ -442,3 +442,42 @@ async fn every_transition_reaches_sse_and_webhook_in_order_across_a_restart() {
         received.events.len() - seen.len()
     );
 }
+
+/// Event and metric settings that would be stored and never used are refused at start, naming
+/// what is missing.
+#[test]
+fn settings_that_would_do_nothing_are_refused() {
+    let run = |args: &[&str]| {
+        let data = tempfile::tempdir().unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_flotilla"))
+            .args(["server", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data.path())
+            .args(args)
+            .env_remove("FLOTILLA_WEBHOOK_SECRET")
+            .env_remove("FLOTILLA_AWS")
+            .env_remove("FLOTILLA_AWS_ENDPOINT_URL")
+            .output()
+            .expect("run flotilla server");
+        assert!(!out.status.success(), "{args:?} started: {out:?}");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let e = run(&["--webhook", "http://127.0.0.1:9/hook"]);
+    assert!(e.contains("FLOTILLA_WEBHOOK_SECRET"), "{e}");
+    let e = run(&[
+        "--webhook",
+        "ftp://127.0.0.1/x",
+        "--webhook-secret-file",
+        "/dev/null",
+    ]);
+    assert!(e.contains("--webhook ftp://127.0.0.1/x"), "{e}");
+    let e = run(&["--webhook-secret-file", "/dev/null"]);
+    assert!(e.contains("--webhook"), "{e}");
+    let e = run(&["--events-bus", "b"]);
+    assert!(e.contains("--aws"), "{e}");
+    let e = run(&["--cloudwatch-namespace", "Flotilla"]);
+    assert!(e.contains("--aws"), "{e}");
+    let e = run(&["--cloudwatch-period-seconds", "5"]);
+    assert!(e.contains("--cloudwatch-namespace"), "{e}");
+    let e = run(&["--no-job-events", "--job-events-retention-seconds", "5"]);
+    assert!(e.contains("--no-job-events"), "{e}");
+}

@@ -114,7 +114,8 @@ pub fn check(cfg: &OutboxConfig, aws_driver: bool) -> Result<(), String> {
     Ok(())
 }
 
-/// Starts every sink and the pruner; they stop when `shutdown` turns true.
+/// Starts every sink and the pruner; they stop when `shutdown` turns true. Fails, starting
+/// nothing, when webhooks are configured and no HTTPS client can be built (no TLS roots).
 pub fn spawn(
     cfg: &OutboxConfig,
     store: Arc<dyn Store>,
@@ -122,26 +123,25 @@ pub fn spawn(
     account: String,
     sdk: Option<&aws_config::SdkConfig>,
     shutdown: watch::Receiver<bool>,
-) {
+) -> Result<(), String> {
     let mut sinks = Vec::new();
     if !cfg.webhooks.is_empty() {
-        match crate::util::http::client() {
-            Ok(client) => {
-                let secret = cfg.webhook_secret.clone().unwrap_or_default();
-                for url in &cfg.webhooks {
-                    let Ok(uri) = url.parse() else { continue };
-                    sinks.push(Sink {
-                        name: format!("webhook:{url}"),
-                        target: Target::Webhook {
-                            url: uri,
-                            secret: secret.trim().as_bytes().to_vec(),
-                            client: Box::new(client.clone()),
-                        },
-                        delivered: Arc::new(AtomicI64::new(0)),
-                    });
-                }
-            }
-            Err(e) => tracing::error!(error = %e, "webhooks off: no TLS roots"),
+        let client = crate::util::http::client()
+            .map_err(|e| format!("--webhook: no HTTPS client (system TLS roots): {e}"))?;
+        let secret = cfg.webhook_secret.clone().unwrap_or_default();
+        for url in &cfg.webhooks {
+            let uri = url
+                .parse()
+                .map_err(|e| format!("--webhook {url}: not a URL: {e}"))?;
+            sinks.push(Sink {
+                name: format!("webhook:{url}"),
+                target: Target::Webhook {
+                    url: uri,
+                    secret: secret.trim().as_bytes().to_vec(),
+                    client: Box::new(client.clone()),
+                },
+                delivered: Arc::new(AtomicI64::new(0)),
+            });
         }
     }
     if let (Some(bus), Some(sdk)) = (&cfg.bus, sdk) {
@@ -175,6 +175,7 @@ pub fn spawn(
         let _ = started.acquire_many(count as u32).await;
         prune_loop(store, cursors, retention, max_age, shutdown).await;
     });
+    Ok(())
 }
 
 async fn run(
