@@ -57,12 +57,18 @@ struct FleetLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CostLabels {
+    queue: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct SinkLabels {
     sink: String,
 }
 
 struct Metrics {
     registry: Registry,
+    job_cost: Family<CostLabels, Counter<f64, std::sync::atomic::AtomicU64>>,
     events_delivered: Family<SinkLabels, Counter>,
     events_failures: Family<SinkLabels, Counter>,
     events_backlog: Family<SinkLabels, Gauge>,
@@ -230,8 +236,15 @@ fn metrics() -> &'static Metrics {
             "Job events deleted past --job-events-max-age before every sink had delivered them",
             events_dropped.clone(),
         );
+        let job_cost = Family::<CostLabels, Counter<f64, std::sync::atomic::AtomicU64>>::default();
+        registry.register(
+            "job_cost_dollars",
+            "Cost of ended attempts on EC2 instances Flotilla launched: price x share x duration",
+            job_cost.clone(),
+        );
         Metrics {
             registry,
+            job_cost,
             events_delivered,
             events_failures,
             events_backlog,
@@ -257,6 +270,16 @@ fn metrics() -> &'static Metrics {
             queue_depth,
         }
     })
+}
+
+/// An attempt on queue `queue_arn` ended having cost `dollars`.
+pub fn job_cost(queue_arn: &str, dollars: f64) {
+    metrics()
+        .job_cost
+        .get_or_create(&CostLabels {
+            queue: crate::model::arn::name_of_arn(queue_arn).to_string(),
+        })
+        .inc_by(dollars);
 }
 
 pub fn job_events_delivered(sink: &str, n: u64) {

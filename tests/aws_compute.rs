@@ -374,27 +374,7 @@ async fn task_definition_and_task_carry_every_container_setting_and_the_propagat
     let server = start(&emu, 300, &[]);
     let client = server.client();
     // One GPU instance type, so the job's GPU finds a home.
-    let ce = client
-        .create_compute_environment()
-        .compute_environment_name("gpu")
-        .r#type(CeType::Managed)
-        .compute_resources(
-            ComputeResource::builder()
-                .r#type(CrType::Ec2)
-                .allocation_strategy(CrAllocationStrategy::BestFitProgressive)
-                .minv_cpus(0)
-                .maxv_cpus(8)
-                .instance_types("g4dn.xlarge")
-                .subnets(default_subnet(&emu).await)
-                .instance_role("ecsInstanceRole")
-                .build(),
-        )
-        .send()
-        .await
-        .expect("create compute environment")
-        .compute_environment_arn
-        .expect("arn");
-    wait_valid(&client, "gpu").await;
+    let ce = create_ce_of_type(&client, &emu, "gpu", "g4dn.xlarge", 8).await;
     common::create_queue(&client, "gpu-q", &ce).await;
     let r = server
         .raw()

@@ -8,7 +8,8 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use flotilla::store::{
-    JobCursor, JobListQuery, JobRow, JobScope, NewEvent, ResourceKind, ResourceRow, SqlStore, Store,
+    Appends, AttemptUsage, InstanceUsage, JobCursor, JobListQuery, JobRow, JobScope, NewEvent,
+    ResourceKind, ResourceRow, SqlStore, Store,
 };
 use sqlx::Connection;
 
@@ -915,6 +916,136 @@ async fn job_events_log(db: &TestDb) {
     );
 }
 
+fn usage(job: &str, attempt: u32, share: Option<&str>, started: i64, stopped: i64) -> AttemptUsage {
+    AttemptUsage {
+        job_id: job.to_owned(),
+        attempt,
+        job_queue: QUEUE.to_owned(),
+        share_identifier: share.map(str::to_owned),
+        job_definition: "d:1".to_owned(),
+        compute_environment: "ce".to_owned(),
+        instance_id: "i-1".to_owned(),
+        instance_type: "m5.large".to_owned(),
+        spot: false,
+        price_per_hour: 0.096,
+        share: 0.5,
+        started_at: started,
+        stopped_at: stopped,
+    }
+}
+
+fn instance(id: &str, launched: i64) -> InstanceUsage {
+    InstanceUsage {
+        instance_id: id.to_owned(),
+        compute_environment: "ce".to_owned(),
+        instance_type: "m5.large".to_owned(),
+        spot: id.ends_with('s'),
+        price_per_hour: 0.096,
+        launched_at: launched,
+        terminated_at: None,
+    }
+}
+
+/// Attempt usage is stored with the job rows of its write, an attempt ended again replacing its
+/// row; a range's cost clips each attempt to it and sums per queue, share, definition and
+/// environment. The instance ledger keeps an instance's first launch time and price, and closes
+/// an environment's instances at the first record without them.
+async fn cost_ledger(db: &TestDb) {
+    let store = Arc::new(db.open().await);
+    let hour = 3_600_000;
+    let appends = Appends {
+        events: Vec::new(),
+        usage: vec![
+            usage("u1", 1, Some("a"), 0, hour),
+            usage("u2", 1, None, 0, 2 * hour),
+        ],
+    };
+    store
+        .write_jobs_with(vec![job("u1", "SUCCEEDED", "u", "d:1", 1)], appends, false)
+        .await
+        .unwrap();
+    // A restart ends u2's attempt again, later: its row is replaced, not added.
+    let again = Appends {
+        events: Vec::new(),
+        usage: vec![usage("u2", 1, None, 0, 3 * hour)],
+    };
+    store
+        .write_jobs_with(vec![job("u2", "FAILED", "u", "d:1", 1)], again, true)
+        .await
+        .unwrap();
+    let all = store.attempt_cost_between(0, 10 * hour).await.unwrap();
+    assert_eq!(all.len(), 2, "{all:?}");
+    let by_share = |s: Option<&str>| {
+        all.iter()
+            .find(|g| g.share_identifier.as_deref() == s)
+            .unwrap()
+    };
+    assert_eq!(by_share(Some("a")).attempts, 1);
+    assert!((by_share(Some("a")).cost - 0.048).abs() < 1e-12);
+    assert!((by_share(None).cost - 0.144).abs() < 1e-12, "{all:?}");
+    assert!((by_share(None).seconds - 10_800.0).abs() < 1e-9);
+    // Clipped: the second half hour of u1 and of u2.
+    let part = store.attempt_cost_between(hour / 2, hour).await.unwrap();
+    let total: f64 = part.iter().map(|g| g.cost).sum();
+    assert!((total - 2.0 * 0.096 * 0.5 * 0.5).abs() < 1e-12, "{part:?}");
+    assert!(
+        store
+            .attempt_cost_between(5 * hour, 6 * hour)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    store
+        .record_instances("ce", vec![instance("i-1", 100), instance("i-2s", 200)], 300)
+        .await
+        .unwrap();
+    // Seen again after a restart with a later launch guess: the first record stands.
+    store
+        .record_instances("ce", vec![instance("i-1", 250), instance("i-2s", 200)], 400)
+        .await
+        .unwrap();
+    // i-2s is gone; another environment's record leaves this one's instances alone.
+    store
+        .record_instances("other", Vec::new(), 450)
+        .await
+        .unwrap();
+    store
+        .record_instances("ce", vec![instance("i-1", 100)], 500)
+        .await
+        .unwrap();
+    let mut seen = store.instances_between(0, 1_000).await.unwrap();
+    seen.sort_by(|a, b| a.instance_id.cmp(&b.instance_id));
+    assert_eq!(seen.len(), 2);
+    assert_eq!((seen[0].launched_at, seen[0].terminated_at), (100, None));
+    assert_eq!(
+        (seen[1].launched_at, seen[1].terminated_at),
+        (200, Some(500))
+    );
+    assert!(seen[1].spot && !seen[0].spot);
+    // Ranges: i-2s ran [200, 500).
+    let ids = |v: Vec<InstanceUsage>| v.into_iter().map(|i| i.instance_id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(store.instances_between(500, 600).await.unwrap()),
+        vec!["i-1"]
+    );
+    assert_eq!(
+        ids(store.instances_between(0, 150).await.unwrap()),
+        vec!["i-1"]
+    );
+    assert_eq!(
+        ids(store.instances_between(0, 100).await.unwrap()),
+        Vec::<String>::new()
+    );
+    // All closed when the environment has none left.
+    store.record_instances("ce", Vec::new(), 900).await.unwrap();
+    let closed = store.instances_between(0, 1_000).await.unwrap();
+    assert!(
+        closed.iter().all(|i| i.terminated_at.is_some()),
+        "{closed:?}"
+    );
+}
+
 macro_rules! store_suite {
     ($backend:expr; $($name:ident),* $(,)?) => {
         $(
@@ -947,6 +1078,7 @@ macro_rules! all_store_tests {
             migrations_rerun_harmlessly,
             concurrent_opens,
             job_events_log,
+            cost_ledger,
         );
     };
 }

@@ -81,17 +81,8 @@ pub fn envelope(row: &EventRow, region: &str, account: &str) -> Option<Value> {
 /// server has credentials, like every other request.
 pub async fn stream(State(state): State<Arc<AppState>>, request: Request) -> Response {
     let (mut parts, _body) = request.into_parts();
-    let verified = super::verify_head(
-        &state,
-        &parts.method,
-        &parts.uri,
-        &mut parts.headers,
-        "batch",
-    )
-    .and_then(|p| p.map_or(Ok(()), |p| p.finish(b"").map(drop)));
-    if let Err(e) = verified {
-        tracing::info!(error_type = e.error_type(), "event stream refused by sigv4");
-        return super::ApiError::from(e).into_response();
+    if let Some(refused) = super::refuse_unsigned_get(&state, &mut parts, "event stream") {
+        return refused;
     }
     let after = parts
         .headers

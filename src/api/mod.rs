@@ -7,6 +7,7 @@
 
 mod body;
 pub mod compat;
+mod cost;
 mod defaults;
 pub mod events;
 pub mod listener;
@@ -63,7 +64,8 @@ fn max_body(op: &str) -> usize {
 pub fn router(state: Arc<AppState>) -> Router {
     let router = Router::new()
         .route("/healthz", get(healthz))
-        .route("/events", get(events::stream));
+        .route("/events", get(events::stream))
+        .route("/cost", get(cost::report));
     let router = if state.metrics_on_api {
         router.route("/metrics", get(metrics))
     } else {
@@ -337,6 +339,28 @@ async fn handle(State(state): State<Arc<AppState>>, request: Request) -> Respons
 
 /// The SigV4 check of a request's head when the server has credentials (`None` when it has
 /// none): everything but the payload, which the returned check completes.
+/// Verifies a bodiless signed request (`GET /events`, `GET /cost`): `Some` is the refusal to
+/// answer with.
+pub(crate) fn refuse_unsigned_get(
+    state: &AppState,
+    parts: &mut axum::http::request::Parts,
+    what: &str,
+) -> Option<Response> {
+    verify_head(
+        state,
+        &parts.method,
+        &parts.uri,
+        &mut parts.headers,
+        "batch",
+    )
+    .and_then(|p| p.map_or(Ok(()), |p| p.finish(b"").map(drop)))
+    .err()
+    .map(|e| {
+        tracing::info!(error_type = e.error_type(), what, "refused by sigv4");
+        ApiError::from(e).into_response()
+    })
+}
+
 pub(crate) fn verify_head(
     state: &AppState,
     method: &Method,

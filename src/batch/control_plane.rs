@@ -47,6 +47,15 @@ impl ControlPlane for Batch {
         .await
     }
 
+    async fn record_instances(
+        &self,
+        env: &str,
+        live: Vec<crate::store::InstanceUsage>,
+        now: i64,
+    ) -> BatchResult<()> {
+        Ok(self.store().record_instances(env, live, now).await?)
+    }
+
     fn wake(&self) {
         self.wake_engine();
     }

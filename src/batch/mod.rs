@@ -8,6 +8,7 @@
 
 mod consumable_resources;
 mod control_plane;
+pub mod cost;
 pub mod dispatch;
 mod job_definitions;
 mod job_queues;

@@ -3,19 +3,12 @@
 
 use super::client::Ctx;
 use super::{EventsArgs, Output};
-use anyhow::{Context, anyhow};
-use aws_credential_types::provider::ProvideCredentials;
+use anyhow::anyhow;
 use http_body_util::BodyExt;
 use std::io::Write;
 use std::time::Duration;
 
 pub async fn follow(ctx: &Ctx, a: &EventsArgs) -> anyhow::Result<()> {
-    let creds = &ctx.credentials;
-    let region = ctx.region.clone();
-    let base: hyper::Uri = ctx
-        .endpoint
-        .parse()
-        .with_context(|| format!("--endpoint-url {}", ctx.endpoint))?;
     let client: crate::util::http::Client<http_body_util::Empty<bytes::Bytes>> =
         crate::util::http::client()?;
     let mut after = a.after;
@@ -26,26 +19,7 @@ pub async fn follow(ctx: &Ctx, a: &EventsArgs) -> anyhow::Result<()> {
             Some(n) => format!("/events?after={n}"),
             None => "/events".to_string(),
         };
-        let (p, q) = path.split_once('?').unwrap_or((&path, ""));
-        let c = creds.provide_credentials().await?;
-        let host = base.authority().map(|h| h.to_string()).unwrap_or_default();
-        let mut headers = http::HeaderMap::new();
-        headers.insert("host", host.parse()?);
-        if let Some(token) = c.session_token() {
-            headers.insert("x-amz-security-token", token.parse()?);
-        }
-        crate::api::sigv4::sign(
-            &http::Method::GET,
-            p,
-            q,
-            &mut headers,
-            b"",
-            c.access_key_id(),
-            c.secret_access_key(),
-            &region,
-            "batch",
-            std::time::SystemTime::now(),
-        );
+        let headers = super::signed::headers(ctx, &http::Method::GET, &path, b"").await?;
         let mut req = hyper::Request::get(format!("{}{path}", ctx.endpoint.trim_end_matches('/')));
         for (k, v) in &headers {
             req = req.header(k, v);

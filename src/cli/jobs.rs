@@ -415,12 +415,33 @@ pub async fn describe(ctx: &Ctx, ids: &[String]) -> anyhow::Result<()> {
             .map_err(|e| ctx.api_error(e))?;
         jobs.extend(resp.jobs().iter().cloned());
     }
+    let costs = attempt_costs(ctx, &unique).await?;
+    let no_costs = Vec::new();
+    let costs_of = |j: &JobDetail| j.job_id().and_then(|id| costs.get(id)).unwrap_or(&no_costs);
     match ctx.output {
         Output::Json => emit_json(&json!({
-            "jobs": jobs.iter().map(json::job_detail).collect::<Vec<_>>()
+            "jobs": jobs.iter().map(|j| {
+                let mut v = json::job_detail(j);
+                // The SDK drops Flotilla's own member; put it back where the server had it.
+                if let Some(attempts) = v["attempts"].as_array_mut() {
+                    for (a, c) in attempts.iter_mut().zip(costs_of(j)) {
+                        if !c.is_null() {
+                            a["flotillaCost"] = c.clone();
+                        }
+                    }
+                }
+                v
+            }).collect::<Vec<_>>()
         }))?,
         Output::Table => {
-            let blocks: Vec<String> = jobs.iter().map(|j| detail_table(j).render()).collect();
+            let blocks: Vec<String> = jobs
+                .iter()
+                .map(|j| {
+                    let mut t = detail_table(j);
+                    cost_rows(&mut t, costs_of(j));
+                    t.render()
+                })
+                .collect();
             emit(&blocks.join("\n"))?;
         }
     }
@@ -450,6 +471,61 @@ fn command_line(args: &[String]) -> String {
         })
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+/// Each job's attempts' `flotillaCost` (null where an attempt has none), which the SDK's
+/// DescribeJobs drops: read from the server's raw answer.
+async fn attempt_costs(
+    ctx: &Ctx,
+    ids: &[String],
+) -> anyhow::Result<HashMap<String, Vec<serde_json::Value>>> {
+    let mut out = HashMap::new();
+    for chunk in ids.chunks(DESCRIBE_CHUNK) {
+        let body = serde_json::to_vec(&json!({ "jobs": chunk }))?;
+        let raw = super::signed::request(ctx, http::Method::POST, "/v1/describejobs", body).await?;
+        let v: serde_json::Value = serde_json::from_slice(&raw)?;
+        for j in v["jobs"].as_array().into_iter().flatten() {
+            let Some(id) = j["jobId"].as_str() else {
+                continue;
+            };
+            let costs = j["attempts"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|a| a["flotillaCost"].clone())
+                .collect();
+            out.insert(id.to_string(), costs);
+        }
+    }
+    Ok(out)
+}
+
+/// `COST` (the attempts' sum) and a line per priced attempt: where it ran and its share.
+fn cost_rows(t: &mut Table, costs: &[serde_json::Value]) {
+    let priced: Vec<(usize, &serde_json::Value)> = costs
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.is_object())
+        .collect();
+    if priced.is_empty() {
+        return;
+    }
+    let total: f64 = priced.iter().filter_map(|(_, c)| c["cost"].as_f64()).sum();
+    t.push(["COST".to_string(), super::cost::dollars(total)]);
+    for (i, c) in priced {
+        t.push([
+            format!("ATTEMPT {}", i + 1),
+            format!(
+                "{} on {} {} {} at ${}/h, share {:.3}",
+                super::cost::dollars(c["cost"].as_f64().unwrap_or(0.0)),
+                c["instanceId"].as_str().unwrap_or("-"),
+                c["instanceType"].as_str().unwrap_or("-"),
+                c["purchaseOption"].as_str().unwrap_or("-"),
+                c["pricePerHour"].as_f64().unwrap_or(0.0),
+                c["share"].as_f64().unwrap_or(0.0),
+            ),
+        ]);
+    }
 }
 
 pub fn detail_table(j: &JobDetail) -> Table {

@@ -9,12 +9,14 @@
 
 mod admin;
 mod client;
+mod cost;
 mod events;
 mod jobs;
 mod json;
 mod logs;
 mod register;
 mod resources;
+mod signed;
 mod table;
 
 use crate::model::JobStatus;
@@ -183,6 +185,9 @@ pub enum Command {
     /// Follow job-state events as they happen (GET /events; see docs/events.md).
     Events(EventsArgs),
 
+    /// What jobs and the fleet cost over a time range (GET /cost; see docs/cost.md).
+    Cost(CostArgs),
+
     /// Operate on a server's data directory (backups).
     #[command(subcommand)]
     Admin(AdminCommand),
@@ -230,6 +235,37 @@ pub struct EventsArgs {
 
     #[command(flatten)]
     pub global: GlobalOverrides,
+}
+
+#[derive(Debug, Args)]
+pub struct CostArgs {
+    /// Start of the range: RFC 3339 (2026-12-01T00:00:00Z) or epoch milliseconds
+    /// [default: --since before --to].
+    #[arg(long, value_name = "TIME", conflicts_with = "since")]
+    pub from: Option<String>,
+
+    /// End of the range: RFC 3339 or epoch milliseconds [default: now].
+    #[arg(long, value_name = "TIME")]
+    pub to: Option<String>,
+
+    /// The range's length when --from is not given: a number with s, m, h or d.
+    #[arg(long, value_name = "DURATION", default_value = "24h")]
+    pub since: String,
+
+    /// What to sum job costs by.
+    #[arg(long, value_enum, default_value = "queue")]
+    pub by: CostBy,
+
+    #[command(flatten)]
+    pub global: GlobalOverrides,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CostBy {
+    Queue,
+    Share,
+    Definition,
+    Environment,
 }
 
 #[derive(Debug, Args)]
@@ -542,6 +578,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Submit(a) => jobs::submit(&connect(&a.global).await?, &a).await,
         Command::Logs(a) => logs::print(&connect(&a.global).await?, &a).await,
         Command::Events(a) => events::follow(&connect(&a.global).await?, &a).await,
+        Command::Cost(a) => cost::report(&connect(&a.global).await?, &a).await,
         Command::Jobs(JobsCommand::List(a)) => jobs::list(&connect(&a.global).await?, &a).await,
         Command::Jobs(JobsCommand::Describe(a)) => {
             jobs::describe(&connect(&a.global).await?, &a.ids).await

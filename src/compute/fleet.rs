@@ -16,6 +16,17 @@ pub struct FleetInstance {
     pub instance_id: String,
     /// What the ECS agent registered: CPU units / 1024 as vCPUs, memory in MiB.
     pub registered: Resources,
+    /// What it costs, for the attempts placed on it: `None` on UNMANAGED environments (the
+    /// user's own instances, which Flotilla neither launched nor bills).
+    pub price: Option<InstancePrice>,
+}
+
+/// An instance's type, purchase option and the hourly price Flotilla charges its time at.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InstancePrice {
+    pub instance_type: String,
+    pub spot: bool,
+    pub per_hour: f64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]

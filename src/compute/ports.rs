@@ -35,6 +35,15 @@ pub trait ControlPlane: Send + Sync + 'static {
     /// Returns false when the environment is gone or already said so.
     async fn set_desired_vcpus(&self, name: &str, desired: i32) -> BatchResult<bool>;
 
+    /// Records a managed environment's live instances in the instance ledger (the fleet's bill
+    /// for cost reports): see `Store::record_instances`.
+    async fn record_instances(
+        &self,
+        env: &str,
+        live: Vec<crate::store::InstanceUsage>,
+        now: i64,
+    ) -> BatchResult<()>;
+
     /// The instances an environment offers changed: schedule now, not at the periodic pass.
     fn wake(&self);
 }

@@ -5,6 +5,7 @@ use super::retry::{self, AttemptEnd, Outcome};
 use crate::compute::RuntimeEvent;
 use crate::model::arn::stream_name;
 use crate::model::{AttemptContainerDetail, AttemptDetail, JobStatus};
+use crate::store::AttemptUsage;
 
 /// AWS's `statusReason` for an attempt whose container exited.
 const EXITED: &str = "Essential container in task exited";
@@ -151,6 +152,38 @@ impl Engine {
             .and_then(|c| c.task_arn.clone())
             .filter(|_| started.is_some())
             .or(handle);
+        // Cost: the attempt's share of its instance from when it started running (the instance's
+        // time before that is the fleet's idle time).
+        let cost = match (job.d.internal.host.take(), started) {
+            (Some(mut host), Some(s)) => {
+                let ms = (now - s).max(0);
+                let dollars = host.price_per_hour * host.share * ms as f64 / 3_600_000.0;
+                host.cost = Some(dollars);
+                crate::metrics::job_cost(&job.d.job_queue, dollars);
+                self.writer.usage.push(AttemptUsage {
+                    job_id: job_id.to_string(),
+                    attempt,
+                    job_queue: job.d.job_queue.clone(),
+                    share_identifier: job.d.share_identifier.clone(),
+                    job_definition: job.d.job_definition.clone(),
+                    compute_environment: job
+                        .d
+                        .internal
+                        .compute_environment
+                        .clone()
+                        .unwrap_or_default(),
+                    instance_id: host.instance_id.clone(),
+                    instance_type: host.instance_type.clone(),
+                    spot: host.purchase_option == "SPOT",
+                    price_per_hour: host.price_per_hour,
+                    share: host.share,
+                    started_at: s,
+                    stopped_at: now,
+                });
+                Some(host)
+            }
+            _ => None,
+        };
         job.d.attempts.push(AttemptDetail {
             container: Some(AttemptContainerDetail {
                 container_instance_arn: job.d.internal.container_instance.clone(),
@@ -162,6 +195,7 @@ impl Engine {
             started_at: started,
             stopped_at: Some(now),
             status_reason: Some(attempt_reason.clone()),
+            cost,
         });
         if let Some(c) = job.d.container.as_mut() {
             c.exit_code = exit_code;

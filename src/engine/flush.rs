@@ -15,7 +15,7 @@ use crate::batch::dispatch::{StopResult, TagsReply};
 use crate::batch::job_row;
 use crate::compute::{AttemptSpec, StopSignal, Target};
 use crate::error::{BatchError, BatchResult};
-use crate::store::{JobRow, NewEvent, Store, StoreResult};
+use crate::store::{Appends, AttemptUsage, JobRow, NewEvent, Store, StoreResult};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
@@ -64,7 +64,7 @@ impl Effects {
 /// their old status from the store).
 struct PendingWrite {
     rows: Vec<JobRow>,
-    events: Vec<NewEvent>,
+    appends: Appends,
     finished: Vec<String>,
     /// Attempts whose end this write stores (`Runtime::end_stored` once it lands).
     ended: Vec<(String, u32)>,
@@ -82,6 +82,8 @@ pub(super) struct Writer {
     ended: Vec<(String, u32)>,
     /// Job events to append with the next write.
     pub events: Vec<NewEvent>,
+    /// Ended attempts' instance usage (cost) to store with the next write.
+    pub usage: Vec<AttemptUsage>,
 }
 
 impl Writer {
@@ -113,7 +115,7 @@ impl Engine {
                 {
                     tracing::warn!(error = %e, rows = p.rows.len(), "job write failed; retrying");
                 }
-                write_until_done(self.batch.store().clone(), p.rows, p.events, false).await;
+                write_until_done(self.batch.store().clone(), p.rows, p.appends, false).await;
             }
         }
         for (job, attempt) in &p.ended {
@@ -174,30 +176,31 @@ impl Engine {
             let ended = std::mem::take(&mut self.writer.ended);
             self.writer.dirty_since = None;
             let rows = self.dirty_rows();
-            let events = std::mem::take(&mut self.writer.events);
+            let appends = Appends {
+                events: std::mem::take(&mut self.writer.events),
+                usage: std::mem::take(&mut self.writer.usage),
+            };
             // Transitions the engine made on its own are committed without waiting for the disk:
             // a process crash keeps them (and a restart re-derives what a power loss takes).
             // What answers a caller (CancelJob, TerminateJob, tags) waits for the flush, and so
             // does an ECS launch; otherwise the engine goes on with the next round while the
             // write lands, and waits for it before the next one.
             if urgent {
-                write_until_done(self.batch.store().clone(), rows, events, durable).await;
+                write_until_done(self.batch.store().clone(), rows, appends, durable).await;
                 self.table.forget_all_finished();
                 for (job, attempt) in ended {
                     self.runtime.end_stored(&job, attempt);
                 }
             } else {
                 let store = self.batch.store().clone();
-                let (to_write, to_append) = (rows.clone(), events.clone());
+                let (to_write, to_append) = (rows.clone(), appends.clone());
                 self.writer.pending = Some(PendingWrite {
                     rows,
-                    events,
+                    appends,
                     ended,
                     finished: self.table.finished_ids(),
                     task: tokio::spawn(async move {
-                        store
-                            .write_jobs_with_events(to_write, to_append, false)
-                            .await
+                        store.write_jobs_with(to_write, to_append, false).await
                     }),
                 });
             }
@@ -291,13 +294,13 @@ impl Engine {
 async fn write_until_done(
     store: Arc<dyn Store>,
     rows: Vec<JobRow>,
-    events: Vec<NewEvent>,
+    appends: Appends,
     durable: bool,
 ) {
     let mut backoff = Duration::from_millis(50);
     loop {
         let written = store
-            .write_jobs_with_events(rows.clone(), events.clone(), durable)
+            .write_jobs_with(rows.clone(), appends.clone(), durable)
             .await;
         match written {
             Ok(()) => return,

@@ -15,6 +15,8 @@ pub(super) struct Start {
     /// Job queue name.
     pub queue: String,
     pub target: Target,
+    /// The instance's price and the attempt's share of it (AWS environments Flotilla manages).
+    pub host: Option<crate::model::AttemptCost>,
 }
 
 impl Engine {
@@ -26,6 +28,7 @@ impl Engine {
             env,
             queue,
             target,
+            host,
         } = start;
         let task_id = uuid::Uuid::new_v4().simple().to_string();
         let instance = match &target {
@@ -39,6 +42,7 @@ impl Engine {
             env: env.clone(),
             instance,
             task_id: task_id.clone(),
+            host,
         };
         if !self.table.start(&job_id, placement, now) {
             return;

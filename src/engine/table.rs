@@ -22,6 +22,8 @@ pub(super) struct Placement {
     pub instance: Option<String>,
     /// The runtime's handle of the attempt.
     pub task_id: String,
+    /// The instance's price and the attempt's share of it, for the attempt's cost.
+    pub host: Option<crate::model::AttemptCost>,
 }
 
 /// The RUNNABLE jobs, by queue ARN, in pass order.
@@ -157,6 +159,7 @@ impl JobTable {
             JobStatus::Runnable => {
                 job.d.internal.runnable_since = Some(now);
                 job.d.internal.task_id = None;
+                job.d.internal.host = None;
                 job.d.started_at = None;
                 self.runnable.insert(job);
                 self.wants_pass = true;
@@ -167,6 +170,7 @@ impl JobTable {
                 job.d.internal.runnable_since = None;
                 job.d.internal.compute_environment = Some(p.env);
                 job.d.internal.container_instance = p.instance;
+                job.d.internal.host = p.host;
                 job.d.internal.task_id = Some(p.task_id);
                 job.attempts_at_hold = job.d.attempts.len();
                 let job = &**job;

@@ -571,13 +571,35 @@ pub struct AttemptContainerDetail {
 }
 
 #[skip_serializing_none]
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct AttemptDetail {
     pub container: Option<AttemptContainerDetail>,
     pub started_at: Option<i64>,
     pub stopped_at: Option<i64>,
     pub status_reason: Option<String>,
+    /// Flotilla's: where the attempt ran and what it cost (attempts on EC2 instances Flotilla
+    /// launched). Not in AWS's shape; SDKs skip members they do not know.
+    #[serde(rename = "flotillaCost")]
+    pub cost: Option<AttemptCost>,
+}
+
+/// The instance an attempt ran on and its share of it: cost = `pricePerHour` × `share` ×
+/// hours from `startedAt` to `stoppedAt`.
+#[skip_serializing_none]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct AttemptCost {
+    pub instance_id: String,
+    pub instance_type: String,
+    /// `SPOT` or `ON_DEMAND`.
+    pub purchase_option: String,
+    /// Dollars per hour of the whole instance, from the instance catalog when it was first seen.
+    pub price_per_hour: f64,
+    /// The larger of the attempt's vCPUs, memory and GPUs over the instance's registered ones.
+    pub share: f64,
+    /// Dollars; set when the attempt ends.
+    pub cost: Option<f64>,
 }
 
 #[skip_serializing_none]
@@ -634,7 +656,7 @@ pub struct JobDetail {
 
 /// What the engine must remember about a job across restarts that AWS's shape has no field for.
 #[skip_serializing_none]
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct JobInternal {
     /// The compute environment the current attempt was placed on.
@@ -658,6 +680,8 @@ pub struct JobInternal {
     /// The job-event log has the event of this job entering PENDING (a job that stays there
     /// after submission; the others announce themselves by leaving it).
     pub announced: Option<bool>,
+    /// The instance the current attempt was placed on and its share of it (cost).
+    pub host: Option<AttemptCost>,
 }
 
 impl JobInternal {

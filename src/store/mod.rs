@@ -96,6 +96,82 @@ pub struct NewEvent {
     pub doc: String,
 }
 
+/// What the engine appends with the job rows of one write, in the same transaction.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Appends {
+    /// To the job-event log.
+    pub events: Vec<NewEvent>,
+    /// Ended attempts' use of an instance, for cost (replacing any earlier row of the same
+    /// attempt: a restart may end an attempt again).
+    pub usage: Vec<AttemptUsage>,
+}
+
+impl Appends {
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty() && self.usage.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.events.len() + self.usage.len()
+    }
+}
+
+/// One ended attempt that ran on an EC2 instance Flotilla launched: its share of the instance
+/// for how long. Cost = `price_per_hour` × `share` × (`stopped_at` − `started_at`) in hours.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AttemptUsage {
+    pub job_id: String,
+    /// 1-based.
+    pub attempt: u32,
+    /// Queue ARN.
+    pub job_queue: String,
+    pub share_identifier: Option<String>,
+    /// Job definition ARN (with revision).
+    pub job_definition: String,
+    /// Compute environment name.
+    pub compute_environment: String,
+    pub instance_id: String,
+    pub instance_type: String,
+    pub spot: bool,
+    pub price_per_hour: f64,
+    /// The larger of the attempt's vCPUs and memory over the instance's registered ones.
+    pub share: f64,
+    /// Epoch milliseconds.
+    pub started_at: i64,
+    pub stopped_at: i64,
+}
+
+/// An instance Flotilla launched, as its ledger keeps it: the fleet's bill is
+/// `price_per_hour` × its hours from `launched_at` to `terminated_at` (or now).
+#[derive(Debug, Clone, PartialEq)]
+pub struct InstanceUsage {
+    pub instance_id: String,
+    /// Compute environment name.
+    pub compute_environment: String,
+    pub instance_type: String,
+    pub spot: bool,
+    pub price_per_hour: f64,
+    /// Epoch milliseconds.
+    pub launched_at: i64,
+    /// `None` while it runs.
+    pub terminated_at: Option<i64>,
+}
+
+/// Attempt cost within a time range, summed per queue, share identifier, job definition and
+/// environment (one row per combination that had any).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CostGroup {
+    pub job_queue: String,
+    pub share_identifier: Option<String>,
+    pub job_definition: String,
+    pub compute_environment: String,
+    pub attempts: i64,
+    /// Dollars: price × share × hours within the range.
+    pub cost: f64,
+    /// Seconds within the range.
+    pub seconds: f64,
+}
+
 /// An event as stored: [`NewEvent`] and its place in the log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EventRow {
@@ -229,16 +305,43 @@ pub trait Store: Send + Sync + 'static {
     async fn upsert_jobs_relaxed(&self, jobs: Vec<JobRow>) -> StoreResult<()> {
         self.upsert_jobs(jobs).await
     }
-    /// [`Store::upsert_jobs`] (`durable`) or [`Store::upsert_jobs_relaxed`], with `events`
-    /// appended to the job-event log in the same transaction: an event is stored exactly when
-    /// the state it reports is. Only the engine writes events, one write at a time, so their
-    /// numbers follow commit order.
+    /// [`Store::upsert_jobs`] (`durable`) or [`Store::upsert_jobs_relaxed`], with `appends`
+    /// stored in the same transaction: an event is stored exactly when the state it reports
+    /// is, and an attempt's usage exactly when its end is. Only the engine writes events, one
+    /// write at a time, so their numbers follow commit order.
+    async fn write_jobs_with(
+        &self,
+        jobs: Vec<JobRow>,
+        appends: Appends,
+        durable: bool,
+    ) -> StoreResult<()>;
+    /// [`Store::write_jobs_with`] with events alone.
     async fn write_jobs_with_events(
         &self,
         jobs: Vec<JobRow>,
         events: Vec<NewEvent>,
         durable: bool,
+    ) -> StoreResult<()> {
+        let appends = Appends {
+            events,
+            usage: Vec::new(),
+        };
+        self.write_jobs_with(jobs, appends, durable).await
+    }
+    /// Records an environment's live instances: those not yet in the ledger are added (an
+    /// instance already there keeps its launch time and price), and the environment's
+    /// instances the ledger has as running that are not in `live` are marked terminated at
+    /// `now`.
+    async fn record_instances(
+        &self,
+        compute_environment: &str,
+        live: Vec<InstanceUsage>,
+        now: i64,
     ) -> StoreResult<()>;
+    /// The ledger's instances that ran at some time in `[from, to)` (epoch ms).
+    async fn instances_between(&self, from: i64, to: i64) -> StoreResult<Vec<InstanceUsage>>;
+    /// Ended attempts' cost within `[from, to)`, each clipped to the range, grouped.
+    async fn attempt_cost_between(&self, from: i64, to: i64) -> StoreResult<Vec<CostGroup>>;
     /// Up to `limit` events numbered after `after`, oldest first.
     async fn events_after(&self, after: i64, limit: u32) -> StoreResult<Vec<EventRow>>;
     /// The newest event's number (0 when the log is empty).

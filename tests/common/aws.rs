@@ -83,6 +83,39 @@ pub async fn create_managed_ce(
     ce
 }
 
+/// A MANAGED EC2 environment of one instance type up to `max` vCPUs; waits until it is VALID
+/// and returns its ARN.
+pub async fn create_ce_of_type(
+    client: &aws_sdk_batch::Client,
+    emu: &Emulator,
+    name: &str,
+    instance_type: &str,
+    max: i32,
+) -> String {
+    let ce = client
+        .create_compute_environment()
+        .compute_environment_name(name)
+        .r#type(CeType::Managed)
+        .compute_resources(
+            ComputeResource::builder()
+                .r#type(CrType::Ec2)
+                .allocation_strategy(CrAllocationStrategy::BestFitProgressive)
+                .minv_cpus(0)
+                .maxv_cpus(max)
+                .instance_types(instance_type)
+                .subnets(default_subnet(emu).await)
+                .instance_role("ecsInstanceRole")
+                .build(),
+        )
+        .send()
+        .await
+        .expect("create compute environment")
+        .compute_environment_arn
+        .expect("arn");
+    wait_valid(client, name).await;
+    ce
+}
+
 /// Waits until the environment is VALID and names its ECS cluster; returns the cluster ARN.
 pub async fn wait_valid(client: &aws_sdk_batch::Client, name: &str) -> String {
     let deadline = Instant::now() + Duration::from_secs(30);

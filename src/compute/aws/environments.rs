@@ -4,14 +4,15 @@
 //! environment that is gone.
 
 use super::{
-    AwsDriver, AwsError, EnvState, TAG_ENV, TAG_ENV_UUID, TAG_MANAGED_BY, TAG_USE_CLUSTER, ec2_tag,
-    ecs_tag, sanitize, short,
+    AwsDriver, AwsError, EnvState, Observed, TAG_ENV, TAG_ENV_UUID, TAG_MANAGED_BY,
+    TAG_USE_CLUSTER, ec2_tag, ecs_tag, sanitize, short,
 };
-use crate::compute::fleet::{Demand, EnvFleet, FleetInstance};
+use crate::compute::fleet::{Demand, EnvFleet, FleetInstance, InstancePrice};
 use crate::model::{AwsKind, ComputeEnvironmentDetail, ResourceStatus};
 use crate::provisioner::Resources;
+use crate::store::InstanceUsage;
 use aws_sdk_ec2::types as ec2t;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// The orphan sweep looks at the whole account's tagged instances; every this many passes.
 const SWEEP_EVERY: u32 = 20;
@@ -247,6 +248,11 @@ impl AwsDriver {
                 largest = largest.max(&catalog.types()[i].capacity());
             }
         }
+        let prices = if managed {
+            self.priced(&name, &observed).await
+        } else {
+            HashMap::new()
+        };
         let mut instances = Vec::new();
         let (mut spot, mut on_demand) = (0, 0);
         for o in &observed {
@@ -267,6 +273,7 @@ impl AwsDriver {
                     container_instance_arn: arn.clone(),
                     instance_id: o.instance_id.clone(),
                     registered: reg,
+                    price: prices.get(&o.instance_id).cloned(),
                 });
             }
         }
@@ -573,6 +580,85 @@ impl AwsDriver {
 
     /// An environment is gone from the catalog: terminate its instances, then delete what
     /// Flotilla created for it.
+    /// The price each of a managed environment's `observed` instances is charged at, and the
+    /// instance ledger brought up to date when the set of instances changed (the cost report's
+    /// fleet bill; `flotilla cost`).
+    async fn priced(&self, env: &str, observed: &[Observed]) -> HashMap<String, InstancePrice> {
+        let catalog = self.catalog();
+        let now = crate::util::time::now_ms();
+        let (prices, record) = {
+            let Ok(mut ledgers) = self.ledger.lock() else {
+                return HashMap::new();
+            };
+            let ledger = ledgers.entry(env.to_string()).or_default();
+            let live: HashSet<String> = observed.iter().map(|o| o.instance_id.clone()).collect();
+            ledger.prices.retain(|id, _| live.contains(id));
+            ledger.unpriced.retain(|id| live.contains(id));
+            for o in observed {
+                if ledger.prices.contains_key(&o.instance_id)
+                    || ledger.unpriced.contains(&o.instance_id)
+                {
+                    continue;
+                }
+                match catalog.get(&o.instance_type) {
+                    Some(t) => {
+                        ledger.prices.insert(
+                            o.instance_id.clone(),
+                            InstancePrice {
+                                instance_type: o.instance_type.clone(),
+                                spot: o.spot,
+                                per_hour: t.price(o.spot),
+                            },
+                        );
+                    }
+                    None => {
+                        tracing::warn!(
+                            env,
+                            instance = %o.instance_id,
+                            instance_type = %o.instance_type,
+                            "instance type not in the catalog: its jobs are shown without cost"
+                        );
+                        ledger.unpriced.insert(o.instance_id.clone());
+                    }
+                }
+            }
+            let record = (ledger.recorded.as_ref() != Some(&live)).then(|| {
+                ledger.recorded = Some(live);
+                observed
+                    .iter()
+                    .filter_map(|o| {
+                        let p = ledger.prices.get(&o.instance_id)?;
+                        Some(InstanceUsage {
+                            instance_id: o.instance_id.clone(),
+                            compute_environment: env.to_string(),
+                            instance_type: p.instance_type.clone(),
+                            spot: p.spot,
+                            price_per_hour: p.per_hour,
+                            launched_at: o.launched_at.unwrap_or(now).min(now),
+                            terminated_at: None,
+                        })
+                    })
+                    .collect::<Vec<_>>()
+            });
+            (ledger.prices.clone(), record)
+        };
+        if let Some(live) = record {
+            self.record_ledger(env, live, now).await;
+        }
+        prices
+    }
+
+    async fn record_ledger(&self, env: &str, live: Vec<InstanceUsage>, now: i64) {
+        if let Err(e) = self.control.record_instances(env, live, now).await {
+            tracing::warn!(env, error = %e, "instance ledger not updated; retrying at the next observation");
+            if let Ok(mut ledgers) = self.ledger.lock()
+                && let Some(l) = ledgers.get_mut(env)
+            {
+                l.recorded = None;
+            }
+        }
+    }
+
     async fn teardown(&self, name: &str, state: EnvState) {
         tracing::info!(env = name, "tearing down deleted compute environment");
         if state.managed {
@@ -583,6 +669,11 @@ impl AwsDriver {
                 .collect();
             if let Err(e) = self.terminate(&ids).await {
                 tracing::warn!(env = name, error = %e, "terminate failed; the orphan sweep retries");
+            }
+            let ledger = self.ledger.lock().ok().and_then(|mut l| l.remove(name));
+            if ledger.is_some() {
+                self.record_ledger(name, Vec::new(), crate::util::time::now_ms())
+                    .await;
             }
         }
         for t in &state.templates {

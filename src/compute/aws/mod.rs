@@ -117,6 +117,20 @@ struct Observed {
     /// The `flotilla:infrastructure` tag it was launched with (none: launched before there was
     /// one, never replaced for it).
     generation: Option<String>,
+    /// EC2's launch time (epoch ms); `None` for UNMANAGED environments' instances.
+    launched_at: Option<i64>,
+}
+
+/// What the driver last told the instance ledger of one environment, and the price each live
+/// instance is charged at (fixed when first seen, so that a Spot price refreshed later does not
+/// re-price an instance bought earlier).
+#[derive(Debug, Default)]
+struct Ledger {
+    /// The instance IDs last recorded as live; `None`: record at the next observation.
+    recorded: Option<HashSet<String>>,
+    prices: HashMap<String, crate::compute::fleet::InstancePrice>,
+    /// Live instances of a type the catalog does not price (said once each).
+    unpriced: HashSet<String>,
 }
 
 impl Observed {
@@ -188,6 +202,8 @@ pub struct AwsDriver {
     retired: Mutex<HashSet<String>>,
     /// SSM parameter → (AMI ID, when resolved).
     amis: Mutex<HashMap<String, (String, Instant)>>,
+    /// Environment name → its instance ledger's state (cost, see `environments::priced`).
+    ledger: Mutex<HashMap<String, Ledger>>,
 }
 
 /// `startedBy` of an attempt: at most 36 characters of `[A-Za-z0-9_-]` (job IDs of array
@@ -242,6 +258,7 @@ impl AwsDriver {
             gone: Mutex::default(),
             retired: Mutex::default(),
             amis: Mutex::default(),
+            ledger: Mutex::default(),
         })
     }
 

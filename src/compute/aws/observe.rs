@@ -85,6 +85,7 @@ impl AwsDriver {
                     registered: Some(registered(ci)),
                     ci_status: ci.status().map(str::to_string),
                     generation: None,
+                    launched_at: None,
                 })
                 .collect());
         };
@@ -129,6 +130,7 @@ impl AwsDriver {
                         .find(|t| t.key() == Some(TAG_GENERATION))
                         .and_then(|t| t.value())
                         .map(str::to_string),
+                    launched_at: i.launch_time().and_then(|t| t.to_millis().ok()),
                 }
             })
             .collect())

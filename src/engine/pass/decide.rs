@@ -79,6 +79,7 @@ pub(in crate::engine) fn decide(seen: Seen<'_, '_, '_>) -> PassOutcome {
         let id = ids[ji];
         let env = snapshot.envs[ei].name.clone();
         let queue = snapshot.queues[snapshot.jobs[ji].queue].name.clone();
+        let mut host = None;
         let target = match layout.fleets.get_mut(&env) {
             None => Target::Local,
             Some(f) => {
@@ -111,6 +112,7 @@ pub(in crate::engine) fn decide(seen: Seen<'_, '_, '_>) -> PassOutcome {
                     continue;
                 };
                 f.room[i] = sub(f.room[i], need);
+                host = attempt_host(&f.fleet.instances[i], need);
                 Target::Ecs {
                     env: env.clone(),
                     cluster: f.fleet.cluster.clone(),
@@ -123,6 +125,7 @@ pub(in crate::engine) fn decide(seen: Seen<'_, '_, '_>) -> PassOutcome {
             env,
             queue,
             target,
+            host,
         });
     }
     if !with_reasons && plan.placements.len() < snapshot.jobs.len() {
@@ -187,4 +190,28 @@ fn backlog_demand(
         }
     }
     demand
+}
+
+/// The instance an attempt needing `need` is placed on, priced, and the attempt's share of it:
+/// the largest of its vCPU, memory and GPU fractions of what the instance registered, at most
+/// the whole instance. `None` for an instance without a price (UNMANAGED).
+fn attempt_host(
+    instance: &crate::compute::fleet::FleetInstance,
+    need: Resources,
+) -> Option<crate::model::AttemptCost> {
+    let price = instance.price.as_ref()?;
+    let reg = instance.registered;
+    let frac = |n: u64, of: u64| if of == 0 { 0.0 } else { n as f64 / of as f64 };
+    let share = frac(need.milli_vcpus, reg.milli_vcpus)
+        .max(frac(need.memory_mib, reg.memory_mib))
+        .max(frac(need.gpus, reg.gpus))
+        .min(1.0);
+    Some(crate::model::AttemptCost {
+        instance_id: instance.instance_id.clone(),
+        instance_type: price.instance_type.clone(),
+        purchase_option: if price.spot { "SPOT" } else { "ON_DEMAND" }.to_string(),
+        price_per_hour: price.per_hour,
+        share,
+        cost: None,
+    })
 }

@@ -33,6 +33,7 @@ fn place(env: &str, instance: Option<&str>) -> Placement {
         env: env.into(),
         instance: instance.map(str::to_string),
         task_id: "t".into(),
+        host: None,
     }
 }
 

@@ -28,8 +28,9 @@ use tracing::{debug, info, warn};
 use crate::util::time::now_ms;
 
 use super::{
-    EventRow, JobCursor, JobListQuery, JobPage, JobRow, JobScope, NewEvent, ResourceKind,
-    ResourceRow, Store, StoreError, StoreResult, WriteHealth,
+    Appends, AttemptUsage, CostGroup, EventRow, InstanceUsage, JobCursor, JobListQuery, JobPage,
+    JobRow, JobScope, NewEvent, ResourceKind, ResourceRow, Store, StoreError, StoreResult,
+    WriteHealth,
 };
 
 /// A group commit takes whatever is queued up to this many rows; more waits for the next one, so a
@@ -184,6 +185,44 @@ const MIGRATIONS: &[Migration] = &[
             )",
         ],
     },
+    Migration {
+        version: 4,
+        description: "cost: attempt usage, instance ledger",
+        statements: &[
+            // One row per ended attempt that ran on an instance Flotilla launched, written with
+            // the job row that records the end.
+            "CREATE TABLE attempt_usage (
+                job_id TEXT NOT NULL,
+                attempt BIGINT NOT NULL,
+                job_queue TEXT NOT NULL,
+                share_identifier TEXT NULL,
+                job_definition TEXT NOT NULL,
+                compute_environment TEXT NOT NULL,
+                instance_id TEXT NOT NULL,
+                instance_type TEXT NOT NULL,
+                spot BIGINT NOT NULL,
+                price_per_hour DOUBLE PRECISION NOT NULL,
+                share DOUBLE PRECISION NOT NULL,
+                started_at BIGINT NOT NULL,
+                stopped_at BIGINT NOT NULL,
+                PRIMARY KEY (job_id, attempt)
+            )",
+            // A range's attempts: those that stopped after its start (and started before its end).
+            "CREATE INDEX attempt_usage_stopped ON attempt_usage (stopped_at)",
+            // Every instance Flotilla launched, from the driver's observations: the fleet's bill.
+            "CREATE TABLE instance_usage (
+                instance_id TEXT PRIMARY KEY,
+                compute_environment TEXT NOT NULL,
+                instance_type TEXT NOT NULL,
+                spot BIGINT NOT NULL,
+                price_per_hour DOUBLE PRECISION NOT NULL,
+                launched_at BIGINT NOT NULL,
+                terminated_at BIGINT NULL
+            )",
+            "CREATE INDEX instance_usage_env_open ON instance_usage
+            (compute_environment) WHERE terminated_at IS NULL",
+        ],
+    },
 ];
 
 #[derive(Clone)]
@@ -275,8 +314,8 @@ impl SqlBuilder {
 
 struct WriteRequest {
     jobs: Vec<JobRow>,
-    /// Appended to the job-event log in the same transaction.
-    events: Vec<NewEvent>,
+    /// Stored in the same transaction.
+    appends: Appends,
     /// Flushed to disk before the reply (else committed only; see `upsert_jobs_relaxed`).
     durable: bool,
     reply: oneshot::Sender<StoreResult<()>>,
@@ -300,20 +339,15 @@ pub struct SqlStore {
 }
 
 impl SqlStore {
-    async fn write(
-        &self,
-        jobs: Vec<JobRow>,
-        events: Vec<NewEvent>,
-        durable: bool,
-    ) -> StoreResult<()> {
-        if jobs.is_empty() && events.is_empty() {
+    async fn write(&self, jobs: Vec<JobRow>, appends: Appends, durable: bool) -> StoreResult<()> {
+        if jobs.is_empty() && appends.is_empty() {
             return Ok(());
         }
         let (reply, answer) = oneshot::channel();
         self.writer
             .send(WriteRequest {
                 jobs,
-                events,
+                appends,
                 durable,
                 reply,
             })
@@ -779,7 +813,7 @@ impl Store for SqlStore {
         let (reply, answer) = oneshot::channel();
         let queued = self.writer.send(WriteRequest {
             jobs: Vec::new(),
-            events: Vec::new(),
+            appends: Appends::default(),
             durable: true,
             reply,
         });
@@ -936,20 +970,20 @@ impl Store for SqlStore {
     }
 
     async fn upsert_jobs(&self, jobs: Vec<JobRow>) -> StoreResult<()> {
-        self.write(jobs, Vec::new(), true).await
+        self.write(jobs, Appends::default(), true).await
     }
 
     async fn upsert_jobs_relaxed(&self, jobs: Vec<JobRow>) -> StoreResult<()> {
-        self.write(jobs, Vec::new(), false).await
+        self.write(jobs, Appends::default(), false).await
     }
 
-    async fn write_jobs_with_events(
+    async fn write_jobs_with(
         &self,
         jobs: Vec<JobRow>,
-        events: Vec<NewEvent>,
+        appends: Appends,
         durable: bool,
     ) -> StoreResult<()> {
-        self.write(jobs, events, durable).await
+        self.write(jobs, appends, durable).await
     }
 
     async fn events_after(&self, after: i64, limit: u32) -> StoreResult<Vec<EventRow>> {
@@ -1069,6 +1103,139 @@ impl Store for SqlStore {
             out.extend(self.fetch_jobs(sql).await?);
         }
         Ok(out)
+    }
+
+    async fn record_instances(
+        &self,
+        compute_environment: &str,
+        live: Vec<InstanceUsage>,
+        now: i64,
+    ) -> StoreResult<()> {
+        // Launch time and price stay as first recorded: a restart re-observes every instance,
+        // and a Spot price read later is not what the instance was bought at.
+        const INSERT: &str = "INSERT INTO instance_usage (instance_id, compute_environment, \
+             instance_type, spot, price_per_hour, launched_at, terminated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, NULL) ON CONFLICT (instance_id) DO NOTHING";
+        let done: Result<(), sqlx::Error> = on_pool!(&self.pool, p => async {
+            let mut tx = p.begin().await?;
+            for i in &live {
+                sqlx::query(INSERT)
+                    .bind(i.instance_id.as_str())
+                    .bind(i.compute_environment.as_str())
+                    .bind(i.instance_type.as_str())
+                    .bind(i64::from(i.spot))
+                    .bind(i.price_per_hour)
+                    .bind(i.launched_at)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            let open: Vec<String> = sqlx::query_scalar(
+                "SELECT instance_id FROM instance_usage \
+                 WHERE compute_environment = $1 AND terminated_at IS NULL",
+            )
+            .bind(compute_environment)
+            .fetch_all(&mut *tx)
+            .await?;
+            let live_ids: std::collections::HashSet<&str> =
+                live.iter().map(|i| i.instance_id.as_str()).collect();
+            for id in open.iter().filter(|id| !live_ids.contains(id.as_str())) {
+                sqlx::query("UPDATE instance_usage SET terminated_at = $1 WHERE instance_id = $2")
+                    .bind(now)
+                    .bind(id.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await
+        }
+        .await);
+        done.map_err(map_err)
+    }
+
+    async fn instances_between(&self, from: i64, to: i64) -> StoreResult<Vec<InstanceUsage>> {
+        const SQL: &str = "SELECT instance_id, compute_environment, instance_type, spot, \
+             price_per_hour, launched_at, terminated_at FROM instance_usage \
+             WHERE launched_at < $2 AND (terminated_at IS NULL OR terminated_at > $1) \
+             ORDER BY launched_at, instance_id";
+        type Row = (String, String, String, i64, f64, i64, Option<i64>);
+        let rows: Vec<Row> = on_pool!(&self.pool, p => {
+            sqlx::query_as(SQL).bind(from).bind(to).fetch_all(p).await
+        })
+        .map_err(map_err)?;
+        Ok(rows
+            .into_iter()
+            .map(
+                |(
+                    instance_id,
+                    compute_environment,
+                    instance_type,
+                    spot,
+                    price,
+                    launched,
+                    ended,
+                )| {
+                    InstanceUsage {
+                        instance_id,
+                        compute_environment,
+                        instance_type,
+                        spot: spot != 0,
+                        price_per_hour: price,
+                        launched_at: launched,
+                        terminated_at: ended,
+                    }
+                },
+            )
+            .collect())
+    }
+
+    async fn attempt_cost_between(&self, from: i64, to: i64) -> StoreResult<Vec<CostGroup>> {
+        // Each attempt clipped to the range; SQLite's two-argument MIN/MAX are PostgreSQL's
+        // LEAST/GREATEST.
+        fn sql(least: &str, greatest: &str) -> String {
+            let ms = format!(
+                "CAST({least}(stopped_at, $2) - {greatest}(started_at, $1) AS DOUBLE PRECISION)"
+            );
+            format!(
+                "SELECT job_queue, share_identifier, job_definition, compute_environment, \
+                 COUNT(*), SUM(price_per_hour * share * {ms}) / 3600000.0, SUM({ms}) / 1000.0 \
+                 FROM attempt_usage WHERE stopped_at > $1 AND started_at < $2 \
+                 GROUP BY job_queue, share_identifier, job_definition, compute_environment \
+                 ORDER BY job_queue, share_identifier, job_definition, compute_environment"
+            )
+        }
+        type Row = (String, Option<String>, String, String, i64, f64, f64);
+        let rows: Vec<Row> = match &self.pool {
+            Pool::Sqlite(p) => {
+                sqlx::query_as(AssertSqlSafe(sql("MIN", "MAX")))
+                    .bind(from)
+                    .bind(to)
+                    .fetch_all(p)
+                    .await
+            }
+            Pool::Postgres(p) => {
+                sqlx::query_as(AssertSqlSafe(sql("LEAST", "GREATEST")))
+                    .bind(from)
+                    .bind(to)
+                    .fetch_all(p)
+                    .await
+            }
+        }
+        .map_err(map_err)?;
+        Ok(rows
+            .into_iter()
+            .map(
+                |(job_queue, share_identifier, job_definition, env, attempts, cost, seconds)| {
+                    CostGroup {
+                        job_queue,
+                        share_identifier,
+                        job_definition,
+                        compute_environment: env,
+                        attempts,
+                        cost,
+                        seconds,
+                    }
+                },
+            )
+            .collect())
     }
 
     async fn count_jobs_by_queue_status(&self) -> StoreResult<Vec<(String, String, i64)>> {

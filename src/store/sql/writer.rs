@@ -55,7 +55,7 @@ fn cached(
     rows: usize,
     build: impl Fn(usize) -> String,
 ) -> Arc<str> {
-    static CACHES: [OnceLock<Vec<Arc<str>>>; 4] = [const { OnceLock::new() }; 4];
+    static CACHES: [OnceLock<Vec<Arc<str>>>; 6] = [const { OnceLock::new() }; 6];
     let numbered = usize::from(matches!(placeholders, Placeholders::Numbered));
     let all = CACHES[which * 2 + numbered].get_or_init(|| {
         let mut out = Vec::new();
@@ -100,6 +100,29 @@ pub(super) fn events_sql(rows: usize, placeholders: Placeholders) -> Arc<str> {
     })
 }
 
+/// Upsert into `attempt_usage` of `rows` rows (a power of two up to [`MAX_CHUNK_ROWS`]): an
+/// attempt ended again after a restart replaces its earlier row.
+pub(super) fn usage_sql(rows: usize, placeholders: Placeholders) -> Arc<str> {
+    cached(2, placeholders, rows, |n| {
+        multi_row_sql(
+            "INSERT INTO attempt_usage (job_id, attempt, job_queue, share_identifier, \
+             job_definition, compute_environment, instance_id, instance_type, spot, \
+             price_per_hour, share, started_at, stopped_at) VALUES ",
+            13,
+            " ON CONFLICT (job_id, attempt) DO UPDATE SET job_queue = excluded.job_queue, \
+             share_identifier = excluded.share_identifier, \
+             job_definition = excluded.job_definition, \
+             compute_environment = excluded.compute_environment, \
+             instance_id = excluded.instance_id, instance_type = excluded.instance_type, \
+             spot = excluded.spot, price_per_hour = excluded.price_per_hour, \
+             share = excluded.share, started_at = excluded.started_at, \
+             stopped_at = excluded.stopped_at",
+            n,
+            placeholders,
+        )
+    })
+}
+
 /// Splits `n` rows into power-of-two chunks, largest first.
 pub(super) fn chunk_sizes(mut n: usize) -> impl Iterator<Item = usize> {
     std::iter::from_fn(move || {
@@ -127,13 +150,14 @@ pub(super) const SQLITE_ONE_STATEMENT_ROWS: usize = 64;
 /// two PRAGMA round trips a relaxed write on a shared connection needed.
 pub(super) type RelaxedConn = Option<sqlx::pool::PoolConnection<sqlx::Sqlite>>;
 
-/// Upserts `rows` (unique job IDs) and appends `events` in one transaction; `durable`: flushed
-/// to disk at commit.
+/// Upserts `rows` (unique job IDs), appends `events` and upserts `usage` (unique attempts) in
+/// one transaction; `durable`: flushed to disk at commit.
 pub(super) async fn write_rows(
     pool: &Pool,
     relaxed: &mut RelaxedConn,
     rows: &[&JobRow],
     events: &[&NewEvent],
+    usage: &[&AttemptUsage],
     durable: bool,
     fence: i64,
 ) -> Result<(), sqlx::Error> {
@@ -191,6 +215,29 @@ pub(super) async fn write_rows(
                     q.execute(&mut *tx).await?;
                 }
             }
+            let mut rest = usage;
+            for size in chunk_sizes(usage.len()) {
+                let (chunk, tail) = rest.split_at(size);
+                rest = tail;
+                let mut q = sqlx::query(AssertSqlSafe(usage_sql(size, placeholders)));
+                for u in chunk {
+                    q = q
+                        .bind(u.job_id.as_str())
+                        .bind(i64::from(u.attempt))
+                        .bind(u.job_queue.as_str())
+                        .bind(u.share_identifier.as_deref())
+                        .bind(u.job_definition.as_str())
+                        .bind(u.compute_environment.as_str())
+                        .bind(u.instance_id.as_str())
+                        .bind(u.instance_type.as_str())
+                        .bind(i64::from(u.spot))
+                        .bind(u.price_per_hour)
+                        .bind(u.share)
+                        .bind(u.started_at)
+                        .bind(u.stopped_at);
+                }
+                q.execute(&mut *tx).await?;
+            }
             tx.commit().await
         }};
     }
@@ -200,8 +247,12 @@ pub(super) async fn write_rows(
         ($conn:expr) => {{
             let conn = $conn;
             match rows.last() {
-                None if events.is_empty() => Ok(()),
-                Some(last) if rows.len() <= SQLITE_ONE_STATEMENT_ROWS && events.is_empty() => {
+                None if events.is_empty() && usage.is_empty() => Ok(()),
+                Some(last)
+                    if rows.len() <= SQLITE_ONE_STATEMENT_ROWS
+                        && events.is_empty()
+                        && usage.is_empty() =>
+                {
                     let size = rows.len().next_power_of_two();
                     let mut q = sqlx::query(AssertSqlSafe(upsert_sql(size, placeholders)));
                     bind_rows!(
@@ -275,6 +326,23 @@ pub(super) fn dedup<'a>(requests: impl IntoIterator<Item = &'a WriteRequest>) ->
     rows
 }
 
+/// The usage rows of `requests` in order, an attempt written twice keeping its last version
+/// (as [`dedup`] for jobs).
+fn dedup_usage<'a>(requests: impl IntoIterator<Item = &'a WriteRequest>) -> Vec<&'a AttemptUsage> {
+    let mut rows: Vec<&AttemptUsage> = Vec::new();
+    let mut seen: HashMap<(&str, u32), usize> = HashMap::new();
+    for u in requests.into_iter().flat_map(|r| r.appends.usage.iter()) {
+        match seen.get(&(u.job_id.as_str(), u.attempt)) {
+            Some(&i) => rows[i] = u,
+            None => {
+                seen.insert((&u.job_id, u.attempt), rows.len());
+                rows.push(u);
+            }
+        }
+    }
+    rows
+}
+
 /// While writes fail and none is queued, the writer tries a one-row write this often, so that
 /// the store stops reporting itself degraded once space returns even if nobody writes.
 const PROBE_EVERY: Duration = Duration::from_secs(2);
@@ -306,22 +374,22 @@ pub(super) async fn run_writer(
                 None => break,
             },
         };
-        let mut rows = first.jobs.len() + first.events.len();
+        let mut rows = first.jobs.len() + first.appends.len();
         let mut group = vec![first];
         while rows < MAX_GROUP_ROWS {
             match rx.try_recv() {
-                Ok(r) if rows + r.jobs.len() + r.events.len() > MAX_GROUP_ROWS => {
+                Ok(r) if rows + r.jobs.len() + r.appends.len() > MAX_GROUP_ROWS => {
                     carried = Some(r);
                     break;
                 }
                 Ok(r) => {
-                    rows += r.jobs.len() + r.events.len();
+                    rows += r.jobs.len() + r.appends.len();
                     group.push(r);
                 }
                 Err(_) => break,
             }
         }
-        let appended = group.iter().any(|r| !r.events.is_empty());
+        let appended = group.iter().any(|r| !r.appends.events.is_empty());
         let committed = commit_group(
             &pool,
             &mut relaxed,
@@ -368,14 +436,16 @@ pub(super) async fn commit_group(
 ) -> bool {
     let started = Instant::now();
     let rows = dedup(&group);
-    let events: Vec<&NewEvent> = group.iter().flat_map(|r| r.events.iter()).collect();
+    let events: Vec<&NewEvent> = group.iter().flat_map(|r| r.appends.events.iter()).collect();
+    let usage = dedup_usage(&group);
     let durable = group.iter().any(|r| r.durable);
-    let result = write_rows(pool, relaxed, &rows, &events, durable, fence)
+    let result = write_rows(pool, relaxed, &rows, &events, &usage, durable, fence)
         .await
         .map_err(map_err);
     let row_count = rows.len();
     drop(rows);
     drop(events);
+    drop(usage);
     match &result {
         Ok(()) => health.succeeded(),
         Err(e) => health.failed(e),
@@ -400,10 +470,19 @@ pub(super) async fn commit_group(
             warn!(error = %e, waiters = group.len(), "group commit failed, committing callers one by one");
             let mut any = false;
             for r in group {
-                let events: Vec<&NewEvent> = r.events.iter().collect();
-                let result = write_rows(pool, relaxed, &dedup([&r]), &events, r.durable, fence)
-                    .await
-                    .map_err(map_err);
+                let events: Vec<&NewEvent> = r.appends.events.iter().collect();
+                let usage = dedup_usage([&r]);
+                let result = write_rows(
+                    pool,
+                    relaxed,
+                    &dedup([&r]),
+                    &events,
+                    &usage,
+                    r.durable,
+                    fence,
+                )
+                .await
+                .map_err(map_err);
                 any |= result.is_ok();
                 match &result {
                     Ok(()) => health.succeeded(),
