@@ -374,7 +374,7 @@ async fn task_definition_and_task_carry_every_container_setting_and_the_propagat
     let server = start(&emu, 300, &[]);
     let client = server.client();
     // One GPU instance type, so the job's GPU finds a home.
-    let ce = create_ce_of_type(&client, &emu, "gpu", "g4dn.xlarge", 8).await;
+    let ce = create_ce_of_type(&client, &emu, "gpu", CrType::Ec2, "g4dn.xlarge", 8).await;
     common::create_queue(&client, "gpu-q", &ce).await;
     let r = server
         .raw()

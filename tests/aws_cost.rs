@@ -41,12 +41,22 @@ fn f(v: &Value) -> f64 {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn two_jobs_sharing_an_instance_are_charged_their_shares_and_the_rest_is_idle() {
+    shared_instance(CrType::Ec2).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn spot_jobs_are_charged_the_spot_price_their_instance_was_bought_at() {
+    shared_instance(CrType::Spot).await;
+}
+
+async fn shared_instance(cr_type: CrType) {
+    let spot = cr_type == CrType::Spot;
     let emu = Emulator::start();
     // Idle instances are retired after 2 s, so the instance's bill ends in the test.
     let server = start(&emu, 2, &[]);
     let c = server.client();
     // One instance type of 2 vCPUs and at most 2 vCPUs: both 1-vCPU jobs share one instance.
-    let ce = create_ce_of_type(&c, &emu, "ce", TYPE, 2).await;
+    let ce = create_ce_of_type(&c, &emu, "ce", cr_type, TYPE, 2).await;
     create_queue(&c, "q", &ce).await;
     register_def(&c, "d").await;
     let a = common::aws::submit(&c, "q", "d", "a", 1, 1).await;
@@ -77,10 +87,30 @@ async fn two_jobs_sharing_an_instance_are_charged_their_shares_and_the_rest_is_i
     let instance_id = ci["instanceId"].as_str().expect("instance id").to_string();
     // Each job asks for 1 vCPU (1024 CPU units) and 1024 MiB: its share is the larger fraction.
     let share = (1024.0 / cpu).max(1024.0 / mem);
-    let price = flotilla::provisioner::builtin_catalog()
+    let on_demand = flotilla::provisioner::builtin_catalog()
         .get(TYPE)
         .expect("the catalog prices the type")
         .on_demand_price_per_hour;
+    // Spot: the price the region reported for the type (the emulator's Spot price history),
+    // below on-demand.
+    let price = if spot {
+        let history = ec2_client(&emu)
+            .await
+            .describe_spot_price_history()
+            .instance_types(aws_sdk_ec2::types::InstanceType::from(TYPE))
+            .send()
+            .await
+            .expect("spot price history");
+        let quoted: Vec<f64> = history
+            .spot_price_history()
+            .iter()
+            .filter_map(|p| p.spot_price()?.parse().ok())
+            .collect();
+        assert!(!quoted.is_empty(), "the emulator quotes {TYPE}");
+        quoted
+    } else {
+        vec![on_demand]
+    };
 
     // a ends first, b later: different durations, the same share.
     let task = |j: &JobDetail| {
@@ -105,13 +135,28 @@ async fn two_jobs_sharing_an_instance_are_charged_their_shares_and_the_rest_is_i
     let described: Value = serde_json::from_str(&out).unwrap();
     let mut job_costs = 0.0;
     let mut last_stop = 0;
+    let mut hourly: Option<f64> = None;
     for j in described["jobs"].as_array().unwrap() {
         let attempt = &j["attempts"][0];
         let cost = &attempt["flotillaCost"];
         assert_eq!(cost["instanceId"], instance_id.as_str(), "{j}");
         assert_eq!(cost["instanceType"], TYPE);
-        assert_eq!(cost["purchaseOption"], "ON_DEMAND");
-        assert!(close(f(&cost["pricePerHour"]), price), "{cost}");
+        assert_eq!(
+            cost["purchaseOption"],
+            if spot { "SPOT" } else { "ON_DEMAND" }
+        );
+        let charged = f(&cost["pricePerHour"]);
+        assert!(
+            price.iter().any(|p| close(*p, charged)),
+            "{cost} vs {price:?}"
+        );
+        assert!(
+            !spot || charged < on_demand,
+            "{charged} vs on-demand {on_demand}"
+        );
+        // Both attempts on the instance are charged at its one price.
+        let price = *hourly.get_or_insert(charged);
+        assert!(close(price, charged));
         assert!(close(f(&cost["share"]), share), "{cost} vs share {share}");
         let ms = attempt["stoppedAt"].as_i64().unwrap() - attempt["startedAt"].as_i64().unwrap();
         assert!(ms > 0);
@@ -157,6 +202,12 @@ async fn two_jobs_sharing_an_instance_are_charged_their_shares_and_the_rest_is_i
         .expect("launch time");
     assert_eq!(launched, ec2_launch);
     assert!(terminated >= last_stop, "billed until after its last job");
+    let price = hourly.expect("two priced attempts");
+    assert!(
+        close(f(&i["pricePerHour"]), price),
+        "the instance's price is its jobs'"
+    );
+    assert_eq!(i["purchaseOption"], if spot { "SPOT" } else { "ON_DEMAND" });
     let bill = price * (terminated - launched) as f64 / 3_600_000.0;
     assert!(close(f(&i["cost"]), bill), "{i} vs {bill}");
     assert!(close(f(&report["fleetCost"]), bill));

@@ -83,30 +83,34 @@ pub async fn create_managed_ce(
     ce
 }
 
-/// A MANAGED EC2 environment of one instance type up to `max` vCPUs; waits until it is VALID
-/// and returns its ARN.
+/// A MANAGED environment of `cr_type` (EC2 or SPOT) of one instance type up to `max` vCPUs;
+/// waits until it is VALID and returns its ARN.
 pub async fn create_ce_of_type(
     client: &aws_sdk_batch::Client,
     emu: &Emulator,
     name: &str,
+    cr_type: CrType,
     instance_type: &str,
     max: i32,
 ) -> String {
+    let cr = ComputeResource::builder()
+        .r#type(cr_type.clone())
+        .minv_cpus(0)
+        .maxv_cpus(max)
+        .instance_types(instance_type)
+        .subnets(default_subnet(emu).await)
+        .instance_role("ecsInstanceRole");
+    let cr = if cr_type == CrType::Spot {
+        cr.allocation_strategy(CrAllocationStrategy::SpotPriceCapacityOptimized)
+            .bid_percentage(100)
+    } else {
+        cr.allocation_strategy(CrAllocationStrategy::BestFitProgressive)
+    };
     let ce = client
         .create_compute_environment()
         .compute_environment_name(name)
         .r#type(CeType::Managed)
-        .compute_resources(
-            ComputeResource::builder()
-                .r#type(CrType::Ec2)
-                .allocation_strategy(CrAllocationStrategy::BestFitProgressive)
-                .minv_cpus(0)
-                .maxv_cpus(max)
-                .instance_types(instance_type)
-                .subnets(default_subnet(emu).await)
-                .instance_role("ecsInstanceRole")
-                .build(),
-        )
+        .compute_resources(cr.build())
         .send()
         .await
         .expect("create compute environment")
