@@ -61,6 +61,11 @@ struct SinkLabels {
     sink: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: String,
+}
+
 struct Metrics {
     registry: Registry,
     events_delivered: Family<SinkLabels, Counter>,
@@ -86,6 +91,7 @@ struct Metrics {
     replica_leader: Gauge,
     leader_epoch: Gauge,
     inbox_applied: Counter,
+    console_logins: Family<OutcomeLabels, Counter>,
 }
 
 fn metrics() -> &'static Metrics {
@@ -230,8 +236,15 @@ fn metrics() -> &'static Metrics {
             "Job events deleted past --job-events-max-age before every sink had delivered them",
             events_dropped.clone(),
         );
+        let console_logins = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "console_logins",
+            "Web console sign-ins, by outcome (ok, failed)",
+            console_logins.clone(),
+        );
         Metrics {
             registry,
+            console_logins,
             events_delivered,
             events_failures,
             events_backlog,
@@ -335,6 +348,15 @@ pub fn replica_role(leader: bool, epoch: i64) {
 
 pub fn inbox_applied(n: u64) {
     metrics().inbox_applied.inc_by(n);
+}
+
+pub fn console_login(ok: bool) {
+    metrics()
+        .console_logins
+        .get_or_create(&OutcomeLabels {
+            outcome: if ok { "ok" } else { "failed" }.to_string(),
+        })
+        .inc();
 }
 
 pub fn store_write_failed() {
