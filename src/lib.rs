@@ -22,8 +22,8 @@
 //! **Layers.** A module imports only from its own layer or a lower one (checked by
 //! `scripts/layers.sh` in the test command):
 //! L0 [`model`], [`util`], [`metrics`] → L1 [`scheduler`], [`provisioner`], [`store`], [`logs`],
-//! [`error`] → L2 [`compute`] → L3 [`batch`] → L4 [`engine`] → L5 [`api`], [`console`], [`server`], `cli`,
-//! [`bench`]. A lower layer calls up only through a trait or channel it owns:
+//! [`error`] → L2 [`compute`] → L3 [`batch`] → L4 [`engine`] → L5 [`api`], [`console`],
+//! [`server`], `cli`, [`bench`]. A lower layer calls up only through a trait or channel it owns:
 //! [`batch::dispatch::Dispatch`] (implemented by the engine's handle), `compute::ports::ControlPlane`
 //! (implemented by [`batch::Batch`]), the `compute::fleet` mailbox and the runtime-event channel.
 //! `server.rs` wires them once.

@@ -459,3 +459,131 @@ async fn nothing_without_signing_in() {
     let j = describe_job(&c, &job).await;
     assert_eq!(j.status, Some(JobStatus::Running), "{:?}", j.status_reason);
 }
+
+/// The rows of the jobs table on the page (the "none" row counts as none).
+async fn job_rows(b: &Browser) -> usize {
+    let n = b
+        .exec(
+            "return document.querySelectorAll('#jobs-table input.pick').length;",
+            vec![],
+        )
+        .await;
+    n.as_u64().unwrap_or(0) as usize
+}
+
+#[tokio::test]
+async fn listing_pages_searches_and_bulk_terminates() {
+    let s = server();
+    let c = s.client();
+    register(&c, "wait", "sleep 300").await;
+    // A DISABLED environment: the jobs stay RUNNABLE, as many as we like.
+    let ce = create_local_ce(&c, "parked").await;
+    create_queue(&c, "bulk", &ce).await;
+    let mut ids = Vec::new();
+    for i in 0..120 {
+        ids.push(submit(&c, &format!("bulk-{i}"), "bulk", "wait").await);
+    }
+    let b = Browser::start().await;
+    sign_in(&b, &s).await;
+
+    // Paging forward by ListJobs' token: 50 + 50 + 20, every job once.
+    b.goto(&format!(
+        "{}/console/jobs?queue=bulk&status=ALL&size=50",
+        s.endpoint
+    ))
+    .await;
+    let mut seen = std::collections::HashSet::new();
+    let mut pages = 0;
+    loop {
+        pages += 1;
+        let n = job_rows(&b).await;
+        let page_ids = b
+            .exec(
+                "return [...document.querySelectorAll('#jobs-table input.pick')].map(e => e.value);",
+                vec![],
+            )
+            .await;
+        for id in page_ids.as_array().expect("ids") {
+            assert!(seen.insert(id.as_str().unwrap().to_string()), "{id} twice");
+        }
+        assert_eq!(n, if pages < 3 { 50 } else { 20 }, "page {pages}");
+        if b.find("#next-page").await.is_none() {
+            break;
+        }
+        b.click("#next-page").await;
+        b.until(10, "the next page", || async {
+            b.url().await.contains("next=").then_some(())
+        })
+        .await;
+        b.until(10, "the next page's rows", || async {
+            let first = b
+                .exec(
+                    "const e = document.querySelector('#jobs-table input.pick'); return e && e.value;",
+                    vec![],
+                )
+                .await;
+            (!seen.contains(first.as_str().unwrap_or_default())).then_some(())
+        })
+        .await;
+    }
+    assert_eq!((pages, seen.len()), (3, 120));
+
+    // Search by name (a prefix, as ListJobs' JOB_NAME filter), then terminate what it found.
+    b.goto(&format!("{}/console/jobs?queue=bulk", s.endpoint))
+        .await;
+    b.type_into("#f-name", "bulk-7*").await;
+    b.click("#f-apply").await;
+    b.until(10, "the search's 11 jobs", || async {
+        (job_rows(&b).await == 11).then_some(())
+    })
+    .await;
+    b.click("#select-all").await;
+    b.click("#bulk-terminate").await;
+    wait_text(&b, "#question", 10, "the confirmation page", |t| {
+        t == "Terminate 11 jobs?"
+    })
+    .await;
+    b.click("#confirm").await;
+    let found: Vec<&String> = ids
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i == 7 || (70..80).contains(i))
+        .map(|(_, id)| id)
+        .collect();
+    for id in &found {
+        wait_for(&c, id, &[JobStatus::Failed], 30).await;
+    }
+    let other = describe_job(&c, &ids[8]).await;
+    assert_eq!(other.status, Some(JobStatus::Runnable));
+    b.quit().await;
+}
+
+#[tokio::test]
+async fn without_credentials_no_sign_in_but_still_csrf() {
+    let s = Server::start_with(ServerOptions {
+        auth: false,
+        ..Default::default()
+    });
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .build()
+        .unwrap();
+    let r = http
+        .get(format!("{}/console", s.endpoint))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let page = r.text().await.unwrap();
+    assert!(page.contains("queues-table"), "{page}");
+    let r = http
+        .post(format!("{}/console/act", s.endpoint))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("origin", &s.endpoint)
+        .body(form(&[("action", "disable-queue"), ("target", "default")]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403, "an action without the CSRF token");
+}
