@@ -308,6 +308,33 @@ async fn console_follows_jobs_terminates_and_toggles_queues() {
     b.until(10, "overnight ENABLED", || state(JqState::Enabled))
         .await;
 
+    // And a compute environment: enabling `held` lets overnight's jobs run.
+    b.until(10, "the overview again", || async {
+        b.find(r#"button[data-action="enable-ce"][data-target="held"]"#)
+            .await
+            .map(|_| ())
+    })
+    .await;
+    b.click(r#"button[data-action="enable-ce"][data-target="held"]"#)
+        .await;
+    wait_text(&b, "#question", 10, "the confirmation page", |t| {
+        t == "Enable compute environment held?"
+    })
+    .await;
+    b.click("#confirm").await;
+    b.until(10, "held ENABLED", || async {
+        let envs = c
+            .describe_compute_environments()
+            .compute_environments("held")
+            .send()
+            .await
+            .expect("describe environments")
+            .compute_environments
+            .unwrap_or_default();
+        (envs[0].state == Some(CeState::Enabled)).then_some(())
+    })
+    .await;
+
     // Signing out ends access from this browser.
     b.click("#logout").await;
     b.until(10, "the sign-in page after signing out", || async {
@@ -445,6 +472,12 @@ async fn nothing_without_signing_in() {
         .await
         .unwrap();
     assert_eq!(r.status(), 403, "a sign-in from another origin");
+    let huge = form(&[
+        ("access_key_id", ACCESS_KEY),
+        ("secret_access_key", &"x".repeat(10_000)),
+    ]);
+    let r = post("/console/login", None, &origin, huge).await.unwrap();
+    assert_eq!(r.status(), 413, "a sign-in form over 4 KiB");
     // Bad input gets a page naming the field, not a 500.
     let r = http
         .get(format!("{}/console/jobs?status=NOPE", s.endpoint))

@@ -301,20 +301,27 @@ pub async fn login(
     }
     let secret = creds.secret(id).unwrap_or_default();
     let value = issue(id, secret, now_s() + SESSION_SECS);
-    // A page served over TLS sends an https Origin: the cookie then never travels in clear.
-    let secure = headers
-        .get(header::ORIGIN)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|o| o.starts_with("https://"));
-    let cookie = format!(
-        "{COOKIE}={value}; Path=/console; HttpOnly; SameSite=Strict; Max-Age={SESSION_SECS}{}",
-        if secure { "; Secure" } else { "" }
-    );
+    let cookie = set_cookie(&value, &headers);
     let mut resp = redirect(&next);
     if let Ok(v) = HeaderValue::from_str(&cookie) {
         resp.headers_mut().insert(header::SET_COOKIE, v);
     }
     resp
+}
+
+/// The `Set-Cookie` value for a new session. `Secure` when the sign-in page was served over TLS,
+/// which the form's `Origin` (or `Referer`) says: the listener's TLS is not visible here, and the
+/// browser's own account of the page is what decides whether it would send the cookie in clear.
+fn set_cookie(value: &str, headers: &HeaderMap) -> String {
+    let secure = headers
+        .get(header::ORIGIN)
+        .or_else(|| headers.get(header::REFERER))
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|o| o.starts_with("https://"));
+    format!(
+        "{COOKIE}={value}; Path=/console; HttpOnly; SameSite=Strict; Max-Age={SESSION_SECS}{}",
+        if secure { "; Secure" } else { "" }
+    )
 }
 
 /// Reads a POSTed form (bounded) and checks its CSRF token.
@@ -404,6 +411,24 @@ mod tests {
             ("origin", "null")
         ])));
         assert!(!same_origin(&h(&[("host", "127.0.0.1:8080")])));
+    }
+
+    #[test]
+    fn the_cookie_is_secure_when_the_page_was_https() {
+        let with = |k: &'static str, v: &'static str| {
+            let mut m = HeaderMap::new();
+            m.insert(k, HeaderValue::from_static(v));
+            m
+        };
+        let https = set_cookie("v", &with("origin", "https://batch.example:8443"));
+        assert!(https.ends_with("; Secure"), "{https}");
+        for attr in ["HttpOnly", "SameSite=Strict", "Path=/console"] {
+            assert!(https.contains(attr), "{https}");
+        }
+        let referer = set_cookie("v", &with("referer", "https://batch.example/console/login"));
+        assert!(referer.ends_with("; Secure"), "{referer}");
+        let http = set_cookie("v", &with("origin", "http://127.0.0.1:8080"));
+        assert!(!http.contains("Secure"), "{http}");
     }
 
     #[test]
