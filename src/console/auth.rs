@@ -189,7 +189,12 @@ pub async fn require(
         }
     }
     request.extensions_mut().insert(session);
-    next.run(request).await
+    let mut resp = next.run(request).await;
+    // Nothing behind a session belongs in a shared or on-disk cache, the JSON included.
+    resp.headers_mut()
+        .entry(header::CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-store"));
+    resp
 }
 
 fn unauthenticated(request: &Request) -> Response {

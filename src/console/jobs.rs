@@ -252,9 +252,9 @@ fn summary_row(j: &Value) -> Vec<String> {
             (Some(s), _) => format!(
                 r#"<a href="/console/jobs?array={}">{} children</a>"#,
                 esc(&encode(&id)),
-                s
+                esc(&s.to_string())
             ),
-            (None, Some(i)) => format!("index {i}"),
+            (None, Some(i)) => format!("index {}", esc(&i.to_string())),
             _ => String::new(),
         },
         None => String::new(),
@@ -378,7 +378,8 @@ fn array_section(id: &str, ap: &Value) -> String {
     if let Some(size) = ap.get("size") {
         let _ = write!(
             out,
-            r#"<p>{size} children · <a href="/console/jobs?array={}" id="children">list them</a></p><table id="array-summary"><tr>"#,
+            r#"<p>{} children · <a href="/console/jobs?array={}" id="children">list them</a></p><table id="array-summary"><tr>"#,
+            esc(&size.to_string()),
             esc(&encode(id))
         );
         let summary = ap.get("statusSummary").and_then(Value::as_object);
