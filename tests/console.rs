@@ -136,11 +136,14 @@ async fn console_follows_jobs_terminates_and_toggles_queues() {
     )
     .await;
 
-    // An array job progresses to SUCCEEDED on its page, without a reload.
+    // An array job progresses to SUCCEEDED on its page, without a reload. It waits on a DISABLED
+    // environment until its page is open, so that a slow machine cannot finish it first.
+    let gate = create_local_ce(&c, "gate").await;
+    create_queue(&c, "gated", &gate).await;
     let array = c
         .submit_job()
         .job_name("console-array")
-        .job_queue("default")
+        .job_queue("gated")
         .job_definition("greet")
         .array_properties(ArrayProperties::builder().size(3).build())
         .send()
@@ -156,6 +159,12 @@ async fn console_follows_jobs_terminates_and_toggles_queues() {
         "the array finished before its page was open"
     );
     b.exec("window.__same_page = 42;", vec![]).await;
+    c.update_compute_environment()
+        .compute_environment("gate")
+        .state(CeState::Enabled)
+        .send()
+        .await
+        .expect("enable gate");
     let seen = std::cell::RefCell::new(vec![first]);
     b.until(
         90,
@@ -220,6 +229,14 @@ async fn console_follows_jobs_terminates_and_toggles_queues() {
         b.find("#graph svg").await.is_some(),
         "no graph of the job's dependency on the array"
     );
+    wait_text(
+        &b,
+        "#graph-self-status",
+        10,
+        "the graph's own node RUNNING",
+        |t| t == "RUNNING",
+    )
+    .await;
     save_screenshot(&b, "console-job.png").await;
     b.click("#terminate").await;
     let q = wait_text(&b, "#question", 10, "the confirmation page", |t| {

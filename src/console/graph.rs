@@ -235,8 +235,14 @@ fn draw(
             },
             if n.id == root { " self" } else { "" }
         );
+        // The page's script keeps the job's own node in step with its status.
+        let (rect_id, sub_id) = if n.id == root {
+            (r#" id="graph-self""#, r#" id="graph-self-status""#)
+        } else {
+            ("", "")
+        };
         let label = format!(
-            r#"<rect class="{}" x="{x}" y="{y}" width="{W}" height="{H}" rx="6"/><text x="{}" y="{}" class="name">{}</text><text x="{}" y="{}" class="sub">{}</text>"#,
+            r#"<rect{rect_id} class="{}" x="{x}" y="{y}" width="{W}" height="{H}" rx="6"/><text x="{}" y="{}" class="name">{}</text><text{sub_id} x="{}" y="{}" class="sub">{}</text>"#,
             esc(&class),
             x + 8,
             y + 16,

@@ -108,6 +108,11 @@ function jobPage() {
       badge.textContent = s.status;
       badge.className = "st st-" + s.status;
       document.getElementById("job-reason").textContent = s.statusReason;
+      const node = document.getElementById("graph-self");
+      if (node) {
+        node.setAttribute("class", "node st-" + s.status + " self");
+        document.getElementById("graph-self-status").textContent = s.status;
+      }
       if (s.startedAt) document.getElementById("job-started").textContent = s.startedAt;
       if (s.stoppedAt) document.getElementById("job-stopped").textContent = s.stoppedAt;
       document.getElementById("attempts-wrap").innerHTML = s.attemptsHtml;
