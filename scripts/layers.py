@@ -15,7 +15,7 @@ LAYERS = [
     ["compute"],
     ["batch"],
     ["engine"],
-    ["api", "server", "cli", "bench", "main.rs", "lib.rs"],
+    ["api", "console", "server", "cli", "bench", "main.rs", "lib.rs"],
 ]
 LAYER = {name: i for i, names in enumerate(LAYERS) for name in names}
 

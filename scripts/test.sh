@@ -4,7 +4,7 @@
 #   scripts/test.sh [extra cargo-nextest args...]
 #
 # Installs what is missing (PostgreSQL server, awscli, cargo-nextest, the AWS emulator's
-# moto and pytest), starts a throwaway PostgreSQL (scripts/pg.sh), exports
+# moto and pytest, Chromium and chromedriver for the console's browser tests), starts a throwaway PostgreSQL (scripts/pg.sh), exports
 # FLOTILLA_TEST_POSTGRES_URL, then runs: cargo fmt --check, cargo clippy -D warnings,
 # the layering check (scripts/layers.sh), cargo nextest run, the AWS emulator's tests
 # (pytest localstack/tests), doctests.
@@ -62,6 +62,14 @@ fi
 if ! command -v openssl >/dev/null 2>&1; then
   say "openssl: missing, installing"
   apt_install openssl
+fi
+
+# The web console's browser tests (tests/console.rs) drive headless Chromium through chromedriver.
+if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then
+  say "chromium: found $(chromium --version 2>/dev/null | head -n1)"
+else
+  say "chromium: missing, installing chromium and chromium-driver"
+  apt_install chromium chromium-driver
 fi
 
 if command -v aws >/dev/null 2>&1; then

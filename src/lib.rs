@@ -22,8 +22,8 @@
 //! **Layers.** A module imports only from its own layer or a lower one (checked by
 //! `scripts/layers.sh` in the test command):
 //! L0 [`model`], [`util`], [`metrics`] → L1 [`scheduler`], [`provisioner`], [`store`], [`logs`],
-//! [`error`] → L2 [`compute`] → L3 [`batch`] → L4 [`engine`] → L5 [`api`], [`server`], `cli`,
-//! [`bench`]. A lower layer calls up only through a trait or channel it owns:
+//! [`error`] → L2 [`compute`] → L3 [`batch`] → L4 [`engine`] → L5 [`api`], [`console`],
+//! [`server`], `cli`, [`bench`]. A lower layer calls up only through a trait or channel it owns:
 //! [`batch::dispatch::Dispatch`] (implemented by the engine's handle), `compute::ports::ControlPlane`
 //! (implemented by [`batch::Batch`]), the `compute::fleet` mailbox and the runtime-event channel.
 //! `server.rs` wires them once.
@@ -36,6 +36,8 @@
 //! - [`store`]: the [`store::Store`] trait; one SQL implementation for SQLite and PostgreSQL with
 //!   group commit.
 //! - [`api`]: HTTP routes, SigV4 verification, error mapping, `/metrics`, `/healthz`.
+//! - [`console`]: the web console at `/console`: server-rendered pages over [`batch`], signed in
+//!   with the API's access keys (a stateless session cookie).
 //! - [`server`]: configuration, start-up (defaults, credentials), graceful shutdown.
 //! - [`metrics`]: Prometheus counters and gauges.
 //! - [`logs`]: job output as CloudWatch Logs events, file-backed under `<data-dir>/logs/`.
@@ -55,6 +57,7 @@ pub mod batch;
 pub mod bench;
 pub mod cli;
 pub mod compute;
+pub mod console;
 pub mod engine;
 pub mod error;
 pub mod logs;

@@ -66,6 +66,11 @@ struct SinkLabels {
     sink: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: String,
+}
+
 struct Metrics {
     registry: Registry,
     job_cost: Family<CostLabels, Counter<f64, std::sync::atomic::AtomicU64>>,
@@ -92,6 +97,7 @@ struct Metrics {
     replica_leader: Gauge,
     leader_epoch: Gauge,
     inbox_applied: Counter,
+    console_logins: Family<OutcomeLabels, Counter>,
 }
 
 fn metrics() -> &'static Metrics {
@@ -242,9 +248,16 @@ fn metrics() -> &'static Metrics {
             "Cost of ended attempts on EC2 instances Flotilla launched: price x share x duration",
             job_cost.clone(),
         );
+        let console_logins = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "console_logins",
+            "Web console sign-ins, by outcome (ok, failed)",
+            console_logins.clone(),
+        );
         Metrics {
             registry,
             job_cost,
+            console_logins,
             events_delivered,
             events_failures,
             events_backlog,
@@ -358,6 +371,15 @@ pub fn replica_role(leader: bool, epoch: i64) {
 
 pub fn inbox_applied(n: u64) {
     metrics().inbox_applied.inc_by(n);
+}
+
+pub fn console_login(ok: bool) {
+    metrics()
+        .console_logins
+        .get_or_create(&OutcomeLabels {
+            outcome: if ok { "ok" } else { "failed" }.to_string(),
+        })
+        .inc();
 }
 
 pub fn store_write_failed() {

@@ -17,6 +17,7 @@ pub mod sigv4;
 pub use body::BodyLimits;
 
 use crate::batch::Batch;
+use crate::console;
 use crate::error::BatchError;
 use crate::model::*;
 use axum::Router;
@@ -71,7 +72,11 @@ pub fn router(state: Arc<AppState>) -> Router {
     } else {
         router
     };
-    router.fallback(handle).with_state(state)
+    // The web console has its own routes and its own sign-in (a session cookie, not SigV4).
+    router
+        .fallback(handle)
+        .with_state(state.clone())
+        .merge(console::router(state))
 }
 
 /// 200 `ok`, or 503 `degraded` while the store's writes fail (a full or failing disk): the
