@@ -348,9 +348,17 @@ pub fn aws_call(service: &str, operation: &str, outcome: &str) {
         .inc();
 }
 
-pub fn fleet_instances(env: &str, spot: i64, on_demand: i64) {
+/// An environment's live (pending or running) instances: how many are Spot and on-demand, and
+/// how many of each type and purchase option.
+pub fn fleet_instances(
+    env: &str,
+    spot: i64,
+    on_demand: i64,
+    by_type: std::collections::BTreeMap<(String, bool), i64>,
+) {
     if let Ok(mut f) = FIGURES.lock() {
         f.instances.insert(env.to_string(), (spot, on_demand));
+        f.instance_types.insert(env.to_string(), by_type);
     }
     let m = metrics();
     for (lifecycle, v) in [("spot", spot), ("on-demand", on_demand)] {
@@ -420,11 +428,15 @@ pub struct Figures {
     pub vcpus: std::collections::BTreeMap<String, (i64, i64)>,
     /// Compute environment → (spot, on-demand) instances.
     pub instances: std::collections::BTreeMap<String, (i64, i64)>,
+    /// Compute environment → (instance type, Spot) → instances.
+    pub instance_types:
+        std::collections::BTreeMap<String, std::collections::BTreeMap<(String, bool), i64>>,
 }
 
 static FIGURES: std::sync::Mutex<Figures> = std::sync::Mutex::new(Figures {
     vcpus: std::collections::BTreeMap::new(),
     instances: std::collections::BTreeMap::new(),
+    instance_types: std::collections::BTreeMap::new(),
 });
 static SUCCEEDED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 static FAILED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);

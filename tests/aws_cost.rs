@@ -76,6 +76,22 @@ async fn shared_instance(cr_type: CrType) {
         })
         .collect();
     assert_eq!(placed[0], placed[1], "both jobs run on the one instance");
+    // The console's overview counts the instance by type and purchase option.
+    // (The overview's figures may be up to 2 s old.)
+    let session = console_session(&server).await;
+    let kind = format!("1 × {TYPE} {}", if spot { "Spot" } else { "on-demand" });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let overview = console_page(&server, &session, "/console").await;
+        if overview.contains(&kind) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{kind} not on the overview:\n{overview}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     let ci = state["containerInstances"]
         .as_array()
         .into_iter()
@@ -164,6 +180,19 @@ async fn shared_instance(cr_type: CrType) {
         assert!(close(f(&cost["cost"]), expected), "{cost} vs {expected}");
         job_costs += expected;
         last_stop = last_stop.max(attempt["stoppedAt"].as_i64().unwrap());
+    }
+    // The console's job page shows the same figures.
+    for j in described["jobs"].as_array().unwrap() {
+        let id = j["jobId"].as_str().unwrap();
+        let page = console_page(&server, &session, &format!("/console/jobs/{id}")).await;
+        let shown = format!(
+            "${:.4} on {instance_id}",
+            f(&j["attempts"][0]["flotillaCost"]["cost"])
+        );
+        assert!(
+            page.contains(&shown),
+            "{shown} not on the job page:\n{page}"
+        );
     }
     let (ok, table, _) = cli(&server, &["jobs", "describe", &a]);
     assert!(

@@ -76,6 +76,13 @@ async fn ecs_job_logs_come_from_cloudwatch_and_terminate_stops_the_task() {
     // Read back through Flotilla's own Logs API, as `flotilla logs` and `aws logs` do.
     let lines = common::read_log(&common::logs_client(&server), &stream).await;
     assert_eq!(lines, vec!["hello from ecs", "second line"]);
+    // And on the job's page in the web console.
+    let session = common::console_session(&server).await;
+    let page = common::console_page(&server, &session, &format!("/console/jobs/{id}")).await;
+    assert!(
+        page.contains("hello from ecs"),
+        "the console shows the ECS job's log:\n{page}"
+    );
 
     client
         .terminate_job()

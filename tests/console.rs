@@ -425,11 +425,7 @@ async fn nothing_without_signing_in() {
 
     // Over plain HTTP: actions without a session, with a forged one, without the CSRF token or
     // from another origin all fail, and the job keeps running.
-    let http = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .no_proxy()
-        .build()
-        .unwrap();
+    let http = console_http();
     let origin = s.endpoint.clone();
     let act = form(&[("action", "terminate"), ("job", &job), ("reason", "x")]);
     let post = |path: &str, cookie: Option<&str>, origin: &str, body: String| {
@@ -614,11 +610,7 @@ async fn without_credentials_no_sign_in_but_still_csrf() {
         auth: false,
         ..Default::default()
     });
-    let http = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .no_proxy()
-        .build()
-        .unwrap();
+    let http = console_http();
     let r = http
         .get(format!("{}/console", s.endpoint))
         .send()

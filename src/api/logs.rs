@@ -322,7 +322,7 @@ async fn dispatch(
 
 /// GetLogEvents answered from CloudWatch Logs, within its per-account rate limit (the driver's
 /// client-side bucket) and with its own paging tokens passed through.
-async fn cloudwatch_get_log_events(
+pub(crate) async fn cloudwatch_get_log_events(
     aws: &crate::compute::aws::AwsDriver,
     body: &[u8],
 ) -> Result<Value, LogsApiError> {

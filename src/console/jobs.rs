@@ -439,11 +439,24 @@ fn attempts_section(job: &Value) -> String {
                     .pointer("/container/logStreamName")
                     .and_then(Value::as_str)
                     .unwrap_or("")),
+                attempt_cost(a),
             ]
         })
         .collect();
+    let priced: Vec<f64> = attempts
+        .iter()
+        .filter_map(|a| a.pointer("/flotillaCost/cost").and_then(Value::as_f64))
+        .collect();
+    let total = if priced.is_empty() {
+        String::new()
+    } else {
+        format!(
+            r#"<p id="job-cost">Cost of its attempts: <b>${:.4}</b> (docs/cost.md)</p>"#,
+            priced.iter().sum::<f64>()
+        )
+    };
     format!(
-        "<h2>Attempts</h2>{}",
+        "<h2>Attempts</h2>{}{total}",
         html::table(
             "attempts",
             &[
@@ -452,11 +465,30 @@ fn attempts_section(job: &Value) -> String {
                 "Stopped",
                 "Exit code",
                 "Reason",
-                "Log stream"
+                "Log stream",
+                "Cost"
             ],
             &rows
         )
     )
+}
+
+/// An attempt's `flotillaCost`: what it cost and where it ran (empty for LOCAL attempts).
+fn attempt_cost(a: &Value) -> String {
+    let Some(c) = a.get("flotillaCost") else {
+        return String::new();
+    };
+    let s = |k: &str| c.get(k).and_then(Value::as_str).unwrap_or("");
+    let f = |k: &str| c.get(k).and_then(Value::as_f64).unwrap_or(0.0);
+    esc(&format!(
+        "${:.4} on {} ({} {}, ${}/h, share {:.3})",
+        f("cost"),
+        s("instanceId"),
+        s("instanceType"),
+        s("purchaseOption"),
+        f("pricePerHour"),
+        f("share")
+    ))
 }
 
 fn container_section(job: &Value) -> String {
@@ -523,6 +555,7 @@ async fn read_log(
     let Some(stream) = log_stream(job) else {
         return Ok((Vec::new(), None));
     };
+    let (q_from_head, q_token) = (token.is_some(), token.clone());
     let q = GetLogEvents {
         start_time: None,
         end_time: None,
@@ -543,6 +576,39 @@ async fn read_log(
                 .collect(),
             Some(p.next_forward_token),
         )),
+        // Ran on ECS: its awslogs driver wrote to CloudWatch Logs, read as the Logs API does.
+        Err(LogError::ResourceNotFound(_)) if console.app.aws.is_some() => {
+            let Some(aws) = console.app.aws.as_deref() else {
+                return Ok((Vec::new(), None));
+            };
+            let request = serde_json::json!({
+                "logGroupName": JOB_LOG_GROUP,
+                "logStreamName": log_stream(job),
+                "startFromHead": q_from_head,
+                "nextToken": q_token,
+                "limit": LOG_TAIL,
+            });
+            match crate::api::logs::cloudwatch_get_log_events(aws, request.to_string().as_bytes())
+                .await
+            {
+                Ok(v) => Ok((
+                    v["events"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(|e| {
+                            (
+                                e["timestamp"].as_i64().unwrap_or(0),
+                                e["message"].as_str().unwrap_or("").to_string(),
+                            )
+                        })
+                        .collect(),
+                    v["nextForwardToken"].as_str().map(str::to_string),
+                )),
+                // Not there yet (the task has not logged, or its stream is gone).
+                Err(_) => Ok((Vec::new(), None)),
+            }
+        }
         // Not written yet (the job has not started, or ran elsewhere): nothing to show yet.
         Err(LogError::ResourceNotFound(_)) => Ok((Vec::new(), None)),
         Err(e) => Err(e.into()),

@@ -60,6 +60,9 @@ pub struct EnvView {
     pub used_vcpus: f64,
     pub spot: i64,
     pub on_demand: i64,
+    /// Live instances by type and purchase option: `(type, "SPOT" | "ON_DEMAND", count)`.
+    pub running_types: Vec<(String, &'static str, i64)>,
+    /// The types the environment allows (`computeResources.instanceTypes`).
     pub instance_types: Vec<String>,
 }
 
@@ -262,6 +265,13 @@ async fn gather(app: &AppState) -> ConsoleResult<Overview> {
                 used_vcpus: used as f64 / 1000.0,
                 spot,
                 on_demand,
+                running_types: figures
+                    .instance_types
+                    .get(&name)
+                    .into_iter()
+                    .flatten()
+                    .map(|((t, spot), n)| (t.clone(), if *spot { "SPOT" } else { "ON_DEMAND" }, *n))
+                    .collect(),
                 instance_types: cr
                     .and_then(|c| c.get("instanceTypes"))
                     .and_then(Value::as_array)

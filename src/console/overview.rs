@@ -148,7 +148,26 @@ fn env_row(e: &EnvView, session: &Session) -> Vec<String> {
             "{} <span class=\"muted\">(max {})</span>",
             e.fleet_vcpus, e.max_vcpus
         ),
-        format!("{} Spot · {} on-demand", e.spot, e.on_demand),
+        {
+            let kinds: Vec<String> = e
+                .running_types
+                .iter()
+                .map(|(t, option, n)| {
+                    let option = if *option == "SPOT" {
+                        "Spot"
+                    } else {
+                        "on-demand"
+                    };
+                    format!("{n} × {} {option}", esc(t))
+                })
+                .collect();
+            let detail = if kinds.is_empty() {
+                String::new()
+            } else {
+                format!("<br><span class=\"types\">{}</span>", kinds.join(", "))
+            };
+            format!("{} Spot · {} on-demand{detail}", e.spot, e.on_demand)
+        },
         types,
     ]
 }
@@ -162,7 +181,7 @@ fn envs_table(o: &Overview, session: &Session) -> String {
         "Running vCPUs",
         "Fleet vCPUs",
         "Instances",
-        "Instance types",
+        "Allowed types",
     ];
     let rows: Vec<Vec<String>> = o.envs.iter().map(|e| env_row(e, session)).collect();
     html::table("envs-table", &head, &rows)

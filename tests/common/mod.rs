@@ -780,3 +780,51 @@ pub async fn wait_final(
     use aws_sdk_batch::types::JobStatus;
     wait_for(client, id, &[JobStatus::Succeeded, JobStatus::Failed], secs).await
 }
+
+/// Signs in to the server's web console over plain HTTP: a client that follows no redirect and
+/// the session cookie to send with it.
+pub async fn console_session(server: &Server) -> (reqwest::Client, String) {
+    let http = console_http();
+    let r = http
+        .post(format!("{}/console/login", server.endpoint))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("origin", &server.endpoint)
+        .body(format!(
+            "access_key_id={ACCESS_KEY}&secret_access_key={SECRET_KEY}"
+        ))
+        .send()
+        .await
+        .expect("console sign-in");
+    assert_eq!(r.status(), 303, "console sign-in");
+    let cookie = r.headers()["set-cookie"].to_str().unwrap();
+    let cookie = cookie.split(';').next().unwrap().to_string();
+    (http, cookie)
+}
+
+/// A console page's HTML, with the session of [`console_session`].
+pub async fn console_page(
+    server: &Server,
+    session: &(reqwest::Client, String),
+    path: &str,
+) -> String {
+    session
+        .0
+        .get(format!("{}{path}", server.endpoint))
+        .header("cookie", &session.1)
+        .send()
+        .await
+        .expect("console page")
+        .text()
+        .await
+        .unwrap()
+}
+
+/// An HTTP client for the console's pages and forms: redirects are answers to check, not to
+/// follow.
+pub fn console_http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .build()
+        .unwrap()
+}

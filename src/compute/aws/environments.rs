@@ -255,7 +255,13 @@ impl AwsDriver {
         };
         let mut instances = Vec::new();
         let (mut spot, mut on_demand) = (0, 0);
+        let mut by_type: BTreeMap<(String, bool), i64> = BTreeMap::new();
         for o in &observed {
+            if !o.instance_type.is_empty() {
+                *by_type
+                    .entry((o.instance_type.clone(), o.spot))
+                    .or_default() += 1;
+            }
             if o.spot {
                 spot += 1;
             } else {
@@ -277,7 +283,7 @@ impl AwsDriver {
                 });
             }
         }
-        crate::metrics::fleet_instances(&name, spot, on_demand);
+        crate::metrics::fleet_instances(&name, spot, on_demand, by_type);
         let mut envs = self.envs.lock().await;
         let Some(state) = envs.get_mut(&name) else {
             return Ok(());
