@@ -27,24 +27,9 @@ pub struct CostReport {
     /// `fleet_cost − job_cost`.
     pub idle_cost: f64,
     /// Per queue, share identifier, job definition and environment.
-    pub groups: Vec<CostLine>,
+    pub groups: Vec<CostGroup>,
     pub environments: Vec<EnvironmentCost>,
     pub instances: Vec<InstanceCost>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct CostLine {
-    pub job_queue: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub share_identifier: Option<String>,
-    pub job_definition: String,
-    pub compute_environment: String,
-    /// Attempts that ran in the range (those still running included).
-    pub attempts: i64,
-    /// Job-seconds in the range.
-    pub seconds: f64,
-    pub cost: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -158,18 +143,7 @@ impl Batch {
                 cost,
             });
         }
-        let groups: Vec<CostLine> = groups
-            .into_values()
-            .map(|g| CostLine {
-                job_queue: g.job_queue,
-                share_identifier: g.share_identifier,
-                job_definition: g.job_definition,
-                compute_environment: g.compute_environment,
-                attempts: g.attempts,
-                seconds: g.seconds,
-                cost: g.cost,
-            })
-            .collect();
+        let groups: Vec<CostGroup> = groups.into_values().collect();
         for g in &groups {
             env(&mut envs, &g.compute_environment).job_cost += g.cost;
         }

@@ -497,16 +497,7 @@ fn container_section(job: &Value) -> String {
     };
     let mut out = String::from(r#"<h2>Container</h2><dl class="facts" id="container">"#);
     let _ = write!(out, "<dt>Image</dt><dd>{}</dd>", esc(&text(c, "image")));
-    let command: Vec<String> = c
-        .get("command")
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(Value::as_str)
-                .map(str::to_string)
-                .collect()
-        })
-        .unwrap_or_default();
+    let command = super::live::strings(c.get("command"));
     let _ = write!(
         out,
         "<dt>Command</dt><dd><code>{}</code></dd>",

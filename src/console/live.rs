@@ -200,6 +200,16 @@ where
     Ok(out)
 }
 
+/// The strings of a JSON array (none when `v` is absent or not an array).
+pub fn strings(v: Option<&Value>) -> Vec<String> {
+    v.and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .map(str::to_string)
+        .collect()
+}
+
 pub fn text(v: &Value, key: &str) -> String {
     v.get(key).and_then(Value::as_str).unwrap_or("").to_string()
 }
@@ -272,16 +282,7 @@ async fn gather(app: &AppState) -> ConsoleResult<Overview> {
                     .flatten()
                     .map(|((t, spot), n)| (t.clone(), if *spot { "SPOT" } else { "ON_DEMAND" }, *n))
                     .collect(),
-                instance_types: cr
-                    .and_then(|c| c.get("instanceTypes"))
-                    .and_then(Value::as_array)
-                    .map(|a| {
-                        a.iter()
-                            .filter_map(Value::as_str)
-                            .map(str::to_string)
-                            .collect()
-                    })
-                    .unwrap_or_default(),
+                instance_types: strings(cr.and_then(|c| c.get("instanceTypes"))),
                 name,
             }
         })

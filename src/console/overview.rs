@@ -14,15 +14,7 @@ use axum::response::Response;
 use serde_json::{Value, json};
 use std::sync::Arc;
 
-const STATUSES: [&str; 7] = [
-    "SUBMITTED",
-    "PENDING",
-    "RUNNABLE",
-    "STARTING",
-    "RUNNING",
-    "SUCCEEDED",
-    "FAILED",
-];
+use crate::model::JOB_STATUSES;
 
 pub async fn page(
     State(console): State<Arc<Console>>,
@@ -99,7 +91,7 @@ fn queue_row(q: &QueueView, session: &Session) -> Vec<String> {
         format!("{} {toggle}", html::status(&q.state)),
         q.priority.to_string(),
     ];
-    for s in STATUSES {
+    for s in JOB_STATUSES {
         let n = q.counts.get(s).copied().unwrap_or(0);
         row.push(format!(
             r#"<a class="count" data-status="{s}" href="{}">{n}</a>"#,
@@ -121,7 +113,7 @@ fn queue_row(q: &QueueView, session: &Session) -> Vec<String> {
 
 fn queues_table(o: &Overview, session: &Session) -> String {
     let mut head = vec!["Queue", "State", "Priority"];
-    head.extend(STATUSES);
+    head.extend(JOB_STATUSES);
     head.push("Oldest RUNNABLE");
     let rows: Vec<Vec<String>> = o.queues.iter().map(|q| queue_row(q, session)).collect();
     html::table("queues-table", &head, &rows)

@@ -158,13 +158,16 @@ pub struct InstanceUsage {
 }
 
 /// Attempt cost within a time range, summed per queue, share identifier, job definition and
-/// environment (one row per combination that had any).
-#[derive(Debug, Clone, PartialEq)]
+/// environment (one row per combination that had any). Serialised as the cost report shows it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct CostGroup {
     pub job_queue: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub share_identifier: Option<String>,
     pub job_definition: String,
     pub compute_environment: String,
+    /// Attempts that ran in the range (in the report, those still running included).
     pub attempts: i64,
     /// Dollars: price × share × hours within the range.
     pub cost: f64,

@@ -590,7 +590,8 @@ impl AwsDriver {
     /// instance ledger brought up to date when the set of instances changed (the cost report's
     /// fleet bill; `flotilla cost`).
     async fn priced(&self, env: &str, observed: &[Observed]) -> HashMap<String, InstancePrice> {
-        let catalog = self.catalog();
+        // The catalog is copied out only when an instance is new to the ledger.
+        let mut catalog = None;
         let now = crate::util::time::now_ms();
         let (prices, record) = {
             let Ok(mut ledgers) = self.ledger.lock() else {
@@ -606,7 +607,10 @@ impl AwsDriver {
                 {
                     continue;
                 }
-                match catalog.get(&o.instance_type) {
+                match catalog
+                    .get_or_insert_with(|| self.catalog())
+                    .get(&o.instance_type)
+                {
                     Some(t) => {
                         ledger.prices.insert(
                             o.instance_id.clone(),
