@@ -483,7 +483,20 @@ fn process_options(
         user,
         work_dir,
         journal_dir: args.process_journal_dir.clone(),
-        exec_shim: std::env::current_exe().ok(),
+        // Only a server that can switch users needs it. A data directory it cannot write or
+        // execute from (noexec) costs speed, not correctness: std forks to switch instead.
+        exec_shim: if root {
+            match crate::compute::local::process::install_exec_shim(&args.data_dir) {
+                Ok(path) => Some(path),
+                Err(e) => {
+                    tracing::warn!(dir = %args.data_dir.display(), error = %e,
+                        "cannot install the exec shim; jobs as other users start slower");
+                    None
+                }
+            }
+        } else {
+            None
+        },
     })
 }
 

@@ -614,6 +614,45 @@ pub fn exit_code(err: &anyhow::Error) -> u8 {
     }
 }
 
+/// The `flotilla` binary: the whole of it (src/main.rs only calls this). Here rather than in
+/// the binary's crate so that the generic code it instantiates (the tracing subscriber, the
+/// runtime) is compiled once, with the library, not again for the binary in a release build.
+pub fn main() -> std::process::ExitCode {
+    let args = Cli::parse();
+    if let Command::Server(_) = &args.command {
+        // While this is the only thread: the environment is not safe to change later.
+        crate::server::take_env_credentials();
+    }
+
+    // The AWS crates log credential loading at `info`, which would print on every client command,
+    // and credential failures at `warn`, which the command then reports once more as its error.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("info,aws_config=error,aws_smithy_runtime=warn")
+    });
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            std::process::ExitCode::from(exit_code(&err))
+        }
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;

@@ -214,8 +214,8 @@ pub struct ProcessOptions {
     /// Where the run journal is kept; `None`: `<data-dir>/run`. Replicas on one host share
     /// one, so that the replica that takes over finds (and kills) what the last leader left.
     pub journal_dir: Option<PathBuf>,
-    /// The server's own binary, run as the exec shim ([`exec_as`]) to start a job as another
-    /// user; `None`: std switches users in a forked copy of the server (much slower).
+    /// The exec shim ([`install_exec_shim`]), run to start a job as another user; `None`: std
+    /// switches users in a forked copy of the server (much slower).
     pub exec_shim: Option<PathBuf>,
 }
 
@@ -289,8 +289,56 @@ fn job_user(spec: &AttemptSpec, default: Option<JobUser>) -> Result<Option<JobUs
         .map_err(|e| format!("MISCONFIGURATION: containerProperties.user: {e}"))
 }
 
-/// `argv[1]` of the server's own binary run as the exec shim: see [`exec_as`].
-pub const EXEC_AS: &str = "__flotilla-exec-as";
+/// The exec shim (src/compute/local/exec_as.rs, compiled by build.rs): a small program that sets
+/// a job's ulimits, drops to its user and executes it. See [`install_exec_shim`].
+pub const EXEC_SHIM: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/flotilla-exec-as"));
+
+/// Writes [`EXEC_SHIM`] to `dir/flotilla-exec-as` (unless it is there already, byte for byte)
+/// and returns its path. Written to a temporary name and renamed, so that replicas sharing a
+/// directory, or a job starting meanwhile, never run half a file. Only its owner (root, when a
+/// shim is needed at all) may write it, since root executes it.
+pub fn install_exec_shim(dir: &Path) -> std::io::Result<PathBuf> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = dir.join("flotilla-exec-as");
+    if std::fs::read(&path).is_ok_and(|b| b == EXEC_SHIM) {
+        probe_exec_shim(&path)?;
+        return Ok(path);
+    }
+    std::fs::create_dir_all(dir)?;
+    let tmp = dir.join(format!(".flotilla-exec-as.{}", std::process::id()));
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o755)
+        .open(&tmp)?;
+    f.write_all(EXEC_SHIM)?;
+    f.sync_all()?;
+    drop(f);
+    std::fs::rename(&tmp, &path)?;
+    probe_exec_shim(&path)?;
+    Ok(path)
+}
+
+/// Runs the installed shim once with no arguments (it prints its usage and exits 126), so that
+/// a directory whose files cannot be executed (`noexec`) is found at start-up rather than by
+/// every job failing to start.
+fn probe_exec_shim(path: &Path) -> std::io::Result<()> {
+    let status = std::process::Command::new(path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()?;
+    if status.code() == Some(126) {
+        Ok(())
+    } else {
+        Err(std::io::Error::other(format!(
+            "{} ran but answered {status}, not its usage",
+            path.display()
+        )))
+    }
+}
 
 /// Where `program` is, looked up in `path` as `execvp` would, so that a missing command ends the
 /// attempt with the same `CannotStartContainerError` with or without the exec shim.
@@ -319,89 +367,17 @@ fn resolve_program(
     Err(std::io::ErrorKind::NotFound.into())
 }
 
-/// The ulimits as the shim's argument: `name=soft:hard,…`, or `-`.
+/// The ulimits as the shim's argument: `resource=soft:hard,…` with the platform's `RLIMIT_*`
+/// numbers (the shim has no table of names), or `-`.
 fn limits_arg(limits: &[(String, i64, i64)]) -> String {
-    if limits.is_empty() {
+    let items: Vec<String> = limits
+        .iter()
+        .filter_map(|(n, s, h)| Some(format!("{}={s}:{h}", rlimit_resource(n)?)))
+        .collect();
+    if items.is_empty() {
         return "-".into();
     }
-    limits
-        .iter()
-        .map(|(n, s, h)| format!("{n}={s}:{h}"))
-        .collect::<Vec<_>>()
-        .join(",")
-}
-
-/// The exec shim: `UID GID LIMITS -- PATH ARGV0 ARGS…`. Applies the ulimits, drops to the
-/// user and group (no supplementary groups), then execs PATH with ARGV0 ARGS. The process
-/// runtime spawns the server's own binary this way (with posix_spawn, from the job's working
-/// directory and environment) to run a job as another user. Returns only on failure, with 127
-/// when the program is missing and 126 otherwise, as a shell does.
-pub fn exec_as(args: &[std::ffi::OsString]) -> std::process::ExitCode {
-    use std::ffi::CString;
-    use std::os::unix::ffi::OsStrExt;
-    let fail = |code: u8, msg: String| {
-        eprintln!("flotilla: cannot start the job: {msg}");
-        std::process::ExitCode::from(code)
-    };
-    let [uid, gid, limits, sep, path, argv @ ..] = args else {
-        return fail(126, "usage: UID GID LIMITS -- PATH ARGV0 [ARGS...]".into());
-    };
-    if sep != "--" || argv.is_empty() {
-        return fail(126, "usage: UID GID LIMITS -- PATH ARGV0 [ARGS...]".into());
-    }
-    let (Some(uid), Some(gid)) = (
-        uid.to_str().and_then(|u| u.parse::<u32>().ok()),
-        gid.to_str().and_then(|g| g.parse::<u32>().ok()),
-    ) else {
-        return fail(126, "bad uid or gid".into());
-    };
-    let limits = limits.to_string_lossy();
-    for item in limits.split(',').filter(|l| *l != "-" && !l.is_empty()) {
-        let parsed = item.split_once('=').and_then(|(name, v)| {
-            let (soft, hard) = v.split_once(':')?;
-            Some((
-                rlimit_resource(name)?,
-                soft.parse::<i64>().ok()?,
-                hard.parse::<i64>().ok()?,
-            ))
-        });
-        let Some((resource, soft, hard)) = parsed else {
-            return fail(126, format!("bad ulimit {item}"));
-        };
-        let limit = libc::rlimit {
-            rlim_cur: soft as libc::rlim_t,
-            rlim_max: hard as libc::rlim_t,
-        };
-        // SAFETY: a plain system call on a value that lives across it.
-        if unsafe { libc::setrlimit(resource, &limit) } != 0 {
-            return fail(
-                126,
-                format!("ulimit {item}: {}", std::io::Error::last_os_error()),
-            );
-        }
-    }
-    if let Err(e) = nix::unistd::setgroups(&[]) {
-        return fail(126, format!("setgroups: {e}"));
-    }
-    if let Err(e) = nix::unistd::setgid(nix::unistd::Gid::from_raw(gid)) {
-        return fail(126, format!("setgid {gid}: {e}"));
-    }
-    if let Err(e) = nix::unistd::setuid(nix::unistd::Uid::from_raw(uid)) {
-        return fail(126, format!("setuid {uid}: {e}"));
-    }
-    let Ok(path_c) = CString::new(path.as_bytes()) else {
-        return fail(126, "program path holds a NUL byte".into());
-    };
-    let Ok(argv_c) = argv
-        .iter()
-        .map(|a| CString::new(a.as_bytes()))
-        .collect::<Result<Vec<_>, _>>()
-    else {
-        return fail(126, "an argument holds a NUL byte".into());
-    };
-    let Err(e) = nix::unistd::execv(&path_c, &argv_c);
-    let code = if e == Errno::ENOENT { 127 } else { 126 };
-    fail(code, format!("{}: {e}", path.to_string_lossy()))
+    items.join(",")
 }
 
 /// Whether this process can run jobs as other users.
@@ -646,8 +622,7 @@ impl Runtime for ProcessRuntime {
                     }
                 };
                 let mut c = tokio::process::Command::new(shim);
-                c.arg(EXEC_AS)
-                    .arg(u.uid.to_string())
+                c.arg(u.uid.to_string())
                     .arg(u.gid.to_string())
                     .arg(limits_arg(&limits))
                     .arg("--")
@@ -1158,6 +1133,67 @@ fn rlimit_resource(name: &str) -> Option<libc::__rlimit_resource_t> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_exec_shim_is_installed_once_and_replaced_when_changed() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = install_exec_shim(dir.path()).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), EXEC_SHIM);
+        assert_eq!(
+            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+            0o755
+        );
+        // A damaged or older shim is replaced; no temporary file is left behind.
+        std::fs::write(&path, b"#!/bin/sh\nexit 0\n").unwrap();
+        assert_eq!(install_exec_shim(dir.path()).unwrap(), path);
+        assert_eq!(std::fs::read(&path).unwrap(), EXEC_SHIM);
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("flotilla-exec-as")]);
+    }
+
+    #[test]
+    fn the_exec_shim_sets_limits_and_execs_or_says_why_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let shim = install_exec_shim(dir.path()).unwrap();
+        let uid = nix::unistd::geteuid().as_raw().to_string();
+        let gid = nix::unistd::getegid().as_raw().to_string();
+        let limits = limits_arg(&[("nofile".into(), 100, 200)]);
+        let out = std::process::Command::new(&shim)
+            .args([&uid, &gid, &limits, "--", "/bin/sh", "sh", "-c"])
+            .arg("echo $(ulimit -n) $(ulimit -Hn) $(id -u)")
+            .output()
+            .unwrap();
+        if nix::unistd::geteuid().is_root() {
+            assert!(out.status.success(), "{out:?}");
+            assert_eq!(
+                String::from_utf8_lossy(&out.stdout).trim(),
+                format!("100 200 {uid}")
+            );
+        } else {
+            // Only root may drop its supplementary groups; the server uses the shim only then.
+            assert_eq!(out.status.code(), Some(126), "{out:?}");
+            assert!(String::from_utf8_lossy(&out.stderr).contains("setgroups"));
+        }
+        let missing = std::process::Command::new(&shim)
+            .args([&uid, &gid, "-", "--", "/no/such/program", "x"])
+            .output()
+            .unwrap();
+        assert_eq!(missing.status.code(), Some(127));
+        assert!(
+            String::from_utf8_lossy(&missing.stderr).contains("/no/such/program"),
+            "{missing:?}"
+        );
+        let bad = std::process::Command::new(&shim)
+            .args(["x", &gid, "-", "--", "/bin/true", "true"])
+            .output()
+            .unwrap();
+        assert_eq!(bad.status.code(), Some(126));
+        assert!(String::from_utf8_lossy(&bad.stderr).contains("bad uid or gid"));
+    }
 
     #[test]
     fn exit_codes_follow_the_shell() {
