@@ -28,7 +28,7 @@ fn run_bench(cmd: &mut Command) -> (serde_json::Value, String) {
 #[test]
 fn bench_runs_every_scenario_at_a_small_size() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let plot = dir.path().join("e2e.png");
+    let plot = dir.path().join("e2e.svg");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_flotilla"));
     cmd.args([
         "bench",
@@ -88,8 +88,12 @@ fn bench_runs_every_scenario_at_a_small_size() {
         .expect("durability figure");
     assert_eq!(durable["value"].as_f64(), Some(2000.0), "{durable}");
 
-    let png = std::fs::read(&plot).expect("plot written");
-    assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "not a PNG");
+    let svg = std::fs::read_to_string(&plot).expect("plot written");
+    assert!(svg.starts_with("<svg"), "not an SVG");
+    assert!(
+        svg.contains("jobs completed per second (2000 jobs)"),
+        "the chart's caption is missing"
+    );
 }
 
 #[test]

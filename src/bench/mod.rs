@@ -7,7 +7,7 @@
 //! - [`scenarios`]: submit, array, schedule, e2e, footprint, provision.
 //! - [`launch`]: SubmitJob to EC2 launch through the AWS driver, against an AWS emulator.
 //! - [`report`]: figures, the table and the JSON.
-//! - [`plot`]: the completed-jobs-per-second PNG of the e2e run.
+//! - [`plot`]: the completed-jobs-per-second chart (SVG) of the e2e run.
 
 mod client;
 mod launch;
@@ -107,7 +107,7 @@ pub struct BenchArgs {
     #[arg(long, value_enum, default_value_t = BenchOutput::Table)]
     pub output: BenchOutput,
 
-    /// Draw completed jobs per second over the e2e run into this PNG file.
+    /// Draw completed jobs per second over the e2e run into this SVG file (named `.svg`).
     #[arg(long, value_name = "FILE")]
     pub plot: Option<PathBuf>,
 
@@ -198,6 +198,10 @@ impl Drop for Workdir {
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    // Before minutes of benchmark, not after.
+    if let Some(path) = &args.plot {
+        plot::check_path(path)?;
+    }
     let work = Workdir::new(args.data_dir.as_ref())?;
     progress!(
         "data under {}{}",
