@@ -196,7 +196,13 @@ fn filter_form(
     q: &Form,
 ) -> String {
     let mut queue_opts = String::new();
-    for name in queues.iter().map(|q| q.name.as_str()) {
+    // The queue asked for is an option even when the cached overview predates it: otherwise
+    // the browser would select the first queue and the next search would silently list another.
+    let listed = queue.filter(|want| !queues.iter().any(|q| q.name == *want));
+    for name in listed
+        .into_iter()
+        .chain(queues.iter().map(|q| q.name.as_str()))
+    {
         let _ = write!(
             queue_opts,
             r#"<option value="{0}"{1}>{0}</option>"#,
@@ -674,4 +680,41 @@ pub async fn log_api(
         "token": next,
         "final": FINAL.contains(&text(&job, "status").as_str()),
     })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::console::live::QueueView;
+
+    fn view(name: &str) -> QueueView {
+        QueueView {
+            name: name.into(),
+            state: "ENABLED".into(),
+            status: "VALID".into(),
+            priority: 1,
+            counts: Default::default(),
+            oldest_runnable: None,
+        }
+    }
+
+    #[test]
+    fn the_queue_asked_for_stays_selected_when_the_overview_predates_it() {
+        let q = Form::parse("queue=bulk");
+        let form = filter_form(&[view("default")], Some("bulk"), None, "ALL", &q);
+        assert!(
+            form.contains(r#"<option value="bulk" selected>bulk</option>"#),
+            "{form}"
+        );
+        assert!(form.contains(r#"<option value="default">default</option>"#));
+        // Known to the overview: listed once.
+        let form = filter_form(
+            &[view("default"), view("bulk")],
+            Some("bulk"),
+            None,
+            "ALL",
+            &q,
+        );
+        assert_eq!(form.matches(r#"value="bulk""#).count(), 1, "{form}");
+    }
 }

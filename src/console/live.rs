@@ -111,7 +111,17 @@ impl Overview {
 #[derive(Default)]
 pub struct Live {
     ring: Mutex<VecDeque<Sample>>,
-    cache: Mutex<Option<(Instant, Arc<Overview>)>>,
+    /// The figures and when their gathering *started*: a slow gathering (a loaded store) must
+    /// not stamp figures fresher than they are, nor replace ones gathered after it began.
+    cache: Mutex<Cache>,
+}
+
+#[derive(Default)]
+struct Cache {
+    figures: Option<(Instant, Arc<Overview>)>,
+    /// Bumped by [`Live::invalidate`]: a gathering that began before an action must not put
+    /// back figures from before it.
+    generation: u64,
 }
 
 impl Live {
@@ -134,21 +144,31 @@ impl Live {
     /// Forgets the cached figures: after an action, the page it returns to shows its effect.
     pub fn invalidate(&self) {
         if let Ok(mut c) = self.cache.lock() {
-            *c = None;
+            c.figures = None;
+            c.generation += 1;
         }
     }
 
     /// The figures, at most [`FRESH`] old.
     pub async fn overview(&self, app: &AppState) -> ConsoleResult<Arc<Overview>> {
-        if let Ok(c) = self.cache.lock()
-            && let Some((at, o)) = c.as_ref()
-            && at.elapsed() < FRESH
-        {
-            return Ok(o.clone());
-        }
+        let generation = match self.cache.lock() {
+            Ok(c) => {
+                if let Some((at, o)) = c.figures.as_ref()
+                    && at.elapsed() < FRESH
+                {
+                    return Ok(o.clone());
+                }
+                c.generation
+            }
+            Err(_) => 0,
+        };
+        let started = Instant::now();
         let o = Arc::new(gather(app).await?);
-        if let Ok(mut c) = self.cache.lock() {
-            *c = Some((Instant::now(), o.clone()));
+        if let Ok(mut c) = self.cache.lock()
+            && c.generation == generation
+            && c.figures.as_ref().is_none_or(|(at, _)| *at < started)
+        {
+            c.figures = Some((started, o.clone()));
         }
         Ok(o)
     }
