@@ -39,10 +39,15 @@ pub struct EnvFleet {
     pub largest: Resources,
 }
 
+/// Distinct needs and how many waiting jobs have each, in a fixed order (vCPUs, memory, GPUs).
+pub type NeedCounts = Vec<(Resources, u64)>;
+
 #[derive(Debug, Clone, Default)]
 pub struct Demand {
-    /// Environment name → what each RUNNABLE job routed to it needs.
-    pub by_env: HashMap<String, Vec<Resources>>,
+    /// Environment name → what the RUNNABLE jobs routed to it need, counted: a backlog of
+    /// 100,000 jobs from a few job definitions is a few entries, so publishing, comparing and
+    /// copying it costs next to nothing.
+    pub by_env: HashMap<String, NeedCounts>,
     /// Container instance ARN → resources of the attempts the engine placed there.
     pub used_by_instance: HashMap<String, Resources>,
 }

@@ -30,6 +30,9 @@ pub(super) struct Placement {
 #[derive(Default)]
 pub(super) struct Runnable {
     pub by_queue: HashMap<String, BTreeMap<WaitKey, Waiting>>,
+    /// Queue ARN → (need, avoid Spot) → how many of its RUNNABLE jobs have it: the AWS demand
+    /// without a walk of the backlog (real backlogs are a few job definitions times many jobs).
+    pub needs: HashMap<String, HashMap<(Resources, bool), u64>>,
     len: usize,
 }
 
@@ -40,21 +43,44 @@ impl Runnable {
             need: job.need,
             consumables: job.consumables.clone(),
         };
+        let kind = (w.need, w.avoid_spot);
         let queue = job.d.job_queue.as_str();
         let m = match self.by_queue.get_mut(queue) {
             Some(m) => m,
             None => self.by_queue.entry(queue.to_string()).or_default(),
         };
-        if m.insert(WaitKey::of(job), w).is_none() {
-            self.len += 1;
+        match m.insert(WaitKey::of(job), w) {
+            None => self.len += 1,
+            Some(old) => self.uncount(queue, (old.need, old.avoid_spot)),
         }
+        let counts = match self.needs.get_mut(queue) {
+            Some(c) => c,
+            None => self.needs.entry(queue.to_string()).or_default(),
+        };
+        *counts.entry(kind).or_default() += 1;
     }
 
     fn remove(&mut self, job: &Job) {
-        if let Some(m) = self.by_queue.get_mut(job.d.job_queue.as_str())
-            && m.remove(&WaitKey::of(job)).is_some()
+        let queue = job.d.job_queue.as_str();
+        if let Some(m) = self.by_queue.get_mut(queue)
+            && let Some(old) = m.remove(&WaitKey::of(job))
         {
             self.len -= 1;
+            self.uncount(queue, (old.need, old.avoid_spot));
+        }
+    }
+
+    fn uncount(&mut self, queue: &str, kind: (Resources, bool)) {
+        if let Some(counts) = self.needs.get_mut(queue)
+            && let Some(n) = counts.get_mut(&kind)
+        {
+            *n -= 1;
+            if *n == 0 {
+                counts.remove(&kind);
+                if counts.is_empty() {
+                    self.needs.remove(queue);
+                }
+            }
         }
     }
 
@@ -406,6 +432,17 @@ impl JobTable {
             }
         }
         assert_eq!(runnable, self.runnable.len(), "runnable count");
+        let mut needs: HashMap<String, HashMap<(Resources, bool), u64>> = HashMap::new();
+        for (queue, members) in &self.runnable.by_queue {
+            for w in members.values() {
+                *needs
+                    .entry(queue.clone())
+                    .or_default()
+                    .entry((w.need, w.avoid_spot))
+                    .or_default() += 1;
+            }
+        }
+        assert_eq!(needs, self.runnable.needs, "runnable counts by need");
         for (env, u) in &self.used {
             assert_eq!(
                 used.get(env).copied().unwrap_or_default(),

@@ -98,8 +98,16 @@ impl AwsDriver {
             env: spec.clone(),
             catalog,
             fleet,
+            // One entry per job, as the provisioner identifies jobs by index: once per
+            // provisioning round, not per engine pass.
             demand: if enabled {
-                demand.by_env.get(name).cloned().unwrap_or_default()
+                demand
+                    .by_env
+                    .get(name)
+                    .into_iter()
+                    .flatten()
+                    .flat_map(|&(need, n)| std::iter::repeat_n(need, n as usize))
+                    .collect()
             } else {
                 Vec::new()
             },

@@ -2,14 +2,15 @@
 //! waiting job gets which reason, what the AWS driver should provision for. Reads the table;
 //! changes nothing: [`super::super::Engine::schedule`] applies the outcome.
 
-use super::super::job::sub;
+use super::super::job::{WaitKey, sub};
 use super::super::launch::Start;
 use super::super::table::JobTable;
 use super::snapshot::{Layout, Window};
 use crate::compute::Target;
+use crate::compute::fleet::NeedCounts;
 use crate::model::AwsKind;
 use crate::scheduler::{Plan, Resources, Snapshot};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 /// What one pass decided.
 #[must_use]
@@ -19,8 +20,9 @@ pub(in crate::engine) struct PassOutcome {
     pub reasons: Vec<(String, String)>,
     /// Per queue ARN, why its head waits; only from a pass that gave reasons.
     pub heads: Option<HashMap<String, String>>,
-    /// Per AWS environment, the needs of the jobs that wait for it; `None` without a driver.
-    pub demand: Option<HashMap<String, Vec<Resources>>>,
+    /// Per AWS environment, the needs of the jobs that wait for it, counted; `None` without a
+    /// driver.
+    pub demand: Option<HashMap<String, NeedCounts>>,
     /// RUNNABLE jobs whose queue was deleted.
     pub orphans: Vec<String>,
     /// Pass again soon: jobs may be left that fit, or reasons are due.
@@ -74,6 +76,9 @@ pub(in crate::engine) fn decide(seen: Seen<'_, '_, '_>) -> PassOutcome {
         }
     }
     let mut demand = aws.then(|| backlog_demand(plan, snapshot, window, layout, table));
+    // Jobs the plan placed on an environment as a whole but no one instance can take: demand
+    // again, added after the counts are sorted, so merged here.
+    let mut unfit: HashMap<String, HashMap<Resources, u64>> = HashMap::new();
     let mut starts = Vec::with_capacity(plan.placements.len());
     for &(ji, ei) in &plan.placements {
         let id = ids[ji];
@@ -95,8 +100,12 @@ pub(in crate::engine) fn decide(seen: Seen<'_, '_, '_>) -> PassOutcome {
                     .map(|(i, _)| i);
                 let Some(i) = best else {
                     // The environment has the room in total but no one instance has it.
-                    if let Some(d) = demand.as_mut() {
-                        d.entry(env.clone()).or_default().push(need);
+                    if demand.is_some() {
+                        *unfit
+                            .entry(env.clone())
+                            .or_default()
+                            .entry(need)
+                            .or_default() += 1;
                     }
                     let text = format!(
                         "RESOURCE:WAITING_FOR_INSTANCE - no instance of {env} has {} vCPU and {} MiB free on its own",
@@ -128,6 +137,18 @@ pub(in crate::engine) fn decide(seen: Seen<'_, '_, '_>) -> PassOutcome {
             host,
         });
     }
+    if let Some(d) = demand.as_mut() {
+        for (env, needs) in unfit {
+            let counts = d.entry(env).or_default();
+            for (need, n) in needs {
+                match counts.iter_mut().find(|(k, _)| *k == need) {
+                    Some((_, c)) => *c += n,
+                    None => counts.push((need, n)),
+                }
+            }
+            counts.sort_unstable_by_key(|(k, _)| need_order(k));
+        }
+    }
     if !with_reasons && plan.placements.len() < snapshot.jobs.len() {
         // Jobs still wait: their reasons are due within REASONS_EVERY_MS.
         again = true;
@@ -145,20 +166,30 @@ pub(in crate::engine) fn decide(seen: Seen<'_, '_, '_>) -> PassOutcome {
 /// Demand for the provisioner: every waiting job the plan did not place, not only the pass's
 /// window, since the provisioner sizes the fleet for the whole backlog. Each counts once, for
 /// the first ENABLED and VALID managed AWS environment of its queue, so that two environments
-/// of one queue never scale for the same job.
+/// of one queue never scale for the same job. Read from the table's counts by need, minus the
+/// pass's placements: the work grows with distinct needs and placements, not with the backlog.
 fn backlog_demand(
     plan: &Plan,
     snapshot: &Snapshot,
     window: &Window<'_>,
     layout: &Layout<'_>,
     table: &JobTable,
-) -> HashMap<String, Vec<Resources>> {
-    let mut demand: HashMap<String, Vec<Resources>> = HashMap::new();
-    let placed: HashSet<&str> = plan
-        .placements
-        .iter()
-        .map(|&(ji, _)| window.ids[ji])
-        .collect();
+) -> HashMap<String, NeedCounts> {
+    let runnable = table.runnable();
+    let mut placed: HashMap<(&str, Resources, bool), u64> = HashMap::new();
+    for &(ji, _) in &plan.placements {
+        let Some(job) = table.get(window.ids[ji]) else {
+            continue;
+        };
+        let queue = job.d.job_queue.as_str();
+        if let Some(w) = runnable
+            .by_queue
+            .get(queue)
+            .and_then(|m| m.get(&WaitKey::of(job)))
+        {
+            *placed.entry((queue, w.need, w.avoid_spot)).or_default() += 1;
+        }
+    }
     let target = |qi: usize| {
         let q = &snapshot.queues[qi];
         if !q.enabled {
@@ -171,25 +202,45 @@ fn backlog_demand(
             })
             .copied()
     };
-    for (queue, members) in &table.runnable().by_queue {
+    let mut by_env: HashMap<String, HashMap<Resources, u64>> = HashMap::new();
+    for (queue, counts) in &runnable.needs {
         let Some(&qi) = layout.queue_idx.get(queue.as_str()) else {
             continue;
         };
         let shadow = layout.shadow.get(&qi).copied();
         let (plain, avoiding) = (target(qi), shadow.and_then(target));
-        for (k, w) in members {
-            let env = if w.avoid_spot { avoiding } else { plain };
+        for (&(need, avoid_spot), &n) in counts {
+            let env = if avoid_spot { avoiding } else { plain };
+            let left = n.saturating_sub(
+                placed
+                    .get(&(queue.as_str(), need, avoid_spot))
+                    .copied()
+                    .unwrap_or(0),
+            );
             if let Some(e) = env
-                && !placed.contains(k.id.as_str())
+                && left > 0
             {
-                demand
+                *by_env
                     .entry(snapshot.envs[e].name.clone())
                     .or_default()
-                    .push(w.need);
+                    .entry(need)
+                    .or_default() += left;
             }
         }
     }
-    demand
+    by_env
+        .into_iter()
+        .map(|(env, needs)| {
+            let mut counts: NeedCounts = needs.into_iter().collect();
+            counts.sort_unstable_by_key(|(k, _)| need_order(k));
+            (env, counts)
+        })
+        .collect()
+}
+
+/// A total order on needs, so that equal demand compares equal whatever the hash order.
+fn need_order(n: &Resources) -> (u64, u64, u64) {
+    (n.milli_vcpus, n.memory_mib, n.gpus)
 }
 
 /// The instance an attempt needing `need` is placed on, priced, and the attempt's share of it:

@@ -95,3 +95,44 @@ fn final_and_duplicate_jobs_are_not_inserted() {
     t.assert_consistent();
     assert_eq!(t.running().count(), 1);
 }
+
+#[test]
+fn the_runnable_backlog_is_counted_by_need_as_jobs_come_and_go() {
+    let mut t = JobTable::default();
+    for i in 0..5 {
+        t.insert(job(&format!("small-{i}"), JobStatus::Runnable, "1"));
+    }
+    t.insert(job("big", JobStatus::Runnable, "4"));
+    t.insert(job("running", JobStatus::Running, "4"));
+    let counts = |t: &JobTable| {
+        let mut v: Vec<(u64, bool, u64)> = t
+            .runnable()
+            .needs
+            .get("arn:q")
+            .into_iter()
+            .flatten()
+            .map(|(&(need, avoid), &n)| (need.milli_vcpus, avoid, n))
+            .collect();
+        v.sort_unstable();
+        v
+    };
+    assert_eq!(counts(&t), vec![(1000, false, 5), (4000, false, 1)]);
+    assert!(t.start("small-0", place("ce", None), 10));
+    assert!(t.start("big", place("ce", None), 10));
+    t.assert_consistent();
+    assert_eq!(counts(&t), vec![(1000, false, 4)]);
+    // A retry counts again; a job avoiding Spot counts apart.
+    assert!(t.transition("big", JobStatus::Running, 11));
+    if let Some(j) = t.get_mut("big") {
+        j.d.internal.avoid_spot = Some(true);
+    }
+    assert!(t.transition("big", JobStatus::Runnable, 12));
+    t.assert_consistent();
+    assert_eq!(counts(&t), vec![(1000, false, 4), (4000, true, 1)]);
+    for i in 1..5 {
+        assert!(t.transition(&format!("small-{i}"), JobStatus::Failed, 13));
+    }
+    assert!(t.transition("big", JobStatus::Failed, 13));
+    t.assert_consistent();
+    assert!(t.runnable().needs.is_empty(), "no empty entries are left");
+}
