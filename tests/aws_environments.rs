@@ -335,30 +335,8 @@ async fn ordered_setup(
     strategy: CrAllocationStrategy,
     types: &[&str],
 ) -> String {
-    let mut cr = ComputeResource::builder()
-        .r#type(cr_type.clone())
-        .minv_cpus(0)
-        .maxv_cpus(16)
-        .subnets(default_subnet(emu).await)
-        .instance_role("ecsInstanceRole")
-        .allocation_strategy(strategy);
-    if cr_type == CrType::Spot {
-        cr = cr.bid_percentage(100);
-    }
-    for t in types {
-        cr = cr.instance_types(*t);
-    }
-    let ce = client
-        .create_compute_environment()
-        .compute_environment_name(name)
-        .r#type(CeType::Managed)
-        .compute_resources(cr.build())
-        .send()
-        .await
-        .expect("create compute environment")
-        .compute_environment_arn
-        .expect("arn");
-    wait_valid(client, name).await;
+    let ce =
+        common::aws::create_ce(client, emu, name, cr_type, types, (0, 16), Some(strategy)).await;
     common::create_queue(client, &format!("{name}-q"), &ce).await;
     register_def(client, &format!("{name}-def")).await;
     format!("{name}-q")

@@ -54,33 +54,7 @@ pub async fn create_managed_ce(
     min: i32,
     max: i32,
 ) -> String {
-    let mut cr = ComputeResource::builder()
-        .r#type(cr_type.clone())
-        .minv_cpus(min)
-        .maxv_cpus(max)
-        .subnets(default_subnet(emu).await)
-        .instance_role("ecsInstanceRole");
-    cr = if cr_type == CrType::Spot {
-        cr.allocation_strategy(CrAllocationStrategy::SpotPriceCapacityOptimized)
-            .bid_percentage(100)
-    } else {
-        cr.allocation_strategy(CrAllocationStrategy::BestFitProgressive)
-    };
-    for t in TYPES {
-        cr = cr.instance_types(*t);
-    }
-    let ce = client
-        .create_compute_environment()
-        .compute_environment_name(name)
-        .r#type(CeType::Managed)
-        .compute_resources(cr.build())
-        .send()
-        .await
-        .expect("create compute environment")
-        .compute_environment_arn
-        .expect("arn");
-    wait_valid(client, name).await;
-    ce
+    create_ce(client, emu, name, cr_type, TYPES, (min, max), None).await
 }
 
 /// A MANAGED environment of `cr_type` (EC2 or SPOT) of one instance type up to `max` vCPUs;
@@ -93,19 +67,40 @@ pub async fn create_ce_of_type(
     instance_type: &str,
     max: i32,
 ) -> String {
-    let cr = ComputeResource::builder()
-        .r#type(cr_type.clone())
-        .minv_cpus(0)
-        .maxv_cpus(max)
-        .instance_types(instance_type)
-        .subnets(default_subnet(emu).await)
-        .instance_role("ecsInstanceRole");
-    let cr = if cr_type == CrType::Spot {
-        cr.allocation_strategy(CrAllocationStrategy::SpotPriceCapacityOptimized)
-            .bid_percentage(100)
+    create_ce(client, emu, name, cr_type, &[instance_type], (0, max), None).await
+}
+
+/// A MANAGED environment of `cr_type` over `types` (in that order), `vcpus` = (min, max), with
+/// `strategy` (default: SPOT_PRICE_CAPACITY_OPTIMIZED for Spot at a 100% bid, else
+/// BEST_FIT_PROGRESSIVE); waits until it is VALID and returns its ARN.
+pub async fn create_ce(
+    client: &aws_sdk_batch::Client,
+    emu: &Emulator,
+    name: &str,
+    cr_type: CrType,
+    types: &[&str],
+    (min, max): (i32, i32),
+    strategy: Option<CrAllocationStrategy>,
+) -> String {
+    let spot = cr_type == CrType::Spot;
+    let strategy = strategy.unwrap_or(if spot {
+        CrAllocationStrategy::SpotPriceCapacityOptimized
     } else {
-        cr.allocation_strategy(CrAllocationStrategy::BestFitProgressive)
-    };
+        CrAllocationStrategy::BestFitProgressive
+    });
+    let mut cr = ComputeResource::builder()
+        .r#type(cr_type)
+        .minv_cpus(min)
+        .maxv_cpus(max)
+        .subnets(default_subnet(emu).await)
+        .instance_role("ecsInstanceRole")
+        .allocation_strategy(strategy);
+    if spot {
+        cr = cr.bid_percentage(100);
+    }
+    for t in types {
+        cr = cr.instance_types(*t);
+    }
     let ce = client
         .create_compute_environment()
         .compute_environment_name(name)

@@ -76,9 +76,6 @@ pub(in crate::engine) fn decide(seen: Seen<'_, '_, '_>) -> PassOutcome {
         }
     }
     let mut demand = aws.then(|| backlog_demand(plan, snapshot, window, layout, table));
-    // Jobs the plan placed on an environment as a whole but no one instance can take: demand
-    // again, added after the counts are sorted, so merged here.
-    let mut unfit: HashMap<String, HashMap<Resources, u64>> = HashMap::new();
     let mut starts = Vec::with_capacity(plan.placements.len());
     for &(ji, ei) in &plan.placements {
         let id = ids[ji];
@@ -99,13 +96,10 @@ pub(in crate::engine) fn decide(seen: Seen<'_, '_, '_>) -> PassOutcome {
                     .min_by_key(|(i, r)| (r.milli_vcpus - need.milli_vcpus, *i))
                     .map(|(i, _)| i);
                 let Some(i) = best else {
-                    // The environment has the room in total but no one instance has it.
-                    if demand.is_some() {
-                        *unfit
-                            .entry(env.clone())
-                            .or_default()
-                            .entry(need)
-                            .or_default() += 1;
+                    // The environment has the room in total but no one instance has it:
+                    // the job is demand again.
+                    if let Some(d) = demand.as_mut() {
+                        *d.entry(env.clone()).or_default().entry(need).or_default() += 1;
                     }
                     let text = format!(
                         "RESOURCE:WAITING_FOR_INSTANCE - no instance of {env} has {} vCPU and {} MiB free on its own",
@@ -137,18 +131,6 @@ pub(in crate::engine) fn decide(seen: Seen<'_, '_, '_>) -> PassOutcome {
             host,
         });
     }
-    if let Some(d) = demand.as_mut() {
-        for (env, needs) in unfit {
-            let counts = d.entry(env).or_default();
-            for (need, n) in needs {
-                match counts.iter_mut().find(|(k, _)| *k == need) {
-                    Some((_, c)) => *c += n,
-                    None => counts.push((need, n)),
-                }
-            }
-            counts.sort_unstable_by_key(|(k, _)| need_order(k));
-        }
-    }
     if !with_reasons && plan.placements.len() < snapshot.jobs.len() {
         // Jobs still wait: their reasons are due within REASONS_EVERY_MS.
         again = true;
@@ -157,7 +139,7 @@ pub(in crate::engine) fn decide(seen: Seen<'_, '_, '_>) -> PassOutcome {
         starts,
         reasons,
         heads: with_reasons.then_some(heads),
-        demand,
+        demand: demand.map(sorted),
         orphans: window.orphans.clone(),
         again,
     }
@@ -174,7 +156,7 @@ fn backlog_demand(
     window: &Window<'_>,
     layout: &Layout<'_>,
     table: &JobTable,
-) -> HashMap<String, NeedCounts> {
+) -> HashMap<String, HashMap<Resources, u64>> {
     let runnable = table.runnable();
     let mut placed: HashMap<(&str, Resources, bool), u64> = HashMap::new();
     for &(ji, _) in &plan.placements {
@@ -229,18 +211,19 @@ fn backlog_demand(
         }
     }
     by_env
+}
+
+/// The demand as published: each environment's needs in a fixed order (vCPUs, memory, GPUs), so
+/// that equal demand compares equal whatever the hash order.
+fn sorted(by_env: HashMap<String, HashMap<Resources, u64>>) -> HashMap<String, NeedCounts> {
+    by_env
         .into_iter()
         .map(|(env, needs)| {
             let mut counts: NeedCounts = needs.into_iter().collect();
-            counts.sort_unstable_by_key(|(k, _)| need_order(k));
+            counts.sort_unstable_by_key(|(n, _)| (n.milli_vcpus, n.memory_mib, n.gpus));
             (env, counts)
         })
         .collect()
-}
-
-/// A total order on needs, so that equal demand compares equal whatever the hash order.
-fn need_order(n: &Resources) -> (u64, u64, u64) {
-    (n.milli_vcpus, n.memory_mib, n.gpus)
 }
 
 /// The instance an attempt needing `need` is placed on, priced, and the attempt's share of it:
