@@ -1,6 +1,7 @@
 """The emulator as Flotilla's driver will use it: boto3 against the proxy on 127.0.0.1 only."""
 
 import base64
+import time
 import uuid
 
 import pytest
@@ -129,6 +130,34 @@ def test_task_stays_running_until_completed_with_exit_code(aws, harness):
     # Completing twice is a conflict, an unknown task is not found.
     assert harness.control("POST", f"tasks/{arn}/complete", {"exitCode": 0})[0] == 409
     assert harness.control("POST", "tasks/arn:aws:ecs:us-east-1:123456789012:task/x/nope/complete", {})[0] == 404
+
+
+def test_workload_stops_tasks_on_their_own_and_boots_instances_late(aws, harness):
+    # Before the workload: a task runs until told.
+    ci = one_instance(aws)
+    before = start_task(aws, ci)
+    assert harness.ok("POST", "workload", {"taskSeconds": 0.5, "bootSeconds": 1.5, "exitCode": 0})["workload"] == {
+        "taskSeconds": 0.5, "bootSeconds": 1.5, "exitCode": 0}
+    started = time.monotonic()
+    arn = start_task(aws, ci)
+    assert describe_task(aws, arn)["lastStatus"] == "RUNNING"
+    task = wait_for(lambda: (t := describe_task(aws, arn))["lastStatus"] == "STOPPED" and t)
+    assert time.monotonic() - started >= 0.5
+    assert task["containers"][0]["exitCode"] == 0 and task["stopCode"] == "EssentialContainerExited"
+    assert describe_task(aws, before)["lastStatus"] == "RUNNING"
+    freed = aws.ecs.describe_container_instances(cluster=aws.cluster, containerInstances=[ci["containerInstanceArn"]])
+    assert resources(freed["containerInstances"][0], "remainingResources") == (1024, 3072)
+
+    # A new instance registers only once it has booted.
+    launched = time.monotonic()
+    create_fleet(aws, spot=0, on_demand=1)
+    container_instances(aws, 2)
+    assert time.monotonic() - launched >= 1.5
+
+    for bad in ({"taskSeconds": -1}, {"taskSeconds": "1"}, {"taskSeconds": 1, "exitCode": 1.5}, {}):
+        assert harness.control("POST", "workload", bad)[0] == 400, bad
+    assert harness.ok("DELETE", "workload") == {"workload": {}}
+    assert describe_task(aws, before)["lastStatus"] == "RUNNING"
 
 
 def test_start_task_that_does_not_fit_fails_like_ecs(aws):

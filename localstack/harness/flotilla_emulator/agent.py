@@ -9,6 +9,9 @@ from moto.ec2.models import ec2_backends
 from moto.ec2.models.instances import StateReason
 from moto.ecs.models import ecs_backends
 
+import time
+
+from . import patches
 from .patches import ecs_config, find_task, finish_task, instance_resources
 
 GONE = ("shutting-down", "terminated")
@@ -28,10 +31,14 @@ def _all_instances(ec2):
 # Instances the agent has registered once. A real agent registers once per boot, so an
 # instance deregistered through the API is not registered again.
 _seen: set[str] = set()
+# When the agent first saw each instance running (the workload's boot delay runs from then).
+_first_running: dict[str, float] = {}
 
 
 def reset() -> None:
     _seen.clear()
+    _first_running.clear()
+    patches.clear_workload(forget_tasks=True)
 
 
 class NotFound(Exception):
@@ -46,11 +53,24 @@ def sync() -> dict:
     """One pass of the ECS agent on every instance: register instances whose user data names
     an existing cluster, and deregister (INACTIVE) those whose instance is gone, stopping their
     tasks as ECS does when a host dies. Returns what it did."""
-    done = {"registered": [], "deregistered": []}
-    for ec2, ecs in _backends():
+    done = {"registered": [], "deregistered": [], "completed": 0}
+    now = time.monotonic()
+    work = patches.workload()
+    boot = work.get("bootSeconds", 0.0)
+    backends = list(_backends())
+    for task in patches.due_tasks(now):
+        for _, ecs in backends:
+            if ecs.tasks.get(task.cluster_name, {}).get(task.task_arn) is task:
+                if finish_task(ecs, task, reason="Essential container in task exited",
+                               exit_code=work.get("exitCode", 0), stop_code="EssentialContainerExited"):
+                    done["completed"] += 1
+                break
+    for ec2, ecs in backends:
         registered = {ci.ec2_instance_id for cis in ecs.container_instances.values() for ci in cis.values()}
         for instance in _all_instances(ec2):
             if instance.id in registered or instance.id in _seen or instance.state != "running":
+                continue
+            if boot and now - _first_running.setdefault(instance.id, now) < boot:
                 continue
             cluster = ecs_config(instance.user_data).get("ECS_CLUSTER")
             # Like the real agent, keep retrying until the cluster exists (and is not deleted).
@@ -72,8 +92,8 @@ def sync() -> dict:
 
 def _host_gone(ecs, cluster: str, ci) -> None:
     reason = f"Host EC2 (instance {ci.ec2_instance_id}) terminated."
-    for task in list(ecs.tasks.get(cluster, {}).values()):
-        if task.container_instance_arn == ci.container_instance_arn:
+    for task in patches.running_tasks():
+        if task.cluster_name == cluster and task.container_instance_arn == ci.container_instance_arn:
             # No exit code: the containers never exited, the machine went away.
             finish_task(ecs, task, reason=reason, exit_code=None, stop_code=None)
     ci.status = "INACTIVE"

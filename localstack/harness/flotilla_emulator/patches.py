@@ -58,6 +58,16 @@ version they were written and tested against (MOTO_TESTED); `apply()` warns on a
       `attributes: [{}, ...]`; a running container had exitCode 0, a running task
       stoppedReason "", launchType "" and containers whose taskArn was the task definition's.
 
+  P16 Task look-ups by ARN: moto scans every task of every cluster (splitting each ARN) for
+      each task DescribeTasks or StopTask names, which at 100,000 tasks is seconds per call.
+      We look the ARN up directly and keep the unfinished tasks in their own table (the
+      workload below and the agent's host-gone sweep walk only those).
+
+The workload (control API `/_flotilla/workload`, off by default): tasks started while it is set
+stop on their own `taskSeconds` after StartTask with the given exit code, and the agent
+registers an instance `bootSeconds` after it first sees it running, as a real host boots. This
+is what `flotilla bench --scenarios aws-scale` runs against.
+
 Not patched: DescribeTasks advancing tasks (pinned through moto's state manager instead, see
 server.py), RunTask's silent short placement, and the other HTML 500s (see README).
 """
@@ -66,9 +76,11 @@ from __future__ import annotations
 
 import base64
 import copy
+import heapq
 import re
 import sys
 import threading
+import time
 
 import moto
 from moto.core.responses import ActionResult
@@ -143,12 +155,60 @@ def _set_resource(resources: list[dict], name: str, value: int) -> None:
             resource["integerValue"] = value
 
 
+# Tasks not yet STOPPED, by ARN (P16), and when each is due to stop under the workload.
+_running: dict[str, object] = {}
+_due: list[tuple[float, str]] = []
+_workload: dict = {}
+
+
+def set_workload(spec: dict) -> dict:
+    task_seconds, boot_seconds = spec.get("taskSeconds"), spec.get("bootSeconds", 0)
+    exit_code = spec.get("exitCode", 0)
+    for name, value in (("taskSeconds", task_seconds), ("bootSeconds", boot_seconds)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
+            raise ValueError(f"'{name}' is a non-negative number of seconds")
+    if isinstance(exit_code, bool) or not isinstance(exit_code, int):
+        raise ValueError("'exitCode' is an integer")
+    _workload.clear()
+    _workload.update(taskSeconds=float(task_seconds), bootSeconds=float(boot_seconds), exitCode=exit_code)
+    return {"workload": dict(_workload)}
+
+
+def workload() -> dict:
+    return dict(_workload)
+
+
+def clear_workload(*, forget_tasks: bool = False) -> None:
+    """Tasks already started keep running until told; `forget_tasks` (a reset) also drops the
+    table of unfinished tasks."""
+    _workload.clear()
+    _due.clear()
+    if forget_tasks:
+        _running.clear()
+
+
+def running_tasks() -> list:
+    return list(_running.values())
+
+
+def due_tasks(now: float) -> list:
+    """The unfinished tasks whose workload time is up, taken off the schedule."""
+    out = []
+    while _due and _due[0][0] <= now:
+        _, arn = heapq.heappop(_due)
+        task = _running.get(arn)
+        if task is not None:
+            out.append(task)
+    return out
+
+
 def finish_task(backend, task, *, reason: str, exit_code: int | None, stop_code: str | None,
                 container_reason: str | None = None) -> bool:
     """Stop a task once: free its container instance's resources as moto's StopTask does, then
     record how it ended. Returns False (and changes nothing) if it was already STOPPED."""
     if task.last_status == "STOPPED":
         return False
+    _running.pop(task.task_arn, None)
     if task.container_instance_arn:
         ci = backend.container_instances.get(task.cluster_name, {}).get(
             task.container_instance_arn.split("/")[-1])
@@ -171,6 +231,14 @@ def finish_task(backend, task, *, reason: str, exit_code: int | None, stop_code:
 
 
 def find_task(backend, task_str: str, cluster_name: str | None = None):
+    if task_str.startswith("arn:"):
+        # P16: the common case, a full ARN, is a key of moto's table.
+        for name, tasks in backend.tasks.items():
+            if cluster_name and name != cluster_name:
+                continue
+            task = tasks.get(task_str)
+            if task is not None:
+                return task
     task_id = task_str.split("/")[-1]
     for name, tasks in backend.tasks.items():
         if cluster_name and name != cluster_name:
@@ -426,6 +494,9 @@ def apply() -> None:
             backend.update_container_instance_resources(ci, task.resource_requirements)
             backend.update_cluster_resources(cluster, 1)  # finish_task takes it off again
             backend.tasks.setdefault(cluster.name, {})[task.task_arn] = task
+            _running[task.task_arn] = task
+            if _workload:
+                heapq.heappush(_due, (time.monotonic() + _workload["taskSeconds"], task.task_arn))
             tasks.append(task)
         return ecs_responses.ActionResult({"tasks": tasks, "failures": failures})
 

@@ -212,6 +212,15 @@ class _Handler(BaseHTTPRequestHandler):
                     return 200, {"capacity": []}
                 if method == "POST":
                     return 200, patches.set_capacity(args)
+            if parts == "workload":
+                with emu.lock:
+                    if method == "GET":
+                        return 200, {"workload": patches.workload()}
+                    if method == "DELETE":
+                        patches.clear_workload()
+                        return 200, {"workload": {}}
+                    if method == "POST":
+                        return 200, patches.set_workload(args)
             if parts == "cloudwatch" and method == "GET":
                 with emu.lock:
                     return 200, {"metrics": cloudwatch.metrics()}
