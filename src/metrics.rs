@@ -51,6 +51,11 @@ struct AwsLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AwsOperationLabels {
+    operation: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct FleetLabels {
     compute_environment: String,
     lifecycle: String,
@@ -81,6 +86,8 @@ struct Metrics {
     events_pruned: Counter,
     events_dropped: Counter,
     aws_calls: Family<AwsLabels, Counter>,
+    aws_rate_waits: Family<AwsOperationLabels, Counter>,
+    aws_rate_wait_seconds: Family<AwsOperationLabels, Counter<f64, std::sync::atomic::AtomicU64>>,
     fleet: Family<FleetLabels, Gauge>,
     capacity: Family<CapacityLabels, Gauge>,
     consumables: Family<ConsumableLabels, Gauge>,
@@ -139,6 +146,19 @@ fn metrics() -> &'static Metrics {
             "aws_calls",
             "Calls Flotilla made to AWS, by service, operation and outcome (ok, throttled, error)",
             aws_calls.clone(),
+        );
+        let aws_rate_waits = Family::<AwsOperationLabels, Counter>::default();
+        registry.register(
+            "aws_rate_waits",
+            "AWS calls that waited for Flotilla's client-side rate limit (AWS's quota per operation), by operation",
+            aws_rate_waits.clone(),
+        );
+        let aws_rate_wait_seconds =
+            Family::<AwsOperationLabels, Counter<f64, std::sync::atomic::AtomicU64>>::default();
+        registry.register(
+            "aws_rate_wait_seconds",
+            "Seconds AWS calls spent waiting for the client-side rate limit, by operation",
+            aws_rate_wait_seconds.clone(),
         );
         let fleet = Family::<FleetLabels, Gauge>::default();
         registry.register(
@@ -275,6 +295,8 @@ fn metrics() -> &'static Metrics {
             store_degraded,
             store_quarantined,
             aws_calls,
+            aws_rate_waits,
+            aws_rate_wait_seconds,
             fleet,
             capacity,
             consumables,
@@ -335,6 +357,18 @@ pub fn api_call(operation: &str, code: u16) {
             code: code.to_string(),
         })
         .inc();
+}
+
+/// A call that waited `wait` for its operation's token bucket.
+pub fn aws_rate_wait(operation: &str, wait: std::time::Duration) {
+    let labels = AwsOperationLabels {
+        operation: operation.to_string(),
+    };
+    let m = metrics();
+    m.aws_rate_waits.get_or_create(&labels).inc();
+    m.aws_rate_wait_seconds
+        .get_or_create(&labels)
+        .inc_by(wait.as_secs_f64());
 }
 
 pub fn aws_call(service: &str, operation: &str, outcome: &str) {

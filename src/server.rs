@@ -291,6 +291,11 @@ pub struct AwsArgs {
     /// exponential backoff).
     #[arg(long, default_value_t = 5)]
     pub aws_max_attempts: u32,
+    /// A client-side rate limit, `OPERATION=RATE[:BURST]` (requests per second), for an account
+    /// whose quota AWS raised; repeatable. Without it every operation keeps AWS's default
+    /// quota (StartTask 20/s, burst 100; see docs/performance.md).
+    #[arg(long, value_name = "OP=RATE[:BURST]")]
+    pub aws_rate_limit: Vec<crate::compute::aws::RateLimit>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -613,6 +618,7 @@ pub async fn run(
                     call_timeout: std::time::Duration::from_secs(30),
                     max_attempts: a.aws_max_attempts,
                     fence: fence.clone(),
+                    limits: a.aws_rate_limit.clone(),
                 },
                 poll_interval: std::time::Duration::from_millis(a.aws_poll_ms.max(50)),
                 idle_timeout: std::time::Duration::from_secs(a.aws_idle_seconds),

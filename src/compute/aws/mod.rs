@@ -48,7 +48,7 @@ mod taskdef;
 mod tasks;
 mod templates;
 
-pub use api::{Api, ApiOptions, AwsError};
+pub use api::{Api, ApiOptions, AwsError, RateLimit, default_limit};
 
 use crate::compute::RuntimeEvent;
 use crate::compute::fleet::FleetView;
