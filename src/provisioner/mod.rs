@@ -304,3 +304,47 @@ pub struct ScalePlan {
 pub fn plan(snapshot: &Snapshot) -> ScalePlan {
     pack::plan(snapshot)
 }
+
+/// Expands counted demand (need, jobs) into [`Snapshot::demand`]. A backlog of one need (one
+/// job definition's shape: the 100,000-job case) keeps only as many jobs as could matter to one
+/// round: what the fleet's free vCPUs plus `max_vcpus` and one instance of overshoot can hold,
+/// times twice the strategy's spread plus one (so that the Spot strategies' even shares across
+/// their near-best pools, which look at what is left, still see more than the budget). The jobs left out would wait on
+/// `MaxVcpus` either way, so the plan is the same (the tests check it against the whole
+/// backlog). Several needs are expanded whole: the packer fills instances with the mix of
+/// needs in proportion, and a cut per need would change that mix.
+pub fn capped_demand(
+    env: &EnvSpec,
+    catalog: &Catalog,
+    fleet: &[Instance],
+    counts: &[(Resources, u64)],
+) -> Vec<Resources> {
+    let expand = |need: Resources, n: u64| std::iter::repeat_n(need, n as usize);
+    let [(need, n)] = counts else {
+        return counts
+            .iter()
+            .flat_map(|&(need, n)| expand(need, n))
+            .collect();
+    };
+    let free_milli: u64 = fleet
+        .iter()
+        .filter(|i| !i.draining)
+        .map(|i| i.free.milli_vcpus)
+        .sum();
+    let largest_milli = catalog
+        .types()
+        .iter()
+        .map(|t| u64::from(t.vcpus) * 1000)
+        .max()
+        .unwrap_or(0);
+    let spread = env.allocation_strategy.spread().0 as u64;
+    let room = free_milli
+        .saturating_add(u64::from(env.max_vcpus).saturating_mul(1000))
+        .saturating_add(largest_milli)
+        .saturating_mul(2 * (spread + 1));
+    let cap = match room.checked_div(need.milli_vcpus) {
+        Some(c) => c.saturating_add(1),
+        None => *n,
+    };
+    expand(*need, (*n).min(cap)).collect()
+}

@@ -607,6 +607,36 @@ proptest! {
         }
     }
 
+    /// A one-need backlog cut to what a round can place ([`capped_demand`]) plans exactly the
+    /// launches, retirements and desired vCPUs of the whole backlog; several needs are kept
+    /// whole.
+    #[test]
+    fn capped_demand_plans_as_the_whole_backlog(
+        mut snap in arb_snapshot(),
+        backlog in prop_oneof![0u64..=50, 1_000u64..=20_000],
+    ) {
+        let Some(&need) = snap.demand.first() else {
+            return Ok(());
+        };
+        let counts = [(need, 1 + backlog)];
+        snap.demand = vec![need; 1 + backlog as usize];
+        let whole = plan(&snap);
+        let capped = capped_demand(&snap.env, &snap.catalog, &snap.fleet, &counts);
+        prop_assert!(capped.len() <= snap.demand.len());
+        let cut = Snapshot { demand: capped, ..snap.clone() };
+        let part = plan(&cut);
+        prop_assert_eq!(&part.launch, &whole.launch);
+        prop_assert_eq!(&part.retire, &whole.retire);
+        prop_assert_eq!(part.desired_vcpus, whole.desired_vcpus);
+        prop_assert_eq!(part.unplaceable.is_empty(), whole.unplaceable.is_empty());
+
+        let two = [(need, 3), (res(1, 512, 0), backlog)];
+        prop_assert_eq!(
+            capped_demand(&snap.env, &snap.catalog, &snap.fleet, &two).len() as u64,
+            3 + backlog
+        );
+    }
+
     /// Below minvCpus with room under the cap and an available pool, the plan reaches the floor.
     #[test]
     fn reaches_min_vcpus(mut snap in arb_snapshot()) {
@@ -669,6 +699,32 @@ proptest! {
 }
 
 // ---------- instance types ----------
+
+#[test]
+fn a_backlog_of_100000_plans_over_a_few_thousand_jobs_and_launches_the_same() {
+    for (types, strategy) in [
+        (vec!["c5.large"], AllocationStrategy::BestFitProgressive),
+        (vec!["optimal"], AllocationStrategy::SpotCapacityOptimized),
+    ] {
+        let mut snap = snapshot(
+            env(strategy, &types, 0, 600),
+            vec![idle("i-1", "c5.large", 0)],
+            vec![res(1, 1024, 0); 100_000],
+        );
+        snap.now_ms = 0;
+        let counts = [(res(1, 1024, 0), 100_000)];
+        let capped = capped_demand(&snap.env, &snap.catalog, &snap.fleet, &counts);
+        assert!(capped.len() < 100_000 / 2, "{types:?}: {}", capped.len());
+        let whole = plan(&snap);
+        let part = plan(&Snapshot {
+            demand: capped,
+            ..snap.clone()
+        });
+        assert_eq!(part.launch, whole.launch, "{types:?}");
+        assert_eq!(part.retire, whole.retire, "{types:?}");
+        assert_eq!(part.desired_vcpus, whole.desired_vcpus, "{types:?}");
+    }
+}
 
 #[test]
 fn optimal_means_the_c_m_and_r_families() {

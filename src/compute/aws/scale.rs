@@ -94,23 +94,17 @@ impl AwsDriver {
         let clock = Instant::now();
         state.unavailable.retain(|_, until| *until > clock);
         let enabled = ce.state == ResourceState::Enabled;
+        // One entry per job, as the provisioner identifies jobs by index, but only as many of
+        // each need as this round could place: a backlog of 100,000 plans like a thousand.
+        let jobs = match demand.by_env.get(name) {
+            Some(counts) if enabled => provisioner::capped_demand(&spec, &catalog, &fleet, counts),
+            _ => Vec::new(),
+        };
         let snapshot = provisioner::Snapshot {
             env: spec.clone(),
             catalog,
             fleet,
-            // One entry per job, as the provisioner identifies jobs by index: once per
-            // provisioning round, not per engine pass.
-            demand: if enabled {
-                demand
-                    .by_env
-                    .get(name)
-                    .into_iter()
-                    .flatten()
-                    .flat_map(|&(need, n)| std::iter::repeat_n(need, n as usize))
-                    .collect()
-            } else {
-                Vec::new()
-            },
+            demand: jobs,
             now_ms: now,
             idle_timeout_ms: self.opts.idle_timeout.as_millis() as i64,
             unavailable_pools: state.unavailable.keys().cloned().collect::<BTreeSet<_>>(),
