@@ -96,18 +96,24 @@ fn bench_runs_every_scenario_at_a_small_size() {
     );
 }
 
-#[test]
-fn bench_launch_scenario_runs_against_the_emulator() {
+/// `flotilla bench <args>` against a fresh emulator, with its report and raw output.
+fn run_bench_on_emulator(args: &[&str]) -> (serde_json::Value, String) {
     let emu = common::emulator::Emulator::start();
     let dir = tempfile::tempdir().expect("temp dir");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_flotilla"));
-    cmd.args(["bench", "--scenarios", "launch"])
+    cmd.arg("bench")
+        .args(args)
         .arg("--aws-endpoint-url")
         .arg(&emu.endpoint)
         .arg("--data-dir")
         .arg(dir.path());
     common::emulator::with_test_credentials(&mut cmd);
-    let (report, stdout) = run_bench(&mut cmd);
+    run_bench(&mut cmd)
+}
+
+#[test]
+fn bench_launch_scenario_runs_against_the_emulator() {
+    let (report, stdout) = run_bench_on_emulator(&["--scenarios", "launch"]);
     let figures: Vec<&serde_json::Value> = report["figures"]
         .as_array()
         .expect("figures")
@@ -119,4 +125,42 @@ fn bench_launch_scenario_runs_against_the_emulator() {
         let v = f["value"].as_f64().expect("a number");
         assert!(v.is_finite() && v > 0.0, "{f}");
     }
+}
+
+/// aws-scale at a small size: every job SUCCEEDED through the AWS driver (the scenario fails
+/// otherwise), at least one StartTask per job, and nothing left running at the end.
+#[test]
+fn bench_aws_scale_scenario_runs_small_against_the_emulator() {
+    let (report, stdout) = run_bench_on_emulator(&[
+        "--scenarios",
+        "aws-scale",
+        "--jobs",
+        "300",
+        "--clients",
+        "8",
+        "--aws-task-seconds",
+        "1",
+        "--aws-boot-seconds",
+        "1",
+        "--aws-max-vcpus",
+        "20",
+    ]);
+    let figure = |prefix: &str| -> f64 {
+        report["figures"]
+            .as_array()
+            .expect("figures")
+            .iter()
+            .find(|f| {
+                f["scenario"] == "aws-scale"
+                    && f["metric"].as_str().is_some_and(|m| m.starts_with(prefix))
+            })
+            .and_then(|f| f["value"].as_f64())
+            .unwrap_or_else(|| panic!("no aws-scale figure {prefix:?} in {stdout}"))
+    };
+    assert!(figure("submit to 300 SUCCEEDED") > 0.0, "{stdout}");
+    assert!(figure("AWS calls per job") >= 1.0, "{stdout}");
+    assert!(figure("instances launched") >= 1.0, "{stdout}");
+    assert_eq!(figure("instances left running"), 0.0, "{stdout}");
+    assert!(figure("fleet cost / lower bound") >= 1.0, "{stdout}");
+    assert!(figure("tasks launched per second") > 0.0, "{stdout}");
 }

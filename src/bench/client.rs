@@ -59,13 +59,38 @@ impl Conn {
     /// `POST /v1/<op lower case>` with a JSON body, signed. Returns the HTTP status and body.
     pub async fn post(&mut self, op: &str, body: Bytes) -> anyhow::Result<(u16, Bytes)> {
         let path = format!("/v1/{}", op.to_ascii_lowercase());
+        self.send(Method::POST, &path, "", body).await
+    }
+
+    /// A signed `GET path?query` of one of the server's own endpoints (`/cost`), failing on a
+    /// non-2xx answer.
+    pub async fn get(&mut self, path: &str, query: &str) -> anyhow::Result<Value> {
+        let (status, body) = self.send(Method::GET, path, query, Bytes::new()).await?;
+        if !(200..300).contains(&status) {
+            bail!(
+                "GET {path}: HTTP {status}: {}",
+                String::from_utf8_lossy(&body)
+            );
+        }
+        Ok(serde_json::from_slice(&body)?)
+    }
+
+    async fn send(
+        &mut self,
+        method: Method,
+        path: &str,
+        query: &str,
+        body: Bytes,
+    ) -> anyhow::Result<(u16, Bytes)> {
         let mut headers = HeaderMap::new();
         headers.insert("host", self.host.clone());
-        headers.insert("content-type", HeaderValue::from_static("application/json"));
+        if method == Method::POST {
+            headers.insert("content-type", HeaderValue::from_static("application/json"));
+        }
         crate::api::sigv4::sign(
-            &Method::POST,
-            &path,
-            "",
+            &method,
+            path,
+            query,
             &mut headers,
             &body,
             ACCESS_KEY,
@@ -74,9 +99,14 @@ impl Conn {
             "batch",
             SystemTime::now(),
         );
+        let uri = if query.is_empty() {
+            path.to_string()
+        } else {
+            format!("{path}?{query}")
+        };
         let mut req = Request::builder()
-            .method(Method::POST)
-            .uri(&path)
+            .method(method)
+            .uri(uri)
             .body(Full::new(body))?;
         *req.headers_mut() = headers;
         if self.sender.ready().await.is_err() {

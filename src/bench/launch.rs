@@ -21,14 +21,8 @@ const LAUNCH_LATENCY: Target = Target {
     at_size: 1,
 };
 
-pub async fn launch(args: &BenchArgs, work: &Workdir) -> anyhow::Result<Vec<Figure>> {
-    const S: &str = "launch";
-    let Some(endpoint) = args.aws_endpoint_url.as_deref() else {
-        bail!(
-            "the launch scenario needs --aws-endpoint-url: an AWS emulator, e.g. \
-             eval \"$(localstack/run-emulator.sh)\" and --aws-endpoint-url \"$AWS_ENDPOINT_URL\""
-        );
-    };
+/// An EC2 client of the emulator at `endpoint`, and a subnet of it.
+pub(super) async fn emulator_ec2(endpoint: &str) -> anyhow::Result<(aws_sdk_ec2::Client, String)> {
     let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
         .region(aws_config::Region::new("us-east-1"))
         .endpoint_url(endpoint)
@@ -44,6 +38,81 @@ pub async fn launch(args: &BenchArgs, work: &Workdir) -> anyhow::Result<Vec<Figu
         .iter()
         .find_map(|s| s.subnet_id().map(str::to_string))
         .context("the AWS endpoint has no subnet")?;
+    Ok((ec2, subnet))
+}
+
+/// A MANAGED environment `env` of c5.large (`cr_type` EC2 or SPOT, up to `max_vcpus`) in
+/// `subnet`, once VALID, behind a new job queue `queue`.
+pub(super) async fn managed_queue(
+    conn: &mut Conn,
+    env: &str,
+    queue: &str,
+    cr_type: &str,
+    max_vcpus: u64,
+    subnet: &str,
+) -> anyhow::Result<()> {
+    conn.call(
+        "CreateComputeEnvironment",
+        &json!({
+            "computeEnvironmentName": env,
+            "type": "MANAGED",
+            "computeResources": {
+                "type": cr_type, "minvCpus": 0, "maxvCpus": max_vcpus,
+                "instanceTypes": ["c5.large"], "subnets": [subnet],
+                "instanceRole": "ecsInstanceRole"
+            }
+        }),
+    )
+    .await?;
+    wait_valid(conn, env, Duration::from_secs(60)).await?;
+    conn.call(
+        "CreateJobQueue",
+        &json!({
+            "jobQueueName": queue, "priority": 1,
+            "computeEnvironmentOrder": [{"order": 1, "computeEnvironment": env}]
+        }),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Waits until compute environment `name` is VALID; INVALID or a timeout is an error.
+pub(super) async fn wait_valid(
+    conn: &mut Conn,
+    name: &str,
+    within: Duration,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + within;
+    loop {
+        let d = conn
+            .call(
+                "DescribeComputeEnvironments",
+                &json!({ "computeEnvironments": [name] }),
+            )
+            .await?;
+        let status = d["computeEnvironments"][0]["status"].as_str();
+        match status.and_then(|s| s.parse().ok()) {
+            Some(ResourceStatus::Valid) => return Ok(()),
+            Some(ResourceStatus::Invalid) => {
+                bail!("{name} INVALID: {}", d["computeEnvironments"][0])
+            }
+            _ if Instant::now() > deadline => {
+                bail!("{name} not VALID within {} s", within.as_secs())
+            }
+            _ => tokio::time::sleep(Duration::from_millis(10)).await,
+        }
+    }
+}
+
+pub async fn launch(args: &BenchArgs, work: &Workdir) -> anyhow::Result<Vec<Figure>> {
+    const S: &str = "launch";
+    let Some(endpoint) = args.aws_endpoint_url.as_deref() else {
+        bail!(
+            "the launch scenario needs --aws-endpoint-url: an AWS emulator, e.g. \
+             eval \"$(localstack/run-emulator.sh)\" and --aws-endpoint-url \"$AWS_ENDPOINT_URL\""
+        );
+    };
+    let (ec2, subnet) = emulator_ec2(endpoint).await?;
     let dir = work.fresh(S)?;
     let server = ChildServer::start(
         &dir,
@@ -68,45 +137,7 @@ pub async fn launch(args: &BenchArgs, work: &Workdir) -> anyhow::Result<Vec<Figu
     let mut latencies = Vec::new();
     for t in 0..TRIALS {
         let name = format!("launch-{run}-{t}");
-        conn.call(
-            "CreateComputeEnvironment",
-            &json!({
-                "computeEnvironmentName": name,
-                "type": "MANAGED",
-                "computeResources": {
-                    "type": "SPOT", "minvCpus": 0, "maxvCpus": 4,
-                    "instanceTypes": ["c5.large"], "subnets": [subnet],
-                    "instanceRole": "ecsInstanceRole"
-                }
-            }),
-        )
-        .await?;
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let d = conn
-                .call(
-                    "DescribeComputeEnvironments",
-                    &json!({ "computeEnvironments": [name] }),
-                )
-                .await?;
-            let status = d["computeEnvironments"][0]["status"].as_str();
-            match status.and_then(|s| s.parse().ok()) {
-                Some(ResourceStatus::Valid) => break,
-                Some(ResourceStatus::Invalid) => {
-                    bail!("{name} INVALID: {}", d["computeEnvironments"][0])
-                }
-                _ if Instant::now() > deadline => bail!("{name} not VALID within 30 s"),
-                _ => tokio::time::sleep(Duration::from_millis(10)).await,
-            }
-        }
-        conn.call(
-            "CreateJobQueue",
-            &json!({
-                "jobQueueName": name, "priority": 1,
-                "computeEnvironmentOrder": [{"order": 1, "computeEnvironment": name}]
-            }),
-        )
-        .await?;
+        managed_queue(&mut conn, &name, &name, "SPOT", 4, &subnet).await?;
         // Let the engine and the driver settle on the new queue before the clock starts.
         tokio::time::sleep(Duration::from_millis(300)).await;
         let started = Instant::now();

@@ -6,6 +6,7 @@
 //! - [`client`]: the load generator's signed HTTP/1.1 client.
 //! - [`scenarios`]: submit, array, schedule, e2e, footprint, provision.
 //! - [`launch`]: SubmitJob to EC2 launch through the AWS driver, against an AWS emulator.
+//! - `scenarios::aws_scale`: 100,000 jobs through the AWS driver and the emulator.
 //! - [`report`]: figures, the table and the JSON.
 //! - [`plot`]: the completed-jobs-per-second chart (SVG) of the e2e run.
 
@@ -42,6 +43,9 @@ pub enum Scenario {
     /// SubmitJob to EC2 instance launched through the AWS driver (needs --aws-endpoint-url: an
     /// AWS emulator). Not in the default set.
     Launch,
+    /// N short jobs through the AWS driver on a fleet of hundreds of instances (needs
+    /// --aws-endpoint-url: Flotilla's AWS emulator). Not in the default set.
+    AwsScale,
 }
 
 impl Scenario {
@@ -54,6 +58,7 @@ impl Scenario {
             Scenario::Footprint => "footprint",
             Scenario::Provision => "provision",
             Scenario::Launch => "launch",
+            Scenario::AwsScale => "aws-scale",
         }
     }
 }
@@ -121,10 +126,34 @@ pub struct BenchArgs {
     #[arg(long, default_value = "ami-05fb4f257abd42992")]
     pub aws_ami: String,
 
+    /// aws-scale: seconds each job's task runs (the emulator stops it then, exit code 0).
+    #[arg(long, default_value_t = 30.0, value_parser = parse_seconds)]
+    pub aws_task_seconds: f64,
+
+    /// aws-scale: seconds from an instance running to its ECS agent registering.
+    #[arg(long, default_value_t = 30.0, value_parser = parse_seconds)]
+    pub aws_boot_seconds: f64,
+
+    /// aws-scale: the environment's maxvCpus (c5.large instances of 2 vCPUs, 1-vCPU jobs).
+    #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u64).range(2..=100_000))]
+    pub aws_max_vcpus: u64,
+
+    /// aws-scale: `OPERATION=RATE[:BURST]` passed to the server's --aws-rate-limit (an account
+    /// with raised quotas); AWS's default quotas otherwise.
+    #[arg(long, value_name = "OP=RATE[:BURST]")]
+    pub aws_rate_limit: Vec<String>,
+
     /// Where the servers keep their data (one fresh subdirectory per scenario), kept afterwards.
     /// Default: a fresh temporary directory, removed at the end.
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+}
+
+fn parse_seconds(s: &str) -> Result<f64, String> {
+    s.parse::<f64>()
+        .ok()
+        .filter(|v| v.is_finite() && (0.0..=86_400.0).contains(v))
+        .ok_or_else(|| format!("{s:?}: expected seconds between 0 and 86400"))
 }
 
 /// CPUs this process may run on.
@@ -231,6 +260,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             Scenario::Footprint => scenarios::footprint(&args, &work).await,
             Scenario::Provision => Ok(scenarios::provision(args.jobs as usize)),
             Scenario::Launch => launch::launch(&args, &work).await,
+            Scenario::AwsScale => scenarios::aws_scale(&args, &work).await,
         };
         let seconds = started.elapsed().as_secs_f64();
         match result {

@@ -16,10 +16,12 @@ use crate::model::{JobDetail, JobStatus, ResourceState};
 use crate::store::{SqlStore, Store};
 use crate::util::time::now_ms;
 
+mod aws_scale;
 mod e2e;
 mod footprint;
 mod provision;
 
+pub use aws_scale::aws_scale;
 pub use e2e::{Samples, e2e};
 pub use footprint::footprint;
 pub use provision::provision;
