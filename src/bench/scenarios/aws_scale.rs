@@ -272,7 +272,10 @@ pub async fn aws_scale(args: &BenchArgs, work: &Workdir) -> anyhow::Result<Vec<F
     progress!(
         "{S}: all {n} finished in {wall:.0} s; waiting for the fleet to scale in (idle {IDLE_SECONDS} s)"
     );
-    let scale_in_deadline = Instant::now() + Duration::from_secs(IDLE_SECONDS + 120);
+    // Retiring is rate-limited too (drain, deregister, terminate: about a third of a second per
+    // instance at the default quotas), so the wait grows with the fleet.
+    let live_at_end = live_instances(&ec2).await? as u64;
+    let scale_in_deadline = Instant::now() + Duration::from_secs(IDLE_SECONDS + 120 + live_at_end);
     let leaked = loop {
         let live = live_instances(&ec2).await?;
         if live == 0 || Instant::now() > scale_in_deadline {
