@@ -21,6 +21,27 @@ const LAUNCH_LATENCY: Target = Target {
     at_size: 1,
 };
 
+/// A server with the AWS driver against `endpoint`, jobs of the LOCAL kind as processes, no
+/// default resources, `ami` in its launch templates; `extra` are further options.
+pub(super) async fn aws_server(
+    dir: &std::path::Path,
+    endpoint: &str,
+    ami: &str,
+    extra: &[&str],
+) -> anyhow::Result<ChildServer> {
+    let mut args = vec![
+        "--local-runtime",
+        "process",
+        "--no-defaults",
+        "--aws-endpoint-url",
+        endpoint,
+        "--aws-ami",
+        ami,
+    ];
+    args.extend_from_slice(extra);
+    ChildServer::start(dir, &args).await
+}
+
 /// An EC2 client of the emulator at `endpoint`, and a subnet of it.
 pub(super) async fn emulator_ec2(endpoint: &str) -> anyhow::Result<(aws_sdk_ec2::Client, String)> {
     let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
@@ -114,19 +135,7 @@ pub async fn launch(args: &BenchArgs, work: &Workdir) -> anyhow::Result<Vec<Figu
     };
     let (ec2, subnet) = emulator_ec2(endpoint).await?;
     let dir = work.fresh(S)?;
-    let server = ChildServer::start(
-        &dir,
-        &[
-            "--local-runtime",
-            "process",
-            "--no-defaults",
-            "--aws-endpoint-url",
-            endpoint,
-            "--aws-ami",
-            &args.aws_ami,
-        ],
-    )
-    .await?;
+    let server = aws_server(&dir, endpoint, &args.aws_ami, &[]).await?;
     let mut conn = Conn::open(&Endpoint {
         addr: server.addr.clone(),
     })

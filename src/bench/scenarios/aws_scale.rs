@@ -165,21 +165,11 @@ pub async fn aws_scale(args: &BenchArgs, work: &Workdir) -> anyhow::Result<Vec<F
 
     let dir = work.fresh(S)?;
     let idle = IDLE_SECONDS.to_string();
-    let mut server_args = vec![
-        "--local-runtime",
-        "process",
-        "--no-defaults",
-        "--aws-endpoint-url",
-        endpoint,
-        "--aws-ami",
-        &args.aws_ami,
-        "--aws-idle-seconds",
-        &idle,
-    ];
+    let mut extra = vec!["--aws-idle-seconds", idle.as_str()];
     for l in &args.aws_rate_limit {
-        server_args.extend(["--aws-rate-limit", l.as_str()]);
+        extra.extend(["--aws-rate-limit", l.as_str()]);
     }
-    let server = ChildServer::start(&dir, &server_args).await?;
+    let server = crate::bench::launch::aws_server(&dir, endpoint, &args.aws_ami, &extra).await?;
     let ep = Endpoint {
         addr: server.addr.clone(),
     };
@@ -240,21 +230,14 @@ pub async fn aws_scale(args: &BenchArgs, work: &Workdir) -> anyhow::Result<Vec<F
     let wall = t0.elapsed().as_secs_f64();
     let after = server.stat()?;
     let calls = aws_calls(&metrics.scrape().await?);
-    let delta = |op: &str, outcome: Option<&str>| {
-        calls_of(&calls, op, outcome) - calls_of(&calls_before, op, outcome)
+    let delta = |keep: &dyn Fn(&(String, String, f64)) -> bool| {
+        let sum =
+            |c: &[(String, String, f64)]| c.iter().filter(|c| keep(c)).map(|c| c.2).sum::<f64>();
+        sum(&calls) - sum(&calls_before)
     };
-    let total_calls: f64 =
-        calls.iter().map(|c| c.2).sum::<f64>() - calls_before.iter().map(|c| c.2).sum::<f64>();
-    let throttled: f64 = calls
-        .iter()
-        .filter(|c| c.1 == "throttled")
-        .map(|c| c.2)
-        .sum::<f64>()
-        - calls_before
-            .iter()
-            .filter(|c| c.1 == "throttled")
-            .map(|c| c.2)
-            .sum::<f64>();
+    let total_calls = delta(&|_| true);
+    let throttled = delta(&|c| c.1 == "throttled");
+    let starts = delta(&|c| c.0 == "StartTask" && c.1 == "ok");
 
     // Sustained launch rate: between 10% and 90% of the tasks started (the burst and the tail
     // left out).
@@ -266,7 +249,7 @@ pub async fn aws_scale(args: &BenchArgs, work: &Workdir) -> anyhow::Result<Vec<F
     };
     let launch_rate = match (at_share(0.1), at_share(0.9)) {
         (Some(a), Some(b)) if b.0 > a.0 => (b.1 - a.1) / (b.0 - a.0),
-        _ => delta("StartTask", Some("ok")) / wall,
+        _ => starts / wall,
     };
 
     progress!(
@@ -348,8 +331,8 @@ pub async fn aws_scale(args: &BenchArgs, work: &Workdir) -> anyhow::Result<Vec<F
         .target(RATE_RATIO, n),
         Figure::new(S, "AWS calls per job", total_calls / n as f64, "calls").bound(format!(
             "StartTask {:.3}, DescribeTasks {:.3}, throttled {throttled}",
-            delta("StartTask", None) / n as f64,
-            delta("DescribeTasks", None) / n as f64
+            delta(&|c| c.0 == "StartTask") / n as f64,
+            delta(&|c| c.0 == "DescribeTasks") / n as f64
         )),
         Figure::new(S, "server CPU per job", cpu * 1e6 / n as f64, "us").bound(format!(
             "{:.1}% of one core over the run",
